@@ -34,6 +34,7 @@
 #define OPC_MODEL_H
 
 #include "../core/core.h"
+#include "../quant/cb.h"
 #include "../quant/types.h"
 
 #include <stdint.h>
@@ -88,6 +89,9 @@ typedef struct opc_tensor {
     const void *data;            /* view into a mapping, or into `owned` */
     uint64_t nbytes;
     void *owned; /* non-NULL when the description owns the bytes (freed with it) */
+    opc_cb_matrix cb; /* valid when type is OPC_TYPE_CB2/CB4 (views into the .bf2 mapping);
+                         data/nbytes then cover the packed indices only */
+    float qerr;       /* stored quantization error (relative weighted MSE), < 0 if unknown */
 } opc_tensor;
 
 static inline int64_t opc_tensor_nelem(const opc_tensor *t) {

@@ -50,6 +50,9 @@ static const opc_type_traits g_traits[OPC_TYPE_COUNT] = {
     [OPC_TYPE_Q4_K] = {"q4_k", 256, 144, true, opc_dequant_q4_k},
     [OPC_TYPE_Q5_K] = {"q5_k", 256, 176, true, opc_dequant_q5_k},
     [OPC_TYPE_Q6_K] = {"q6_k", 256, 210, true, opc_dequant_q6_k},
+    /* codebook types: blck/type size describe the index stream only */
+    [OPC_TYPE_CB2] = {"cb2", 64, 16, true, NULL},
+    [OPC_TYPE_CB4] = {"cb4", 64, 32, true, NULL},
 };
 
 const opc_type_traits *opc_type_get(opc_type t) {

@@ -29,7 +29,11 @@ typedef enum opc_type {
     OPC_TYPE_Q4_K,
     OPC_TYPE_Q5_K,
     OPC_TYPE_Q6_K,
-    /* codebook types (.bf2) are appended here by the quantizer module */
+    /* codebook types (.bf2): per-row fp16 codebooks + packed indices, see cb.h.
+     * Their opc_tensor carries an opc_cb_matrix view; to_float is NULL (use
+     * opc_cb_dequant_row_ref). */
+    OPC_TYPE_CB2, /* 2-bit indices, k <= 4 (2-bit; k = 3 is ternary-like) */
+    OPC_TYPE_CB4, /* 4-bit indices, k <= 16 (3-bit k=8 and 4-bit k=16) */
     OPC_TYPE_COUNT
 } opc_type;
 
