@@ -84,4 +84,9 @@ void opc_cb_dequant_row_ref(const opc_cb_matrix *m, int64_t r, float *dst);
  * x: (cols), y: (rows). The specification every SIMD/CUDA kernel must match. */
 void opc_cb_gemv_ref(const opc_cb_matrix *m, const float *x, float *y);
 
+/* Y = X W^T for a batch: X (T, cols) row-major, Y (T, rows). The entry point
+ * the forward pass calls for codebook weights; src/cpu/ dispatches it to the
+ * fastest kernel for this CPU (the reference loops over opc_cb_gemv_ref). */
+void opc_cb_matmul(const opc_cb_matrix *m, const float *X, int64_t T, float *Y);
+
 #endif /* OPC_CB_H */
