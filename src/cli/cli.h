@@ -19,5 +19,12 @@ int opc_cli_fail(opc_status st, const char *context);
 
 int opc_cmd_info(int argc, char **argv);
 int opc_cmd_tokenize(int argc, char **argv);
+int opc_cmd_quantize(int argc, char **argv);
+int opc_cmd_generate(int argc, char **argv);
+int opc_cmd_perplexity(int argc, char **argv);
+int opc_cmd_benchmark(int argc, char **argv);
+#ifdef OPC_HAVE_SERVER
+int opc_cmd_serve(int argc, char **argv);
+#endif
 
 #endif

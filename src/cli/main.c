@@ -10,6 +10,13 @@
 static const opc_cli_cmd g_cmds[] = {
     {"info", opc_cmd_info, "show a model's config, tokenizer and tensors"},
     {"tokenize", opc_cmd_tokenize, "encode text to token ids and decode them back"},
+    {"quantize", opc_cmd_quantize, "compress a model to ~2 bits/weight into a .bf2 file"},
+    {"generate", opc_cmd_generate, "generate text from a prompt (CPU reference)"},
+    {"perplexity", opc_cmd_perplexity, "perplexity and KLD on a text file (llama.cpp protocol)"},
+    {"benchmark", opc_cmd_benchmark, "prefill/decode speed and % of measured memory bandwidth"},
+#ifdef OPC_HAVE_SERVER
+    {"serve", opc_cmd_serve, "OpenAI-compatible HTTP server (completions, chat, streaming)"},
+#endif
 };
 
 int opc_cli_fail(opc_status st, const char *context) {

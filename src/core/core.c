@@ -46,13 +46,20 @@ opc_status opc_error(opc_status st, const char *fmt, ...) {
 }
 
 opc_status opc_error_wrap(opc_status st, const char *fmt, ...) {
-    char prefix[512], old[sizeof g_err];
+    char prefix[512];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(prefix, sizeof prefix, fmt, ap);
+    int n = vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
-    memcpy(old, g_err, sizeof old);
-    snprintf(g_err, sizeof g_err, "%s%s", prefix, old);
+    if (n < 0) return st;
+    size_t plen = strlen(prefix);
+    size_t olen = strnlen(g_err, sizeof g_err - 1);
+    if (plen > sizeof g_err - 1) plen = sizeof g_err - 1;
+    if (plen + olen > sizeof g_err - 1) olen = sizeof g_err - 1 - plen;
+    /* shift the old message right, then put the prefix in front */
+    memmove(g_err + plen, g_err, olen);
+    memcpy(g_err, prefix, plen);
+    g_err[plen + olen] = '\0';
     return st;
 }
 

@@ -1,10 +1,136 @@
 /*
- * cb_dispatch.c — runtime choice of the codebook matmul kernel.
- * Until the SIMD kernels land this is the scalar reference, one row of X at a
- * time (correct, slow).
+ * cb_dispatch.c — run-time choice of the codebook matmul kernel, OpenMP
+ * threading over rows, and the sparse outlier pass.
+ *
+ * Threads split the rows into contiguous, even-sized ranges (each a multiple
+ * of 2 so the 2-row kernels stay paired): rows are independent, every thread
+ * streams its own slice of the packed matrix, and no reduction is needed.
  */
-#include "../quant/cb.h"
+#include "cpu.h"
+
+#include "../core/cpu_features.h"
+#include "../core/half.h"
+
+#include <omp.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const g_impl_names[OPC_CB_IMPL_COUNT] = {"auto", "scalar", "avx2", "avx512"};
+
+const char *opc_cb_impl_name(opc_cb_impl impl) {
+    return (unsigned)impl < OPC_CB_IMPL_COUNT ? g_impl_names[impl] : "unknown";
+}
+
+opc_cb_impl opc_cb_impl_parse(const char *name) {
+    for (int i = 0; i < OPC_CB_IMPL_COUNT; i++)
+        if (name && !strcmp(name, g_impl_names[i])) return (opc_cb_impl)i;
+    return OPC_CB_IMPL_COUNT;
+}
+
+bool opc_cb_impl_available(opc_cb_impl impl) {
+    switch (impl) {
+    case OPC_CB_IMPL_AUTO:
+    case OPC_CB_IMPL_SCALAR: return true;
+    case OPC_CB_IMPL_AVX2: return opc_cpu_has_avx2();
+    case OPC_CB_IMPL_AVX512: return opc_cpu_has_avx512();
+    default: return false;
+    }
+}
+
+static opc_cb_impl g_best = OPC_CB_IMPL_SCALAR;
+static pthread_once_t g_best_once = PTHREAD_ONCE_INIT;
+
+static void pick_best(void) {
+    opc_cb_impl best = OPC_CB_IMPL_SCALAR;
+    if (opc_cb_impl_available(OPC_CB_IMPL_AVX2)) best = OPC_CB_IMPL_AVX2;
+    if (opc_cb_impl_available(OPC_CB_IMPL_AVX512)) best = OPC_CB_IMPL_AVX512;
+    /* OPC_CB_KERNEL=scalar|avx2 narrows the choice for A/B runs; a wider or
+     * unknown name is ignored (never run an ISA the CPU lacks). */
+    const char *env = getenv("OPC_CB_KERNEL");
+    opc_cb_impl want = opc_cb_impl_parse(env);
+    if (want != OPC_CB_IMPL_COUNT && want != OPC_CB_IMPL_AUTO && want < best &&
+        opc_cb_impl_available(want))
+        best = want;
+    g_best = best;
+}
+
+opc_cb_impl opc_cb_impl_best(void) {
+    pthread_once(&g_best_once, pick_best);
+    return g_best;
+}
+
+static int g_threads; /* 0: follow omp_get_max_threads() */
+
+void opc_cpu_set_threads(int n) { g_threads = n > 0 ? n : 0; }
+
+int opc_cpu_get_threads(void) { return g_threads > 0 ? g_threads : omp_get_max_threads(); }
+
+/* Second pass over rows [r0, r1): Y[t][r] += delta * X[t][col] for each
+ * outlier, run right after the dense part by the same thread on the same
+ * rows (their activations are still in L1). */
+void opc_cb_outliers_scalar(const opc_cb_matrix *m, const float *X, int64_t T, float *Y, int64_t r0,
+                         int64_t r1) {
+    for (int64_t r = r0; r < r1; r++) {
+        uint32_t a = m->ol_rowptr[r], b = m->ol_rowptr[r + 1];
+        if (a == b) continue;
+        for (int64_t t = 0; t < T; t++) {
+            const float *x = X + t * m->cols;
+            float s = 0.0f;
+            for (uint32_t i = a; i < b; i++) s += opc_fp16_to_fp32(m->ol_val[i]) * x[m->ol_col[i]];
+            Y[t * m->rows + r] += s;
+        }
+    }
+}
+
+/* The dense kernel and the outlier pass of one implementation. */
+static void pick_fns(opc_cb_impl impl, opc_cb_rows_fn *rows, opc_cb_rows_fn *outliers) {
+    if (impl == OPC_CB_IMPL_AUTO || !opc_cb_impl_available(impl)) impl = opc_cb_impl_best();
+    switch (impl) {
+    case OPC_CB_IMPL_AVX512:
+        *rows = opc_cb_rows_avx512;
+        *outliers = opc_cb_outliers_avx512;
+        break;
+    case OPC_CB_IMPL_AVX2:
+        *rows = opc_cb_rows_avx2;
+        *outliers = opc_cb_outliers_avx2;
+        break;
+    default:
+        *rows = opc_cb_rows_scalar;
+        *outliers = opc_cb_outliers_scalar;
+        break;
+    }
+}
+
+void opc_cb_matmul_impl(opc_cb_impl impl, const opc_cb_matrix *m, const float *X, int64_t T,
+                        float *Y, int nthreads) {
+    if (T <= 0 || m->rows <= 0) return;
+    opc_cb_rows_fn fn, ol;
+    pick_fns(impl, &fn, &ol);
+    if (!m->n_outliers) ol = NULL;
+    int nt = nthreads > 0 ? nthreads : opc_cpu_get_threads();
+    /* Below ~64K multiply-adds a thread team costs more than it saves; inside
+     * someone else's parallel region stay on the calling thread. */
+    if (omp_in_parallel() || (double)m->rows * (double)m->cols * (double)T < 65536.0) nt = 1;
+    int64_t max_nt = (m->rows + 1) / 2;
+    if (nt > max_nt) nt = (int)max_nt;
+    if (nt <= 1) {
+        fn(m, X, T, Y, 0, m->rows);
+        if (ol) ol(m, X, T, Y, 0, m->rows);
+        return;
+    }
+#pragma omp parallel num_threads(nt)
+    {
+        int64_t n = omp_get_num_threads(), tid = omp_get_thread_num();
+        int64_t per = (((m->rows + n - 1) / n) + 1) & ~(int64_t)1;
+        int64_t r0 = tid * per, r1 = r0 + per < m->rows ? r0 + per : m->rows;
+        if (r0 < r1) {
+            fn(m, X, T, Y, r0, r1);
+            if (ol) ol(m, X, T, Y, r0, r1);
+        }
+    }
+}
 
 void opc_cb_matmul(const opc_cb_matrix *m, const float *X, int64_t T, float *Y) {
-    for (int64_t t = 0; t < T; t++) opc_cb_gemv_ref(m, X + t * m->cols, Y + t * m->rows);
+    opc_cb_matmul_impl(OPC_CB_IMPL_AUTO, m, X, T, Y, 0);
 }

@@ -45,10 +45,16 @@ typedef struct opc_gguf_tensor_info {
 } opc_gguf_tensor_info;
 
 opc_status opc_gguf_open(const char *path, opc_gguf **out);
+/* Parse a GGUF image already in memory (fuzzing, tests). The buffer is not
+ * copied and must outlive the handle; `name` stands for the path in messages. */
+opc_status opc_gguf_open_memory(const void *data, size_t size, const char *name, opc_gguf **out);
 void opc_gguf_close(opc_gguf *g); /* NULL-safe */
 
 uint32_t opc_gguf_version(const opc_gguf *g);
 const char *opc_gguf_path(const opc_gguf *g);
+uint64_t opc_gguf_alignment(const opc_gguf *g);   /* general.alignment or 32 */
+uint64_t opc_gguf_data_offset(const opc_gguf *g); /* file offset of the tensor data section */
+uint64_t opc_gguf_file_size(const opc_gguf *g);
 
 /* Metadata. Lookups return OPC_ERR_NOT_FOUND (with a message naming the key and
  * file) when the key is absent, OPC_ERR_CORRUPT/UNSUPPORTED on a type mismatch. */
@@ -81,5 +87,7 @@ int64_t opc_gguf_find_tensor(const opc_gguf *g, const char *name); /* index or -
 
 /* Map a ggml on-disk type id to opc_type (OPC_TYPE_COUNT if unsupported). */
 opc_type opc_type_from_ggml(uint32_t ggml_type);
+/* ggml's name for an on-disk type id ("Q4_K"), "unknown" if not a ggml type. */
+const char *opc_ggml_type_name(uint32_t ggml_type);
 
 #endif /* OPC_GGUF_H */

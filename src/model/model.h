@@ -108,6 +108,8 @@ typedef enum opc_vocab_kind {
     OPC_VOCAB_SPM            /* SentencePiece-style BPE by scores + byte fallback (gguf "llama", llama2.c) */
 } opc_vocab_kind;
 
+#define OPC_VOCAB_MAX_PRE_REGEX 4
+
 typedef struct opc_vocab {
     opc_vocab_kind kind;
     int32_t n_tokens;
@@ -121,6 +123,13 @@ typedef struct opc_vocab {
     int32_t bos_id, eos_id, unk_id, pad_id; /* -1 when absent */
     int32_t add_bos, add_eos, add_space_prefix;
     char *chat_template; /* Jinja source from the model, or NULL */
+    /* Pre-tokenizer details only a tokenizer.json spells out (filled by
+     * opc_vocab_from_hf_json; other readers leave them zero and the tokenizer
+     * derives the split from `pre`). Fixed-size, so opc_vocab_free needn't know. */
+    int32_t n_pre_regex;                                 /* 0: use the patterns named by `pre` */
+    char pre_regex[OPC_VOCAB_MAX_PRE_REGEX][512];        /* PCRE2 patterns, each splitting the pieces of the one before */
+    int32_t ignore_merges; /* BPE: a pre-token that is itself a token skips the merges (Llama-3) */
+    int32_t spm_split;     /* SPM: Metaspace split, every "▁" starts a new piece */
 } opc_vocab;
 
 void opc_vocab_free(opc_vocab *v); /* frees the members, not v itself; NULL-safe */

@@ -39,6 +39,15 @@ opc_status opc_tokenizer_encode(const opc_tokenizer *t, const char *text, size_t
  * SPM "▁" -> " "). Returns NULL for an invalid id. Special tokens return their text. */
 const char *opc_tokenizer_token_bytes(const opc_tokenizer *t, int32_t id, size_t *len);
 
+/* Encode into a heap array sized to fit (caller frees *ids). */
+opc_status opc_tokenizer_encode_alloc(const opc_tokenizer *t, const char *text, size_t len,
+                                      const opc_encode_opts *opts, int32_t **ids, size_t *n);
+
+/* The token's text as stored in the vocabulary ("Ġthe", "▁the", "<0x0A>"); NULL for an invalid id. */
+const char *opc_tokenizer_token_text(const opc_tokenizer *t, int32_t id, size_t *len);
+/* Longest opc_tokenizer_token_bytes(): size opc_detok_push's buffer as this + 8. */
+size_t opc_tokenizer_max_token_bytes(const opc_tokenizer *t);
+
 int32_t opc_tokenizer_n_vocab(const opc_tokenizer *t);
 int32_t opc_tokenizer_bos(const opc_tokenizer *t); /* -1 when none */
 int32_t opc_tokenizer_eos(const opc_tokenizer *t);
@@ -56,9 +65,11 @@ typedef struct opc_detok {
 } opc_detok;
 
 void opc_detok_init(opc_detok *d, const opc_tokenizer *t);
-/* Append the text for `id` to out (cap bytes); returns the number of bytes
- * written (may be 0 while a character is incomplete). skip_special: emit
- * nothing for control tokens. */
+/* Write the text for `id` to out (cap bytes, at least
+ * opc_tokenizer_max_token_bytes() + 8, else the excess is cut); returns the
+ * number of bytes written (may be 0 while a character is incomplete).
+ * skip_special: emit nothing for control tokens. Invalid UTF-8 (a byte
+ * sequence that cannot complete) is passed through as raw bytes. */
 size_t opc_detok_push(opc_detok *d, int32_t id, int skip_special, char *out, size_t cap);
 /* Flush held bytes (invalid/incomplete UTF-8 at the end of the stream). */
 size_t opc_detok_flush(opc_detok *d, char *out, size_t cap);
@@ -71,6 +82,9 @@ opc_status opc_tokenizer_decode(const opc_tokenizer *t, const int32_t *ids, size
  * tokenizer files: HF tokenizer.json (+ optional tokenizer_config.json in the
  * same folder for add_bos/chat_template) and llama2.c tokenizer.bin. */
 opc_status opc_vocab_from_hf_json(const char *tokenizer_json_path, opc_vocab *v);
+/* The same from tokenizer.json text in memory (no tokenizer_config.json);
+ * `name` stands for the file in messages. */
+opc_status opc_vocab_from_hf_json_buffer(const char *json, size_t len, const char *name, opc_vocab *v);
 opc_status opc_vocab_from_llama2c(const char *tokenizer_bin_path, int32_t vocab_size,
                                   opc_vocab *v);
 

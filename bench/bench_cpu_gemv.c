@@ -1,0 +1,599 @@
+/*
+ * bench_cpu_gemv.c — the CPU codebook-kernel lab (in the style of llm.c's
+ * dev/cuda programs): the scalar reference, every kernel version, validation
+ * against the reference, and one timing table, on Llama-3-8B-sized matrices.
+ *
+ *   bench_cpu_gemv [--quick] [--threads N] [--bits B] [--T n,n,...] [--variants]
+ *
+ * Versions timed
+ *   scalar / avx2 / avx512   the product kernels (src/cpu), forced by name
+ *   f32 / f16                a plain dense GEMV/GEMM of the same shape (AVX-512
+ *                            or AVX2 FMA), the baseline a 2-bit format must beat
+ *   --variants: alternatives kept here to document why they lost (2-bit only):
+ *   v-mask                   "bit-plane" AVX-512: w = c0 + b0 d1 + b1 d2 + b0 b1 d3,
+ *                            so y = c0 sum x + d1 sum_{b0} x + ...: masked adds
+ *                            (vptestmb masks straight from the packed bytes)
+ *   v-i8                     bit-serial like v-mask but on int8 activations with
+ *                            AVX-512 VNNI vpdpbusd (approximate: activation
+ *                            quantization error shows in the err column)
+ *   v-lut                    T-MAC-style tables: per 4 columns (one packed byte)
+ *                            a 16-entry table of subset sums of x per bit-plane,
+ *                            looked up with vgatherdps
+ *
+ * Memory: every weight matrix is replicated so that one sweep touches more
+ * than 128 MiB (4x the 32 MiB L3 of the dev machine) and the timed loop
+ * rotates through the copies: each call reads its weights from DRAM, as in a
+ * real decode step. GB/s counts the packed bytes the kernel must read
+ * (indices + codebooks [+ outliers]); "%bw" compares with opc_mem_read_bw
+ * measured in the same run with the same thread count.
+ */
+#include "core/core.h"
+#include "core/cpu_features.h"
+#include "core/half.h"
+#include "cpu/cpu.h"
+#include "quant/cb.h"
+
+#include <immintrin.h>
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------------------ data ----- */
+
+static uint64_t g_rng = 0x9E3779B97F4A7C15ULL;
+static uint64_t rnd(void) {
+    g_rng ^= g_rng >> 12;
+    g_rng ^= g_rng << 25;
+    g_rng ^= g_rng >> 27;
+    return g_rng * 0x2545F4914F6CDD1DULL;
+}
+static float rndf(void) { return (float)((rnd() >> 40) * (1.0 / 16777216.0)) * 2.0f - 1.0f; }
+
+/* ncopy independent copies of one random (rows, cols) codebook matrix. */
+typedef struct bmat {
+    opc_cb_matrix m[64];
+    int ncopy;
+    uint8_t *idx;
+    uint16_t *cb;
+    uint64_t bytes; /* bytes one GEMV reads: indices + codebooks */
+} bmat;
+
+static int bmat_make(bmat *b, int64_t rows, int64_t cols, int bits, int ncopy) {
+    memset(b, 0, sizeof *b);
+    int k = 1 << bits;
+    uint64_t rb = opc_cb_row_bytes(bits, cols);
+    uint64_t isz = (uint64_t)rows * rb, csz = (uint64_t)rows * (uint64_t)k;
+    b->idx = opc_aligned_alloc(isz * (uint64_t)ncopy);
+    b->cb = opc_aligned_alloc(csz * 2 * (uint64_t)ncopy);
+    if (!b->idx || !b->cb) return -1;
+    for (uint64_t i = 0; i < isz * (uint64_t)ncopy; i += 8) {
+        uint64_t v = rnd();
+        memcpy(b->idx + i, &v, 8);
+    }
+    for (uint64_t i = 0; i < csz * (uint64_t)ncopy; i++) b->cb[i] = opc_fp32_to_fp16(rndf() * 0.05f);
+    /* padding columns must hold index 0 (cb.h) */
+    if (cols % OPC_CB_GROUP)
+        for (int64_t r = 0; r < rows * ncopy; r++) {
+            uint8_t *row = b->idx + (uint64_t)r * rb;
+            for (int64_t c = cols; c < (int64_t)(rb / (bits == 2 ? 16 : 32)) * 64; c++) {
+                uint8_t *g = row + (uint64_t)(c / 64) * (bits == 2 ? 16u : 32u);
+                int64_t j = c % 64;
+                if (bits == 2) g[j % 16] &= (uint8_t) ~(3u << (2 * (j / 16)));
+                else g[j % 32] &= (uint8_t) ~(15u << (4 * (j / 32)));
+            }
+        }
+    b->ncopy = ncopy;
+    for (int i = 0; i < ncopy; i++) {
+        opc_cb_matrix *m = &b->m[i];
+        m->rows = rows;
+        m->cols = cols;
+        m->bits = bits;
+        m->k = k;
+        m->row_bytes = rb;
+        m->idx = b->idx + isz * (uint64_t)i;
+        m->codebook = b->cb + csz * (uint64_t)i;
+    }
+    b->bytes = isz + csz * 2;
+    return 0;
+}
+
+static void bmat_free(bmat *b) {
+    opc_aligned_free(b->idx);
+    opc_aligned_free(b->cb);
+    memset(b, 0, sizeof *b);
+}
+
+/* -------------------------------------------------- dense baselines ---- */
+
+#define T512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")))
+#define T256 __attribute__((target("avx2,fma,f16c")))
+
+/* Y (T, rows) = X (T, cols) W^T, W fp32 (rows, cols), cols % 16 == 0. Rows
+ * split across threads; up to 4 tokens share each weight load. */
+T512 static void dense_f32(const float *W, int64_t rows, int64_t cols, const float *X, int64_t T,
+                           float *Y, int nt) {
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t r = 0; r < rows; r++) {
+        const float *w = W + r * cols;
+        for (int64_t t0 = 0; t0 < T; t0 += 4) {
+            int64_t n = T - t0 < 4 ? T - t0 : 4;
+            __m512 a[4][2] = {{_mm512_setzero_ps()}};
+            for (int i = 0; i < 4; i++) a[i][0] = a[i][1] = _mm512_setzero_ps();
+            for (int64_t c = 0; c < cols; c += 32) {
+                __m512 w0 = _mm512_loadu_ps(w + c), w1 = _mm512_loadu_ps(w + c + 16);
+                for (int64_t t = 0; t < n; t++) {
+                    const float *x = X + (t0 + t) * cols + c;
+                    a[t][0] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x), a[t][0]);
+                    a[t][1] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x + 16), a[t][1]);
+                }
+            }
+            for (int64_t t = 0; t < n; t++)
+                Y[(t0 + t) * rows + r] = _mm512_reduce_add_ps(_mm512_add_ps(a[t][0], a[t][1]));
+        }
+    }
+}
+
+T512 static void dense_f16(const uint16_t *W, int64_t rows, int64_t cols, const float *X,
+                           int64_t T, float *Y, int nt) {
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t r = 0; r < rows; r++) {
+        const uint16_t *w = W + r * cols;
+        for (int64_t t0 = 0; t0 < T; t0 += 4) {
+            int64_t n = T - t0 < 4 ? T - t0 : 4;
+            __m512 a[4][2];
+            for (int i = 0; i < 4; i++) a[i][0] = a[i][1] = _mm512_setzero_ps();
+            for (int64_t c = 0; c < cols; c += 32) {
+                __m512 w0 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(w + c)));
+                __m512 w1 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(w + c + 16)));
+                for (int64_t t = 0; t < n; t++) {
+                    const float *x = X + (t0 + t) * cols + c;
+                    a[t][0] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x), a[t][0]);
+                    a[t][1] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x + 16), a[t][1]);
+                }
+            }
+            for (int64_t t = 0; t < n; t++)
+                Y[(t0 + t) * rows + r] = _mm512_reduce_add_ps(_mm512_add_ps(a[t][0], a[t][1]));
+        }
+    }
+}
+
+/* ----------------------------------------------- losing variants ------- */
+
+/* v-mask: 2-bit, k = 4, 1 token. With idx = b0 + 2 b1,
+ *   cb[idx] = c0 + b0 (c1 - c0) + b1 (c2 - c0) + b0 b1 (c3 - c2 - c1 + c0),
+ * so y = c0 S + d1 P0 + d2 P1 + d3 P01 with S = sum x (shared by all rows)
+ * and P = sums of x over the columns whose bit(s) are set: three masked
+ * adds per 16 columns, masks from vptestmb on the packed bytes. */
+T512 static void vmask_rows(const opc_cb_matrix *m, const float *x, float S, float *y, int64_t r0,
+                            int64_t r1) {
+    int64_t ng = m->cols / 64;
+    for (int64_t r = r0; r < r1; r++) {
+        const uint8_t *p = m->idx + (uint64_t)r * m->row_bytes;
+        const uint16_t *cb = m->codebook + r * 4;
+        __m512 p0 = _mm512_setzero_ps(), p1 = _mm512_setzero_ps(), p01 = _mm512_setzero_ps();
+        for (int64_t g = 0; g < ng; g++) {
+            _mm_prefetch((const char *)(p + g * 16 + 8 * m->row_bytes), _MM_HINT_T0);
+            __m128i v = _mm_loadu_si128((const __m128i *)(p + g * 16));
+            const float *xg = x + g * 64;
+            for (int j = 0; j < 4; j++) {
+                __mmask16 m0 = _mm_test_epi8_mask(v, _mm_set1_epi8((char)(1 << (2 * j))));
+                __mmask16 m1 = _mm_test_epi8_mask(v, _mm_set1_epi8((char)(2 << (2 * j))));
+                __m512 xv = _mm512_loadu_ps(xg + 16 * j);
+                p0 = _mm512_mask_add_ps(p0, m0, p0, xv);
+                p1 = _mm512_mask_add_ps(p1, m1, p1, xv);
+                p01 = _mm512_mask_add_ps(p01, m0 & m1, p01, xv);
+            }
+        }
+        float c0 = opc_fp16_to_fp32(cb[0]), c1 = opc_fp16_to_fp32(cb[1]);
+        float c2 = opc_fp16_to_fp32(cb[2]), c3 = opc_fp16_to_fp32(cb[3]);
+        y[r] = c0 * S + (c1 - c0) * _mm512_reduce_add_ps(p0) + (c2 - c0) * _mm512_reduce_add_ps(p1) +
+               (c3 - c2 - c1 + c0) * _mm512_reduce_add_ps(p01);
+    }
+}
+
+/* v-lut: per packed byte position (4 columns i, 16+i, 32+i, 48+i of a group)
+ * a 16-entry table of subset sums of those 4 activations; a bit-plane's 4
+ * bits of that byte index it. Tables: (cols / 4, 16) floats, built once per
+ * token and shared by all rows. */
+static void vlut_build(const float *x, int64_t cols, float *tab) {
+    for (int64_t g = 0; g < cols / 64; g++)
+        for (int i = 0; i < 16; i++) {
+            const float *xg = x + g * 64;
+            float a = xg[i], b = xg[16 + i], c = xg[32 + i], d = xg[48 + i];
+            float *t = tab + (g * 16 + i) * 16;
+            for (int s = 0; s < 16; s++)
+                t[s] = ((s & 1) ? a : 0) + ((s & 2) ? b : 0) + ((s & 4) ? c : 0) + ((s & 8) ? d : 0);
+        }
+}
+
+/* bits 0,2,4,6 of each byte -> a nibble */
+T512 static inline __m512i compress_even(__m512i v) {
+    v = _mm512_and_si512(v, _mm512_set1_epi32(0x55));
+    v = _mm512_and_si512(_mm512_or_si512(v, _mm512_srli_epi32(v, 1)), _mm512_set1_epi32(0x33));
+    return _mm512_and_si512(_mm512_or_si512(v, _mm512_srli_epi32(v, 2)), _mm512_set1_epi32(0x0f));
+}
+
+T512 static void vlut_rows(const opc_cb_matrix *m, const float *tab, float S, float *y, int64_t r0,
+                           int64_t r1) {
+    int64_t ng = m->cols / 64;
+    const __m512i lane16 = _mm512_mullo_epi32(
+        _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), _mm512_set1_epi32(16));
+    for (int64_t r = r0; r < r1; r++) {
+        const uint8_t *p = m->idx + (uint64_t)r * m->row_bytes;
+        const uint16_t *cb = m->codebook + r * 4;
+        __m512 p0 = _mm512_setzero_ps(), p1 = _mm512_setzero_ps(), p01 = _mm512_setzero_ps();
+        for (int64_t g = 0; g < ng; g++) {
+            _mm_prefetch((const char *)(p + g * 16 + 8 * m->row_bytes), _MM_HINT_T0);
+            __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(p + g * 16)));
+            const float *tg = tab + g * 256;
+            __m512i n0 = _mm512_add_epi32(lane16, compress_even(v));
+            __m512i n1 = _mm512_add_epi32(lane16, compress_even(_mm512_srli_epi32(v, 1)));
+            __m512i n01 = _mm512_add_epi32(lane16,
+                                           compress_even(_mm512_and_si512(v, _mm512_srli_epi32(v, 1))));
+            p0 = _mm512_add_ps(p0, _mm512_i32gather_ps(n0, tg, 4));
+            p1 = _mm512_add_ps(p1, _mm512_i32gather_ps(n1, tg, 4));
+            p01 = _mm512_add_ps(p01, _mm512_i32gather_ps(n01, tg, 4));
+        }
+        float c0 = opc_fp16_to_fp32(cb[0]), c1 = opc_fp16_to_fp32(cb[1]);
+        float c2 = opc_fp16_to_fp32(cb[2]), c3 = opc_fp16_to_fp32(cb[3]);
+        y[r] = c0 * S + (c1 - c0) * _mm512_reduce_add_ps(p0) + (c2 - c0) * _mm512_reduce_add_ps(p1) +
+               (c3 - c2 - c1 + c0) * _mm512_reduce_add_ps(p01);
+    }
+}
+
+/* v-i8: bit-serial with int8 activations on AVX-512 VNNI (2-bit, 1 token).
+ * With idx = b0 + 2 b1 the same identity as v-mask holds; here the plane
+ * sums come from vpdpbusd on int8 activations (per-256-column scale
+ * max|x|/127): broadcast the 16-byte group to the four 128-bit lanes, AND
+ * with 4^j-weighted per-lane bit masks (lane j keeps bit pair j, so no
+ * shift), and the 4^j factors and activation scales are undone in fp32 once
+ * per block. 1 broadcast load, 2 AND, 1 shift, 1 ternlog, 3 vpdpbusd per 64
+ * weights and row; never turns an index into a weight. */
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,f16c")
+#define I8_BLOCK_GROUPS 4 /* 256 columns per activation scale */
+#define I8_MAX_COLS 32768 /* stack workspace bound; wider matrices use fp32 */
+
+/* Quantize one token: q (ngroups*64 int8, zero padded), lane scales per
+ * block (16 floats: block scale * 4^-j for 128-bit lane j), returns sum x. */
+static float quantize_x(const float *x, int64_t cols, int8_t *q, float *lscale) {
+    int64_t ngroups = (cols + 63) / 64;
+    int64_t nblk = (ngroups + I8_BLOCK_GROUPS - 1) / I8_BLOCK_GROUPS;
+    __m512 sum = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nblk; b++) {
+        int64_t c0 = b * I8_BLOCK_GROUPS * 64;
+        int64_t c1 = c0 + I8_BLOCK_GROUPS * 64 < cols ? c0 + I8_BLOCK_GROUPS * 64 : cols;
+        __m512 amax = _mm512_setzero_ps();
+        for (int64_t c = c0; c < c1; c += 16) {
+            __mmask16 mk = c1 - c >= 16 ? 0xffff : (__mmask16)((1u << (c1 - c)) - 1u);
+            __m512 v = _mm512_maskz_loadu_ps(mk, x + c);
+            sum = _mm512_add_ps(sum, v);
+            amax = _mm512_max_ps(amax, _mm512_abs_ps(v));
+        }
+        float m = _mm512_reduce_max_ps(amax);
+        float s = m / 127.0f, inv = m > 0 ? 127.0f / m : 0.0f;
+        __m512 vinv = _mm512_set1_ps(inv);
+        int64_t cend = c0 + I8_BLOCK_GROUPS * 64 < ngroups * 64 ? c0 + I8_BLOCK_GROUPS * 64
+                                                                 : ngroups * 64;
+        for (int64_t c = c0; c < cend; c += 16) {
+            __mmask16 mk = c >= cols ? 0 : (cols - c >= 16 ? 0xffff : (__mmask16)((1u << (cols - c)) - 1u));
+            __m512 v = _mm512_maskz_loadu_ps(mk, x + c);
+            __m512i iv = _mm512_cvtps_epi32(_mm512_mul_ps(v, vinv)); /* nearest-even */
+            _mm_storeu_si128((__m128i *)(q + c), _mm512_cvtsepi32_epi8(iv));
+        }
+        __m512 lf = _mm512_set_ps(1.f / 64, 1.f / 64, 1.f / 64, 1.f / 64, 1.f / 16, 1.f / 16,
+                                  1.f / 16, 1.f / 16, 1.f / 4, 1.f / 4, 1.f / 4, 1.f / 4, 1.f, 1.f,
+                                  1.f, 1.f);
+        _mm512_storeu_ps(lscale + b * 16, _mm512_mul_ps(lf, _mm512_set1_ps(s)));
+    }
+    return _mm512_reduce_add_ps(sum);
+}
+
+/* Plane sums for NR rows over all groups: P[r][0..3) = (P0, 2 P1, P01). */
+static inline __attribute__((always_inline)) void planes(int NR, const opc_cb_matrix *m,
+                                                         int64_t r, const int8_t *q,
+                                                         const float *lscale, float P[2][3]) {
+    const int64_t ngroups = (m->cols + 63) / 64;
+    const uint8_t *p0 = m->idx + (uint64_t)r * m->row_bytes;
+    const uint8_t *p1 = p0 + m->row_bytes;
+    /* lane j of the broadcast group keeps bit 2j (b0) / bit 2j+1 (b1) */
+    const __m512i m0 = _mm512_set_epi32(0x40404040, 0x40404040, 0x40404040, 0x40404040,
+                                        0x10101010, 0x10101010, 0x10101010, 0x10101010,
+                                        0x04040404, 0x04040404, 0x04040404, 0x04040404,
+                                        0x01010101, 0x01010101, 0x01010101, 0x01010101);
+    const __m512i m1 = _mm512_add_epi8(m0, m0);
+    __m512 f00 = _mm512_setzero_ps(), f01 = f00, f02 = f00, f10 = f00, f11 = f00, f12 = f00;
+    for (int64_t g0 = 0; g0 < ngroups; g0 += I8_BLOCK_GROUPS) {
+        int64_t g1 = g0 + I8_BLOCK_GROUPS < ngroups ? g0 + I8_BLOCK_GROUPS : ngroups;
+        __m512i a00 = _mm512_setzero_si512(), a01 = a00, a02 = a00, a10 = a00, a11 = a00,
+                a12 = a00;
+        for (int64_t g = g0; g < g1; g++) {
+            _mm_prefetch((const char *)(p0 + g * 16 + 4096), _MM_HINT_T0);
+            if (NR == 2) _mm_prefetch((const char *)(p1 + g * 16 + 4096), _MM_HINT_T0);
+            __m512i xq = _mm512_loadu_si512((const void *)(q + g * 64));
+            __m512i v = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(p0 + g * 16)));
+            /* (v >> 1) & v & m0: b0 AND b1 at bit 2j (the 16-bit shift only
+             * leaks a neighbour's bit into bit 7, which m0 never keeps) */
+            a00 = _mm512_dpbusd_epi32(a00, _mm512_and_si512(v, m0), xq);
+            a01 = _mm512_dpbusd_epi32(a01, _mm512_and_si512(v, m1), xq);
+            a02 = _mm512_dpbusd_epi32(
+                a02, _mm512_ternarylogic_epi32(_mm512_srli_epi16(v, 1), v, m0, 0x80), xq);
+            if (NR == 2) {
+                __m512i u = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(p1 + g * 16)));
+                a10 = _mm512_dpbusd_epi32(a10, _mm512_and_si512(u, m0), xq);
+                a11 = _mm512_dpbusd_epi32(a11, _mm512_and_si512(u, m1), xq);
+                a12 = _mm512_dpbusd_epi32(
+                    a12, _mm512_ternarylogic_epi32(_mm512_srli_epi16(u, 1), u, m0, 0x80), xq);
+            }
+        }
+        __m512 ls = _mm512_loadu_ps(lscale + (g0 / I8_BLOCK_GROUPS) * 16);
+        f00 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a00), ls, f00);
+        f01 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a01), ls, f01);
+        f02 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a02), ls, f02);
+        if (NR == 2) {
+            f10 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a10), ls, f10);
+            f11 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a11), ls, f11);
+            f12 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a12), ls, f12);
+        }
+    }
+    P[0][0] = _mm512_reduce_add_ps(f00);
+    P[0][1] = _mm512_reduce_add_ps(f01);
+    P[0][2] = _mm512_reduce_add_ps(f02);
+    if (NR == 2) {
+        P[1][0] = _mm512_reduce_add_ps(f10);
+        P[1][1] = _mm512_reduce_add_ps(f11);
+        P[1][2] = _mm512_reduce_add_ps(f12);
+    }
+}
+
+static inline float combine(const opc_cb_matrix *m, int64_t r, float sx, const float P[3]) {
+    const uint16_t *cb = m->codebook + (uint64_t)r * (uint64_t)m->k;
+    float c[4] = {0, 0, 0, 0};
+    for (int i = 0; i < m->k; i++) c[i] = opc_fp16_to_fp32(cb[i]);
+    return c[0] * sx + (c[1] - c[0]) * P[0] + (c[2] - c[0]) * 0.5f * P[1] +
+           (c[3] - c[2] - c[1] + c[0]) * P[2];
+}
+
+static void vi8_rows(const opc_cb_matrix *m, const float *X, int64_t T, float *Y,
+                           int64_t r0, int64_t r1) {
+    _Alignas(64) int8_t q[I8_MAX_COLS];
+    _Alignas(64) float lscale[I8_MAX_COLS / 256 * 16];
+    for (int64_t t = 0; t < T; t++) {
+        const float *x = X + t * m->cols;
+        float *y = Y + t * m->rows;
+        float sx = quantize_x(x, m->cols, q, lscale);
+        int64_t r = r0;
+        for (; r + 2 <= r1; r += 2) {
+            float P[2][3];
+            planes(2, m, r, q, lscale, P);
+            y[r] = combine(m, r, sx, P[0]);
+            y[r + 1] = combine(m, r + 1, sx, P[1]);
+        }
+        if (r < r1) {
+            float P[2][3];
+            planes(1, m, r, q, lscale, P);
+            y[r] = combine(m, r, sx, P[0]);
+        }
+    }
+}
+#pragma GCC pop_options
+
+typedef enum { V_MASK, V_LUT, V_I8 } variant;
+
+static void run_variant(variant v, const opc_cb_matrix *m, const float *x, float *y, float *tab,
+                        int nt) {
+    if (v == V_I8) {
+#pragma omp parallel num_threads(nt)
+        {
+            int64_t n = omp_get_num_threads(), tid = omp_get_thread_num();
+            int64_t per = ((m->rows + n - 1) / n + 1) & ~(int64_t)1, r0 = tid * per;
+            int64_t r1 = r0 + per < m->rows ? r0 + per : m->rows;
+            if (r0 < r1) vi8_rows(m, x, 1, y, r0, r1);
+        }
+        return;
+    }
+    float S = 0;
+    for (int64_t c = 0; c < m->cols; c++) S += x[c];
+    if (v == V_LUT) vlut_build(x, m->cols, tab); /* timed: it is per-token work */
+#pragma omp parallel num_threads(nt)
+    {
+        int64_t n = omp_get_num_threads(), tid = omp_get_thread_num();
+        int64_t per = (m->rows + n - 1) / n, r0 = tid * per;
+        int64_t r1 = r0 + per < m->rows ? r0 + per : m->rows;
+        if (r0 < r1) {
+            if (v == V_MASK) vmask_rows(m, x, S, y, r0, r1);
+            else vlut_rows(m, tab, S, y, r0, r1);
+        }
+    }
+}
+
+/* ------------------------------------------------------- timing -------- */
+
+/* out = best seconds per call of `call` over enough calls to take ~min_s. */
+#define TIME_BEST(out, min_s, max_calls, call)                                           \
+    do {                                                                                 \
+        double best_ = 1e30, start_ = opc_time_s();                                      \
+        int calls_ = 0;                                                                  \
+        do {                                                                             \
+            double t0_ = opc_time_s();                                                   \
+            call;                                                                        \
+            double dt_ = opc_time_s() - t0_;                                             \
+            if (dt_ < best_) best_ = dt_;                                                \
+            calls_++;                                                                    \
+        } while ((opc_time_s() - start_ < (min_s) || calls_ < 3) && calls_ < (max_calls)); \
+        (out) = best_;                                                                   \
+    } while (0)
+
+static double max_rel_err(const float *y, const float *ref, int64_t n) {
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double d = fabs((double)y[i] - ref[i]);
+        if (d > num) num = d;
+        if (fabs(ref[i]) > den) den = fabs(ref[i]);
+    }
+    return den > 0 ? num / den : num;
+}
+
+static void row(const char *shape, int bits, int64_t T, int nt, const char *ver, double sec,
+                double bytes, double flops, double bw, double err) {
+    double gbs = bytes / sec / 1e9;
+    printf("| %-11s | %4d | %3lld | %2d | %-7s | %9.3f | %7.1f | %5.0f%% | %7.1f | %8.1e |\n", shape,
+           bits, (long long)T, nt, ver, sec * 1e3, gbs, 100.0 * bytes / sec / bw, flops / sec / 1e9,
+           err);
+    fflush(stdout);
+}
+
+int main(int argc, char **argv) {
+    int quick = 0, only_threads = 0, only_bits = 0, variants = 0;
+    int64_t Ts[8] = {1, 8, 64};
+    int nT = 3;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--quick")) quick = 1;
+        else if (!strcmp(argv[i], "--variants")) variants = 1;
+        else if (!strcmp(argv[i], "--threads") && i + 1 < argc) only_threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--bits") && i + 1 < argc) only_bits = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--T") && i + 1 < argc) {
+            nT = 0;
+            for (char *s = argv[++i]; *s && nT < 8;) {
+                Ts[nT++] = strtoll(s, &s, 10);
+                if (*s == ',') s++;
+                else break;
+            }
+        } else {
+            fprintf(stderr, "usage: %s [--quick] [--variants] [--threads N] [--bits 2|4] [--T 1,8,64]\n",
+                    argv[0]);
+            return 2;
+        }
+    }
+    if (!opc_cpu_has_avx512()) {
+        fprintf(stderr, "bench_cpu_gemv: the dense baselines and variants need AVX-512\n");
+        return 1;
+    }
+    const opc_cpu_features *f = opc_cpu_get_features();
+    printf("cpu: %s [%s], %d OpenMP threads available\n", f->brand, opc_cpu_features_str(),
+           omp_get_max_threads());
+
+    int threads[2] = {1, 2}, nthr = 2;
+    if (only_threads) {
+        threads[0] = only_threads;
+        nthr = 1;
+    }
+    double bw[2];
+    for (int i = 0; i < nthr; i++) {
+        bw[i] = opc_mem_read_bw((size_t)256 << 20, threads[i], quick ? 2 : 4);
+        printf("memory read bandwidth probe, %d thread(s), best 16 MiB segment: %.2f GB/s\n", threads[i],
+               bw[i] / 1e9);
+    }
+    printf("\ntimes: best of repeated calls, weights rotating through >= 128 MiB of copies\n");
+    printf("err: max |y - y_ref| / max |y_ref| against opc_cb_gemv_ref (first 256 rows)\n\n");
+    printf("| shape       | bits |   T | th | version |   ms/call | GB/s wt |  %%bw   | GFLOP/s |      err |\n");
+    printf("|-------------|------|-----|----|---------|-----------|---------|--------|---------|----------|\n");
+
+    static const int64_t shapes[3][2] = {{4096, 4096}, {14336, 4096}, {4096, 14336}};
+    const double min_s = quick ? 0.1 : 0.4;
+    for (int s = 0; s < 3; s++) {
+        int64_t rows = shapes[s][0], cols = shapes[s][1];
+        char shape[32];
+        snprintf(shape, sizeof shape, "%lldx%lld", (long long)rows, (long long)cols);
+        int64_t Tmax = 1;
+        for (int i = 0; i < nT; i++) Tmax = Ts[i] > Tmax ? Ts[i] : Tmax;
+        float *X = opc_aligned_alloc(sizeof(float) * (size_t)(Tmax * cols));
+        float *Y = opc_aligned_alloc(sizeof(float) * (size_t)(Tmax * rows));
+        float *Yref = opc_aligned_alloc(sizeof(float) * (size_t)(Tmax * 256));
+        float *tab = opc_aligned_alloc(sizeof(float) * (size_t)(cols * 4));
+        if (!X || !Y || !Yref || !tab) return 1;
+        for (int64_t i = 0; i < Tmax * cols; i++) X[i] = rndf();
+
+        for (int bits = 2; bits <= 4; bits += 2) {
+            if (only_bits && bits != only_bits) continue;
+            bmat b;
+            uint64_t one = opc_cb_row_bytes(bits, cols) * (uint64_t)rows;
+            int ncopy = (int)((128ull << 20) / one) + 1;
+            if (ncopy > 64) ncopy = 64;
+            if (bmat_make(&b, rows, cols, bits, ncopy) != 0) return 1;
+            opc_cb_matrix sub = b.m[0];
+            sub.rows = 256;
+            for (int i = 0; i < nT; i++) {
+                int64_t T = Ts[i];
+                for (int64_t t = 0; t < T; t++) opc_cb_gemv_ref(&sub, X + t * cols, Yref + t * 256);
+                for (int ti = 0; ti < nthr; ti++) {
+                    int nt = threads[ti];
+                    for (int impl = OPC_CB_IMPL_SCALAR; impl < OPC_CB_IMPL_COUNT; impl++) {
+                        if (!opc_cb_impl_available((opc_cb_impl)impl)) continue;
+                        if (impl == OPC_CB_IMPL_SCALAR && (T > 8 || quick)) continue; /* minutes */
+                        int cur = 0;
+                        double sec;
+                        TIME_BEST(sec, min_s, 2000, {
+                            opc_cb_matmul_impl((opc_cb_impl)impl, &b.m[cur], X, T, Y, nt);
+                            cur = (cur + 1) % b.ncopy;
+                        });
+                        /* validate the output of the last copy's first 256 rows
+                         * against the reference on copy 0's data */
+                        opc_cb_matmul_impl((opc_cb_impl)impl, &sub, X, T, Y, nt);
+                        double err = max_rel_err(Y, Yref, T * 256);
+                        row(shape, bits, T, nt, opc_cb_impl_name((opc_cb_impl)impl), sec,
+                            (double)b.bytes, 2.0 * (double)rows * (double)cols * (double)T,
+                            bw[ti], err);
+                    }
+                    if (variants && bits == 2 && T == 1) {
+                        for (int v = V_MASK; v <= V_I8; v++) {
+                            if (v == V_I8 && !f->avx512vnni) continue;
+                            int cur = 0;
+                            double sec;
+                        TIME_BEST(sec, min_s, 2000, {
+                                run_variant((variant)v, &b.m[cur], X, Y, tab, nt);
+                                cur = (cur + 1) % b.ncopy;
+                            });
+                            run_variant((variant)v, &sub, X, Y, tab, nt);
+                            row(shape, bits, T, nt, v == V_MASK ? "v-mask" : v == V_LUT ? "v-lut" : "v-i8", sec,
+                                (double)b.bytes, 2.0 * (double)rows * (double)cols, bw[ti],
+                                max_rel_err(Y, Yref, 256));
+                        }
+                    }
+                }
+            }
+            bmat_free(&b);
+        }
+
+        /* dense baselines: fp32 and fp16 weights of the same shape */
+        if (!only_bits || only_bits == 16 || only_bits == 32) {
+            for (int prec = 16; prec <= 32; prec += 16) {
+                uint64_t one = (uint64_t)rows * (uint64_t)cols * (uint64_t)(prec / 8);
+                int ncopy = (int)((128ull << 20) / one) + 1;
+                void *W = opc_aligned_alloc(one * (uint64_t)ncopy);
+                if (!W) return 1;
+                if (prec == 32)
+                    for (uint64_t i = 0; i < one / 4 * (uint64_t)ncopy; i++) ((float *)W)[i] = rndf();
+                else
+                    for (uint64_t i = 0; i < one / 2 * (uint64_t)ncopy; i++)
+                        ((uint16_t *)W)[i] = opc_fp32_to_fp16(rndf());
+                for (int i = 0; i < nT; i++) {
+                    int64_t T = Ts[i];
+                    for (int ti = 0; ti < nthr; ti++) {
+                        int nt = threads[ti], cur = 0;
+                        double sec;
+                        TIME_BEST(sec, min_s, 2000, {
+                            if (prec == 32)
+                                dense_f32((const float *)W + (uint64_t)cur * (one / 4), rows, cols, X,
+                                          T, Y, nt);
+                            else
+                                dense_f16((const uint16_t *)W + (uint64_t)cur * (one / 2), rows,
+                                          cols, X, T, Y, nt);
+                            cur = (cur + 1) % ncopy;
+                        });
+                        row(shape, prec, T, nt, prec == 32 ? "f32" : "f16", sec, (double)one,
+                            2.0 * (double)rows * (double)cols * (double)T, bw[ti], 0.0);
+                    }
+                }
+                opc_aligned_free(W);
+            }
+        }
+        opc_aligned_free(X);
+        opc_aligned_free(Y);
+        opc_aligned_free(Yref);
+        opc_aligned_free(tab);
+    }
+    return 0;
+}

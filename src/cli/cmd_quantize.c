@@ -1,0 +1,298 @@
+/*
+ * cmd_quantize.c — `opacc1ty quantize MODEL -o OUT.bf2 [options]`.
+ *
+ * Parses options, installs a SIGINT handler that sets the flag the library
+ * polls (the writer then removes its temporary file, so Ctrl-C never leaves a
+ * partial OUT.bf2 and never clobbers an existing one), runs calibration and
+ * the quantizer, draws the progress bar and prints the summary.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "cli.h"
+
+#include "../core/progress.h"
+#include "../model/model.h"
+#include "../quant/quantize.h"
+#include "../tokenizer/tokenizer.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static volatile sig_atomic_t g_interrupt;
+
+static void on_sigint(int sig) {
+    (void)sig;
+    g_interrupt = 1;
+    signal(SIGINT, SIG_DFL); /* a second Ctrl-C kills at once */
+}
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: opacc1ty quantize MODEL -o OUT.bf2 [options]\n"
+            "\n"
+            "  --bits B            1.58 (ternary, k=3), 2 (k=4, default), 3 (k=8) or 4 (k=16)\n"
+            "  --outliers F        fraction of each quantized tensor kept as fp16 deltas (default 0.01)\n"
+            "  --method M          kmeans (default: weighted k-means, exact 1-D optimum per row),\n"
+            "                      lloyd (weighted k-means by Lloyd iterations, for comparison) or\n"
+            "                      rtn (naive baseline: uniform levels between row min and max)\n"
+            "  --calib FILE        calibration text (must not overlap evaluation text)\n"
+            "  --calib-tokens N    calibration tokens (default 1024; sampled from the model itself when\n"
+            "                      no --calib is given; 0 = no calibration, uniform importance)\n"
+            "  --calib-ctx N       tokens per calibration sequence (default 256)\n"
+            "  --keep-fp16 PATS    comma-separated tensor patterns stored as f16 (in addition to the\n"
+            "                      defaults token_embd.weight and output.weight)\n"
+            "  --override PAT=B,.. per-tensor bits (1.58/2/3/4, 16 = f16, 32 = f32), e.g.\n"
+            "                      'attn_v=3,ffn_down=3'; first match wins, over the f16 defaults\n"
+            "  --threads N         OpenMP threads (default: all)\n"
+            "  --seed S            seed for k-means++ and calibration sampling (default 1)\n"
+            "  --n-init N          k-means starts per row (default 3)\n"
+            "  --device cpu        only cpu for now\n"
+            "  --verbose           one summary line per tensor\n"
+            "  --quiet             no progress bar\n"
+            "\n"
+            "A pattern with * ? [ is a glob on the full tensor name, otherwise a substring.\n");
+}
+
+typedef struct prog_ctx {
+    opc_progress bar;
+    int started;
+    int quiet;
+} prog_ctx;
+
+static void on_progress(void *user, const opc_quant_progress *p) {
+    prog_ctx *c = user;
+    if (!c->started) {
+        opc_progress_init(&c->bar, "quantize", (int64_t)p->elems_total, c->quiet);
+        c->started = 1;
+    }
+    char extra[160];
+    snprintf(extra, sizeof extra, "[%d/%d] %s %s", p->tensor, p->n_tensors, p->name, p->action);
+    opc_progress_update(&c->bar, (int64_t)p->elems_done, extra);
+}
+
+static void on_calib_progress(void *user, int64_t done, int64_t total) {
+    prog_ctx *c = user;
+    if (!c->started) {
+        opc_progress_init(&c->bar, "calibrate", total, c->quiet);
+        c->started = 1;
+    }
+    opc_progress_update(&c->bar, done, "tokens");
+}
+
+/* Encode up to max_tokens tokens of a calibration file. */
+static opc_status calib_from_file(const opc_model_desc *d, const char *path, int32_t max_tokens, int32_t **ids,
+                                  int64_t *n) {
+    char *text = NULL;
+    size_t len = 0;
+    opc_status st = opc_read_file(path, &text, &len);
+    if (st) return st;
+    /* ~8 bytes per token is generous for English: do not encode a whole book */
+    if (max_tokens > 0 && len > (size_t)max_tokens * 16) len = (size_t)max_tokens * 16;
+    opc_tokenizer *tok = NULL;
+    st = opc_tokenizer_init(&tok, &d->vocab);
+    size_t got = 0;
+    if (st == OPC_OK) {
+        opc_encode_opts o = {0, 0};
+        st = opc_tokenizer_encode_alloc(tok, text, len, &o, ids, &got);
+    }
+    opc_tokenizer_free(tok);
+    free(text);
+    if (st == OPC_OK) {
+        *n = (int64_t)got;
+        if (max_tokens > 0 && *n > max_tokens) *n = max_tokens;
+    }
+    return st;
+}
+
+int opc_cmd_quantize(int argc, char **argv) {
+    const char *model = NULL, *out = NULL, *calib = NULL;
+    opc_quant_params p = opc_quant_defaults();
+    int32_t calib_tokens = 1024, calib_ctx = 256;
+    int verbose = 0, quiet = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+#define NEED_VALUE                                                                       \
+    if (!v) {                                                                            \
+        fprintf(stderr, "opacc1ty quantize: %s needs a value\n", a);                     \
+        return 2;                                                                        \
+    }                                                                                    \
+    i++
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return 0;
+        } else if (!strcmp(a, "-o") || !strcmp(a, "--output")) {
+            NEED_VALUE;
+            out = v;
+        } else if (!strcmp(a, "--bits")) {
+            NEED_VALUE;
+            char *end;
+            p.bits = strtof(v, &end);
+            int32_t ib, k;
+            if (*end || !opc_quant_bits_layout(p.bits, &ib, &k)) {
+                fprintf(stderr, "opacc1ty quantize: --bits must be 1.58, 2, 3 or 4 (got %s)\n", v);
+                return 2;
+            }
+        } else if (!strcmp(a, "--outliers")) {
+            NEED_VALUE;
+            char *end;
+            p.outlier_frac = strtod(v, &end);
+            if (*end || !(p.outlier_frac >= 0.0 && p.outlier_frac <= 0.5)) {
+                fprintf(stderr, "opacc1ty quantize: --outliers must be a fraction in [0, 0.5] (got %s)\n", v);
+                return 2;
+            }
+        } else if (!strcmp(a, "--method")) {
+            NEED_VALUE;
+            if (!strcmp(v, "kmeans"))
+                p.method = OPC_QUANT_KMEANS;
+            else if (!strcmp(v, "rtn"))
+                p.method = OPC_QUANT_RTN;
+            else if (!strcmp(v, "lloyd"))
+                p.method = OPC_QUANT_LLOYD;
+            else {
+                fprintf(stderr, "opacc1ty quantize: --method must be kmeans, lloyd or rtn\n");
+                return 2;
+            }
+        } else if (!strcmp(a, "--calib")) {
+            NEED_VALUE;
+            calib = v;
+        } else if (!strcmp(a, "--calib-tokens")) {
+            NEED_VALUE;
+            calib_tokens = atoi(v);
+        } else if (!strcmp(a, "--calib-ctx")) {
+            NEED_VALUE;
+            calib_ctx = atoi(v);
+        } else if (!strcmp(a, "--keep-fp16")) {
+            NEED_VALUE;
+            p.keep_fp16 = v;
+        } else if (!strcmp(a, "--override")) {
+            NEED_VALUE;
+            p.overrides = v;
+        } else if (!strcmp(a, "--threads")) {
+            NEED_VALUE;
+            p.n_threads = atoi(v);
+        } else if (!strcmp(a, "--seed")) {
+            NEED_VALUE;
+            p.seed = strtoull(v, NULL, 10);
+        } else if (!strcmp(a, "--n-init")) {
+            NEED_VALUE;
+            p.n_init = atoi(v);
+        } else if (!strcmp(a, "--device")) {
+            NEED_VALUE;
+            if (strcmp(v, "cpu") != 0) {
+                fprintf(stderr, "opacc1ty quantize: --device %s is not supported yet (cpu only)\n", v);
+                return 2;
+            }
+        } else if (!strcmp(a, "--verbose") || !strcmp(a, "-v")) {
+            verbose = 1;
+        } else if (!strcmp(a, "--quiet") || !strcmp(a, "-q")) {
+            quiet = 1;
+        } else if (a[0] == '-') {
+            fprintf(stderr, "opacc1ty quantize: unknown option %s\n\n", a);
+            usage(stderr);
+            return 2;
+        } else if (!model) {
+            model = a;
+        } else {
+            fprintf(stderr, "opacc1ty quantize: unexpected argument %s\n", a);
+            return 2;
+        }
+#undef NEED_VALUE
+    }
+    if (!model || !out) {
+        usage(stderr);
+        return 2;
+    }
+    if (calib_tokens < 0 || calib_ctx < 2) {
+        fprintf(stderr, "opacc1ty quantize: --calib-tokens must be >= 0 and --calib-ctx >= 2\n");
+        return 2;
+    }
+
+    signal(SIGINT, on_sigint);
+    p.interrupt = &g_interrupt;
+    opc_model_desc *d = NULL;
+    opc_status st = opc_model_desc_open(model, &d);
+    if (st) return opc_cli_fail(st, model);
+
+    /* Calibration: importance = sum of squared input activations per column. */
+    opc_importance imp;
+    memset(&imp, 0, sizeof imp);
+    const char *calib_desc = "none (uniform importance)";
+    char calib_buf[256];
+    double t_cal = opc_time_s();
+    if (calib_tokens > 0 && p.method != OPC_QUANT_RTN) {
+        prog_ctx pc = {.quiet = quiet};
+        if (calib) {
+            int32_t *ids = NULL;
+            int64_t n = 0;
+            st = calib_from_file(d, calib, calib_tokens, &ids, &n);
+            if (st == OPC_OK)
+                st = opc_calibrate_tokens(d, ids, n, calib_ctx, p.n_threads, &g_interrupt, on_calib_progress, &pc,
+                                          &imp);
+            free(ids);
+            snprintf(calib_buf, sizeof calib_buf, "%lld tokens of %s", (long long)imp.n_tokens, calib);
+        } else {
+            st = opc_calibrate_sampled(d, calib_tokens, calib_ctx, p.seed, p.n_threads, &g_interrupt,
+                                       on_calib_progress, &pc, &imp);
+            snprintf(calib_buf, sizeof calib_buf, "%lld tokens sampled from the model (seed %llu)",
+                     (long long)imp.n_tokens, (unsigned long long)p.seed);
+        }
+        if (pc.started) opc_progress_finish(&pc.bar);
+        if (st) {
+            opc_model_desc_free(d);
+            return opc_cli_fail(st, "calibration");
+        }
+        calib_desc = calib_buf;
+        p.importance = &imp;
+    }
+    t_cal = opc_time_s() - t_cal;
+
+    prog_ctx pc = {.quiet = quiet};
+    p.progress = on_progress;
+    p.progress_user = &pc;
+    opc_quant_summary s;
+    st = opc_quantize_model(d, out, &p, &s);
+    if (pc.started) opc_progress_finish(&pc.bar);
+    opc_importance_free(&imp);
+    if (st) {
+        opc_model_desc_free(d);
+        return opc_cli_fail(st, "quantize");
+    }
+
+    if (verbose) {
+        printf("%-28s %-5s %3s %11s %9s %8s %10s %7s\n", "tensor", "type", "k", "shape", "bpw", "outl%", "qerr",
+               "time_s");
+        for (int32_t i = 0; i < s.n; i++) {
+            const opc_quant_tensor_stat *t = &s.t[i];
+            char shape[32];
+            snprintf(shape, sizeof shape, "%lldx%lld", (long long)t->rows, (long long)t->cols);
+            double ne = (double)t->rows * (double)t->cols;
+            printf("%-28s %-5s %3d %11s %9.4f %8.3f %10.3e %7.2f\n", t->name, opc_type_get(t->type)->name, t->k,
+                   shape, 8.0 * (double)t->bytes / ne, 100.0 * (double)t->n_outliers / ne, (double)t->qerr,
+                   t->seconds);
+        }
+    }
+    const char *method = p.method == OPC_QUANT_RTN     ? "rtn (uniform levels between row min and max)"
+                         : p.method == OPC_QUANT_LLOYD ? "weighted k-means (Lloyd)"
+                                                       : "weighted k-means (exact 1-D optimum)";
+    printf("quantized %s -> %s\n", model, out);
+    printf("  method        %s, --bits %g, outliers %.3g%%, seed %llu\n", method, (double)p.bits,
+           100.0 * p.outlier_frac, (unsigned long long)p.seed);
+    printf("  calibration   %s (%.1f s)\n", calib_desc, t_cal);
+    if (s.q_elems) {
+        double qe = (double)s.q_elems;
+        printf("  quantized     %llu weights, %.4f bpw all-in (indices %.4f + codebooks %.4f + outliers %.4f)\n",
+               (unsigned long long)s.q_elems, 8.0 * (double)s.q_bytes / qe, 8.0 * (double)s.q_idx_bytes / qe,
+               8.0 * (double)s.q_cb_bytes / qe, 8.0 * (double)s.q_ol_bytes / qe);
+        printf("  outliers      %llu (%.3f%% of quantized weights)\n", (unsigned long long)s.n_outliers,
+               100.0 * (double)s.n_outliers / qe);
+    }
+    printf("  whole model   %llu weights, %.4f bpw tensor data, file %llu bytes = %.4f bpw\n",
+           (unsigned long long)s.all_elems, 8.0 * (double)s.all_bytes / (double)s.all_elems,
+           (unsigned long long)s.file_bytes, 8.0 * (double)s.file_bytes / (double)s.all_elems);
+    printf("  time          %.2f s quantize + %.2f s calibration\n", s.seconds, t_cal);
+    opc_quant_summary_free(&s);
+    opc_model_desc_free(d);
+    return 0;
+}

@@ -1,0 +1,217 @@
+/*
+ * cb_avx512.c — codebook matmul rows for AVX-512 (F/BW/VL/DQ, FMA, F16C).
+ * Compiled with -mavx512f -mavx512bw -mavx512vl -mavx512dq -mfma -mf16c
+ * (CMakeLists.txt, by file name); called only when opc_cpu_has_avx512().
+ *
+ * Dequantize-and-FMA, never materialising more than one 64-column group:
+ *   - the row's k fp16 codebook entries are converted once into one ZMM
+ *     "table" register; for 2-bit it is replicated (lane l = cb[l & 3]) so
+ *     that vpermps, which reads only the low 4 bits of each lane index, can
+ *     be fed the shifted bytes without an AND;
+ *   - one 128-bit load + vpmovzxbd gives 16 lanes of index bytes; shifts by
+ *     0/2/4/6 (2-bit) or 0/4 (4-bit) and one vpermps per 16 columns turn them
+ *     into fp32 weights in registers; one FMA per 16 columns and token.
+ *   - 2 rows at a time share every activation load; prefill reuses each
+ *     dequantized group for a tile of up to 8 tokens (2 x 8 accumulators +
+ *     8 weight vectors = 24 of the 32 ZMM registers).
+ * Measured alternatives (masked adds per bit-plane, LUTs) are in
+ * bench/bench_cpu_gemv.c and docs/RESULTS.md.
+ */
+#include "cpu.h"
+
+#include <immintrin.h>
+#include <string.h>
+
+#define AI static inline __attribute__((always_inline))
+/* Prefetch distance in rows (see tile) and the column chunk for decode:
+ * 4096 activations = 16 KiB stay in L1 while every row pair streams by.
+ * Both chosen by measurement (bench_cpu_gemv, docs/RESULTS.md). */
+#define PF_ROWS 8
+#define GEMV_CHUNK 4096
+
+/* (16) fp32 table for row r: lane l = cb[l] (4-bit) or cb[l & 3] (2-bit);
+ * entries >= k are 0 like the reference. The masked load never touches
+ * bytes past the row's k entries. */
+AI __m512 load_table(const opc_cb_matrix *m, int bits, int64_t r) {
+    const uint16_t *cb = m->codebook + (uint64_t)r * (uint64_t)m->k;
+    __m256i h = _mm256_maskz_loadu_epi16((__mmask16)((1u << m->k) - 1u), cb);
+    __m512 t = _mm512_cvtph_ps(h);
+    if (bits == 2)
+        t = _mm512_permutexvar_ps(_mm512_set_epi32(3, 2, 1, 0, 3, 2, 1, 0, 3, 2, 1, 0, 3, 2, 1, 0), t);
+    return t;
+}
+
+/* Dequantize one packed 64-column group into w[j] = columns 16j..16j+15. */
+AI void deq_group(int bits, const uint8_t *g, __m512 tb, __m512 w[4]) {
+    if (bits == 2) {
+        /* byte i holds columns i, 16+i, 32+i, 48+i in bit pairs 0,2,4,6 */
+        __m512i i0 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)g));
+        w[0] = _mm512_permutevar_ps(tb, i0);
+        w[1] = _mm512_permutevar_ps(tb, _mm512_srli_epi32(i0, 2));
+        w[2] = _mm512_permutevar_ps(tb, _mm512_srli_epi32(i0, 4));
+        w[3] = _mm512_permutevar_ps(tb, _mm512_srli_epi32(i0, 6));
+    } else {
+        /* byte i holds column i (low nibble) and 32+i (high nibble) */
+        __m512i lo = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)g));
+        __m512i hi = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(g + 16)));
+        w[0] = _mm512_permutexvar_ps(lo, tb);
+        w[1] = _mm512_permutexvar_ps(hi, tb);
+        w[2] = _mm512_permutexvar_ps(_mm512_srli_epi32(lo, 4), tb);
+        w[3] = _mm512_permutexvar_ps(_mm512_srli_epi32(hi, 4), tb);
+    }
+}
+
+/* One tile: NR rows (1 or 2) x N tokens (1..8) over groups [g0, g1), plus
+ * the zero-padded tail group when `tail`. NA accumulators per (row, token)
+ * so that even a single token has 4 independent FMA chains per row (FMA
+ * latency 4 x 2 pipes needs ~8 in flight). Results are stored (first chunk)
+ * or added to Y. */
+AI void tile(int bits, int NR, int N, const opc_cb_matrix *m, int64_t r, const float *X,
+             const float *xpad, int64_t g0, int64_t g1, int tail, float *Y, int first) {
+    const int NA = N == 1 ? 4 : (N == 2 ? 2 : 1);
+    const uint64_t gb = bits == 2 ? 16 : 32;
+    const int64_t cols = m->cols, rows = m->rows;
+    const uint8_t *p0 = m->idx + (uint64_t)r * m->row_bytes;
+    const uint8_t *p1 = p0 + m->row_bytes;
+    __m512 tb0 = load_table(m, bits, r);
+    __m512 tb1 = NR == 2 ? load_table(m, bits, r + 1) : tb0;
+    __m512 acc0[16], acc1[16];
+#pragma GCC unroll 16
+    for (int a = 0; a < N * NA; a++) {
+        acc0[a] = _mm512_setzero_ps();
+        acc1[a] = _mm512_setzero_ps();
+    }
+    int64_t gend = g1 + (tail ? 1 : 0);
+    for (int64_t g = g0; g < gend; g++) {
+        __m512 w0[4], w1[4];
+        /* Software prefetch of the same group PF_ROWS rows below: the
+         * data the next tiles will read. Measured: without it one thread
+         * streamed 2-bit weights at ~7.5 GB/s (too few misses in flight,
+         * 16 bytes of index feed 64 columns of work), with it ~16 GB/s. */
+        _mm_prefetch((const char *)(p0 + (uint64_t)g * gb + PF_ROWS * m->row_bytes), _MM_HINT_T0);
+        if (NR == 2)
+            _mm_prefetch((const char *)(p1 + (uint64_t)g * gb + PF_ROWS * m->row_bytes),
+                         _MM_HINT_T0);
+        deq_group(bits, p0 + (uint64_t)g * gb, tb0, w0);
+        if (NR == 2) deq_group(bits, p1 + (uint64_t)g * gb, tb1, w1);
+        int is_tail = g == g1;
+#pragma GCC unroll 8
+        for (int t = 0; t < N; t++) {
+            const float *xt = is_tail ? xpad + t * OPC_CB_GROUP : X + t * cols + g * OPC_CB_GROUP;
+#pragma GCC unroll 4
+            for (int j = 0; j < 4; j++) {
+                __m512 xv = _mm512_loadu_ps(xt + 16 * j);
+                int a = t * NA + (j % NA);
+                acc0[a] = _mm512_fmadd_ps(w0[j], xv, acc0[a]);
+                if (NR == 2) acc1[a] = _mm512_fmadd_ps(w1[j], xv, acc1[a]);
+            }
+        }
+    }
+#pragma GCC unroll 8
+    for (int t = 0; t < N; t++) {
+        __m512 s0 = acc0[t * NA], s1 = acc1[t * NA];
+#pragma GCC unroll 4
+        for (int a = 1; a < NA; a++) {
+            s0 = _mm512_add_ps(s0, acc0[t * NA + a]);
+            s1 = _mm512_add_ps(s1, acc1[t * NA + a]);
+        }
+        float *y = Y + t * rows + r;
+        float v0 = _mm512_reduce_add_ps(s0);
+        y[0] = first ? v0 : y[0] + v0;
+        if (NR == 2) {
+            float v1 = _mm512_reduce_add_ps(s1);
+            y[1] = first ? v1 : y[1] + v1;
+        }
+    }
+}
+
+/* Expand (bits, NR, N) into constants so each tile is fully unrolled with
+ * its accumulators in registers. */
+#define TILE_CASE(B, R, NN)                                                             \
+    case NN: tile(B, R, NN, m, r, X, xpad, g0, g1, tail, Y, first); break;
+#define TILE_SWITCH(B, R)                                                               \
+    switch (n) {                                                                        \
+        TILE_CASE(B, R, 1) TILE_CASE(B, R, 2) TILE_CASE(B, R, 3) TILE_CASE(B, R, 4)     \
+        TILE_CASE(B, R, 5) TILE_CASE(B, R, 6) TILE_CASE(B, R, 7) TILE_CASE(B, R, 8)     \
+    default: break;                                                                     \
+    }
+
+static void tile_dispatch(int bits, int nr, int n, const opc_cb_matrix *m, int64_t r,
+                          const float *X, const float *xpad, int64_t g0, int64_t g1, int tail,
+                          float *Y, int first) {
+    if (bits == 2) {
+        if (nr == 2) {
+            TILE_SWITCH(2, 2)
+        } else {
+            TILE_SWITCH(2, 1)
+        }
+    } else {
+        if (nr == 2) {
+            TILE_SWITCH(4, 2)
+        } else {
+            TILE_SWITCH(4, 1)
+        }
+    }
+}
+
+void opc_cb_rows_avx512(const opc_cb_matrix *m, const float *X, int64_t T, float *Y, int64_t r0,
+                        int64_t r1) {
+    const int64_t cols = m->cols;
+    const int64_t nfull = cols / OPC_CB_GROUP;
+    const int64_t rem = cols % OPC_CB_GROUP;
+    /* Zero-padded copy of the last partial group for a block of tokens, so
+     * padding columns (index 0) meet activation 0 and nothing reads past X. */
+    _Alignas(64) float xpad[OPC_CB_TBLOCK * OPC_CB_GROUP];
+    for (int64_t tb = 0; tb < T; tb += OPC_CB_TBLOCK) {
+        int64_t nb = T - tb < OPC_CB_TBLOCK ? T - tb : OPC_CB_TBLOCK;
+        const float *Xb = X + tb * cols;
+        float *Yb = Y + tb * m->rows;
+        if (rem) {
+            for (int64_t t = 0; t < nb; t++) {
+                memset(xpad + t * OPC_CB_GROUP, 0, sizeof(float) * OPC_CB_GROUP);
+                memcpy(xpad + t * OPC_CB_GROUP, Xb + t * cols + nfull * OPC_CB_GROUP,
+                       sizeof(float) * (size_t)rem);
+            }
+        }
+        /* Column chunk: keep nb tokens x chunk columns of X within ~256 KiB (L2). */
+        int64_t chunk = nb == 1 ? GEMV_CHUNK / OPC_CB_GROUP : (256 * 1024 / 4 / nb) / OPC_CB_GROUP;
+        if (chunk < 1) chunk = 1;
+        for (int64_t g0 = 0; g0 < nfull || (g0 == 0 && rem); g0 += chunk) {
+            int64_t g1 = g0 + chunk < nfull ? g0 + chunk : nfull;
+            int tail = rem && g1 == nfull;
+            int first = g0 == 0;
+            for (int64_t r = r0; r < r1; r += 2) {
+                int nr = r + 1 < r1 ? 2 : 1;
+                for (int64_t t0 = 0; t0 < nb; t0 += OPC_CB_TTILE) {
+                    int n = (int)(nb - t0 < OPC_CB_TTILE ? nb - t0 : OPC_CB_TTILE);
+                    tile_dispatch(m->bits, nr, n, m, r, Xb + t0 * cols, xpad + t0 * OPC_CB_GROUP,
+                                  g0, g1, tail, Yb + t0 * m->rows, first);
+                }
+            }
+            if (g1 >= nfull) break;
+        }
+    }
+}
+
+/* Sparse outliers for rows [r0, r1): Y[t][r] += sum_i delta_i * X[t][col_i].
+ * 16 at a time: column numbers widened to 32 bits index a vgatherdps of the
+ * activations, deltas converted by vcvtph2ps; masked loads for the rest. */
+void opc_cb_outliers_avx512(const opc_cb_matrix *m, const float *X, int64_t T, float *Y,
+                            int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; r++) {
+        uint32_t a = m->ol_rowptr[r], b = m->ol_rowptr[r + 1];
+        if (a == b) continue;
+        for (int64_t t = 0; t < T; t++) {
+            const float *x = X + t * m->cols;
+            __m512 acc = _mm512_setzero_ps();
+            for (uint32_t i = a; i < b; i += 16) {
+                __mmask16 mk = b - i >= 16 ? 0xffff : (__mmask16)((1u << (b - i)) - 1u);
+                __m512i col = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mk, m->ol_col + i));
+                __m512 val = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mk, m->ol_val + i));
+                __m512 xv = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mk, col, x, 4);
+                acc = _mm512_fmadd_ps(val, xv, acc);
+            }
+            Y[t * m->rows + r] += _mm512_reduce_add_ps(acc);
+        }
+    }
+}

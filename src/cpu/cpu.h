@@ -1,0 +1,94 @@
+/*
+ * cpu.h — the CPU backend's kernels for codebook matrices, their run-time
+ * dispatch and threading, and a memory-read-bandwidth probe (the roofline).
+ *
+ * opc_cb_matmul (declared in quant/cb.h) picks the fastest implementation
+ * this CPU supports. The functions below let tests and benchmarks force one
+ * implementation and set the thread count explicitly.
+ */
+#ifndef OPC_CPU_H
+#define OPC_CPU_H
+
+#include "../quant/cb.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum opc_cb_impl {
+    OPC_CB_IMPL_AUTO = 0, /* best available for this CPU */
+    OPC_CB_IMPL_SCALAR,   /* portable C (SSE2 at most, what the compiler emits) */
+    OPC_CB_IMPL_AVX2,     /* AVX2 + FMA + F16C: permutevar8x32 codebook lookup */
+    OPC_CB_IMPL_AVX512,   /* AVX-512F/BW/VL/DQ: permutexvar codebook lookup */
+    OPC_CB_IMPL_COUNT
+} opc_cb_impl;
+
+/* "auto", "scalar", "avx2", "avx512". */
+const char *opc_cb_impl_name(opc_cb_impl impl);
+
+/* Parse a name from opc_cb_impl_name; returns OPC_CB_IMPL_COUNT when unknown. */
+opc_cb_impl opc_cb_impl_parse(const char *name);
+
+/* Whether this CPU can run impl (AUTO and SCALAR always can). */
+bool opc_cb_impl_available(opc_cb_impl impl);
+
+/* What AUTO resolves to: the widest available, unless the environment
+ * variable OPC_CB_KERNEL names a narrower available one (for A/B runs). */
+opc_cb_impl opc_cb_impl_best(void);
+
+/* Threads for the CPU kernels: n > 0 fixes the count, 0 (default) follows
+ * omp_get_max_threads(). Calls made from inside an OpenMP parallel region
+ * always run on the calling thread only (no nested teams). */
+void opc_cpu_set_threads(int n);
+int opc_cpu_get_threads(void);
+
+/* Y = X W^T with a forced implementation and thread count (nthreads <= 0:
+ * opc_cpu_get_threads()). X: (T, cols) row-major, Y: (T, rows). m must be
+ * valid (opc_cb_validate). Falls back to scalar when impl is unavailable. */
+void opc_cb_matmul_impl(opc_cb_impl impl, const opc_cb_matrix *m, const float *X, int64_t T,
+                        float *Y, int nthreads);
+
+/* ------------------------------------------------ per-ISA row kernels -- */
+
+/* Compute rows [r0, r1) of Y = X W^T for all T tokens, WITHOUT the sparse
+ * outliers (the dispatcher adds those in a second pass over the same rows,
+ * while they are still in cache). X: (T, cols), Y: (T, rows), stride rows.
+ * Each lives in its own translation unit compiled for its ISA; call only
+ * when opc_cb_impl_available says so. */
+typedef void (*opc_cb_rows_fn)(const opc_cb_matrix *m, const float *X, int64_t T, float *Y,
+                               int64_t r0, int64_t r1);
+void opc_cb_rows_scalar(const opc_cb_matrix *m, const float *X, int64_t T, float *Y, int64_t r0,
+                        int64_t r1);
+void opc_cb_rows_avx2(const opc_cb_matrix *m, const float *X, int64_t T, float *Y, int64_t r0,
+                      int64_t r1);
+void opc_cb_rows_avx512(const opc_cb_matrix *m, const float *X, int64_t T, float *Y, int64_t r0,
+                        int64_t r1);
+
+/* Second pass for the sparse outliers of rows [r0, r1) (m->n_outliers > 0):
+ * Y[t][r] += sum over the row's CSR entries of delta * X[t][col]. */
+void opc_cb_outliers_scalar(const opc_cb_matrix *m, const float *X, int64_t T, float *Y,
+                            int64_t r0, int64_t r1);
+void opc_cb_outliers_avx2(const opc_cb_matrix *m, const float *X, int64_t T, float *Y, int64_t r0,
+                          int64_t r1);
+void opc_cb_outliers_avx512(const opc_cb_matrix *m, const float *X, int64_t T, float *Y,
+                            int64_t r0, int64_t r1);
+
+/* Sizes shared by the kernels. Prefill reuses one unpacked group of indices
+ * for OPC_CB_TTILE tokens (8: 2 rows x 8 tokens = 16 accumulators + 8
+ * dequantized weight vectors fit the 32 ZMM registers). Columns are walked in
+ * chunks of OPC_CB_KCHUNK so a chunk of OPC_CB_TBLOCK tokens' activations
+ * (64 x 1024 x 4 B = 256 KiB) stays in L2 while every row pair streams by. */
+#define OPC_CB_TTILE 8
+#define OPC_CB_TBLOCK 64
+#define OPC_CB_KCHUNK 1024
+
+/* ------------------------------------------------ bandwidth probe ------ */
+
+/* Memory read bandwidth in bytes/s: nthreads (<= 0: opc_cpu_get_threads())
+ * sum a `bytes`-sized buffer (several times the last-level cache; 0 picks
+ * 256 MiB) in 16 MiB segments, each split across the threads; the best
+ * segment over `reps` passes (after one warm-up pass) is returned. Allocates
+ * and frees the buffer itself; returns 0 when the allocation fails. */
+double opc_mem_read_bw(size_t bytes, int nthreads, int reps);
+
+#endif /* OPC_CPU_H */

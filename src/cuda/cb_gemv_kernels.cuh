@@ -1,0 +1,675 @@
+/*
+ * cb_gemv_kernels.cuh — CUDA kernels for the 2-bit codebook GEMV (decode,
+ * batch 1..8). Header-only and free of project headers so that the kernel lab
+ * (bench/cuda/cb_gemv_lab.cu) times and validates exactly the code the
+ * library launches (src/cuda/cb_gemv.cu).
+ *
+ * Layout read (src/quant/cb.h is normative): row r has `groups` = ceil(cols/64)
+ * 16-byte groups; byte t of a group holds the index of column 16*j + t in bits
+ * [2j, 2j+2). Seen as four little-endian 32-bit words w[0..3], word m byte b
+ * (b = 0..3) is byte t = 4m + b, so for a fixed j the word m covers columns
+ * 16j + 4m + (0..3): the half-word pair (bytes 2p, 2p+1) of word m gives the
+ * two consecutive columns 16j + 4m + 2p + (0, 1).
+ *
+ * Math: y[b][r] = sum_c W[r][c] * x[b][c] with W[r][c] = cb[r][idx] (+ CSR
+ * outlier deltas). Padding columns (c >= cols in the last group) have index 0;
+ * the kernels read x there as 0 so they contribute nothing.
+ *
+ * Why the tensor-core kernel (cbk_gemv_mma): at HBM speed a 2-bit GEMV must
+ * consume ~13 T weights/s on an H100/H200; the scalar path (extract index,
+ * select, convert, FMA per weight) needs 4-7 instructions per weight and runs
+ * out of issue slots long before memory runs out of bytes. The fast path turns
+ * a pair of indices into a pair of fp16 codebook values with one PRMT (a byte
+ * gather from two registers holding the codebook's low and high bytes) and
+ * lets mma.sync do the multiply-adds in fp32: ~2 instructions per weight.
+ */
+#ifndef OPC_CB_GEMV_KERNELS_CUH
+#define OPC_CB_GEMV_KERNELS_CUH
+
+#include <cuda_fp16.h>
+#include <stdint.h>
+
+namespace opc_cuda {
+
+#define OPC_CBK_MAX_BATCH 8 /* mma n = 8: one x vector per batch column */
+
+/* A 2-bit codebook matrix in device memory (views, no ownership). */
+struct CbView {
+    const uint4 *idx;          /* (rows, groups) 16-byte index groups */
+    const uint16_t *codebook;  /* (rows, k) fp16 */
+    const uint32_t *ol_rowptr; /* (rows + 1) CSR row pointers, NULL when no outliers */
+    const uint16_t *ol_col;    /* (n_outliers) column */
+    const uint16_t *ol_val;    /* (n_outliers) fp16 delta */
+    int rows, cols, groups, k;
+};
+
+/* ------------------------------------------------------------ helpers --- */
+
+/* Codebook of row r as byte planes for the PRMT lookup: lo holds the low
+ * bytes of cb[0..3], hi the high bytes. Entries >= k are 0 (never indexed by
+ * valid data). */
+__device__ __forceinline__ void cbk_row_planes(const CbView &m, int r, uint32_t &lo,
+                                               uint32_t &hi) {
+    uint32_t c[4];
+#pragma unroll
+    for (int i = 0; i < 4; i++) c[i] = i < m.k ? m.codebook[(size_t)r * m.k + i] : 0u;
+    uint32_t p01 = c[0] | (c[1] << 16), p23 = c[2] | (c[3] << 16);
+    lo = __byte_perm(p01, p23, 0x6420);
+    hi = __byte_perm(p01, p23, 0x7531);
+}
+
+/* Two fp16 codebook values (as a half2 in a uint32) for the index pair at
+ * bits [s, s+2) and [s+8, s+10) of w: v = i0 | i1 << 8, and the PRMT selector
+ * needs nibbles (i0, i0+4, i1, i1+4) = 0x11 * v + 0x4040 — one IMAD. */
+__device__ __forceinline__ uint32_t cbk_lookup2(uint32_t w, int s, uint32_t lo, uint32_t hi) {
+    uint32_t v = (w >> s) & 0x0303u;
+    return __byte_perm(lo, hi, v * 0x11u + 0x4040u);
+}
+
+__device__ __forceinline__ uint32_t cbk_pack_h2(float a, float b) {
+    __half2 h = __floats2half2_rn(a, b); /* a in the low half */
+    return *reinterpret_cast<uint32_t *>(&h);
+}
+
+/* x[c0 .. c0+3] of one vector, zero past `cols`. vec: x and cols allow 16-byte loads. */
+__device__ __forceinline__ float4 cbk_load_x4(const float *x, int c0, int cols, bool vec) {
+    if (vec && c0 + 4 <= cols) return __ldg(reinterpret_cast<const float4 *>(x + c0));
+    float4 v;
+    v.x = c0 + 0 < cols ? __ldg(x + c0 + 0) : 0.0f;
+    v.y = c0 + 1 < cols ? __ldg(x + c0 + 1) : 0.0f;
+    v.z = c0 + 2 < cols ? __ldg(x + c0 + 2) : 0.0f;
+    v.w = c0 + 3 < cols ? __ldg(x + c0 + 3) : 0.0f;
+    return v;
+}
+
+__device__ __forceinline__ float cbk_warp_sum(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+/* Sum of outlier deltas times x for row r, one vector; the whole warp
+ * cooperates (lanes stride the row's CSR entries). Returns the sum in every lane. */
+__device__ __forceinline__ float cbk_outliers_row(const CbView &m, int r, const float *x, int lane) {
+    float s = 0.0f;
+    for (uint32_t e = m.ol_rowptr[r] + lane; e < m.ol_rowptr[r + 1]; e += 32)
+        s += __half2float(__ushort_as_half(m.ol_val[e])) * __ldg(x + m.ol_col[e]);
+    return cbk_warp_sum(s);
+}
+
+/* ------------------------------------------------ v1: scalar reference --- */
+
+/* One warp per row, one 16-byte group per lane per step, index -> value by
+ * selects, fp32 FMA. Simple and obviously right: the lab's correctness anchor
+ * and the speed floor. Grid: ceil(rows / warps_per_block); one x vector. */
+__global__ void cbk_gemv_v1(CbView m, const float *__restrict__ x, float *__restrict__ y) {
+    const int lane = threadIdx.x & 31;
+    const int r = (int)((blockIdx.x * blockDim.x + threadIdx.x) >> 5);
+    if (r >= m.rows) return;
+    float c[4];
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+        c[i] = i < m.k ? __half2float(__ushort_as_half(m.codebook[(size_t)r * m.k + i])) : 0.0f;
+    const uint4 *row = m.idx + (size_t)r * m.groups;
+    float acc = 0.0f;
+    for (int g = lane; g < m.groups; g += 32) {
+        uint4 q = row[g];
+        uint32_t w[4] = {q.x, q.y, q.z, q.w};
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+#pragma unroll
+            for (int mm = 0; mm < 4; mm++)
+#pragma unroll
+                for (int t = 0; t < 4; t++) {
+                    int col = g * 64 + 16 * j + 4 * mm + t;
+                    uint32_t i = (w[mm] >> (8 * t + 2 * j)) & 3u;
+                    float v = (i & 2u) ? ((i & 1u) ? c[3] : c[2]) : ((i & 1u) ? c[1] : c[0]);
+                    if (col < m.cols) acc = fmaf(v, __ldg(x + col), acc);
+                }
+    }
+    acc = cbk_warp_sum(acc);
+    if (m.ol_rowptr) acc += cbk_outliers_row(m, r, x, lane);
+    if (lane == 0) y[r] = acc;
+}
+
+/* ------------------------------------- v2: PRMT lookup, CUDA-core FMA --- */
+
+/* Same shape as v1, but indices become fp16 codebook pairs through one PRMT
+ * each, then fp32 FMA with x read as float4. Shows what the lookup alone buys
+ * without tensor cores. vec: x rows are 16-byte aligned (cols % 4 == 0). */
+__global__ void cbk_gemv_v2(CbView m, const float *__restrict__ x, float *__restrict__ y, int vec) {
+    const int lane = threadIdx.x & 31;
+    const int r = (int)((blockIdx.x * blockDim.x + threadIdx.x) >> 5);
+    if (r >= m.rows) return;
+    uint32_t lo, hi;
+    cbk_row_planes(m, r, lo, hi);
+    const uint4 *row = m.idx + (size_t)r * m.groups;
+    float acc0 = 0.0f, acc1 = 0.0f;
+    for (int g = lane; g < m.groups; g += 32) {
+        uint4 q = row[g];
+        uint32_t w[4] = {q.x, q.y, q.z, q.w};
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+#pragma unroll
+            for (int mm = 0; mm < 4; mm++) {
+                float4 xv = cbk_load_x4(x, g * 64 + 16 * j + 4 * mm, m.cols, vec != 0);
+                uint32_t p0 = cbk_lookup2(w[mm], 2 * j, lo, hi);
+                uint32_t p1 = cbk_lookup2(w[mm], 16 + 2 * j, lo, hi);
+                float2 f0 = __half22float2(*reinterpret_cast<__half2 *>(&p0));
+                float2 f1 = __half22float2(*reinterpret_cast<__half2 *>(&p1));
+                acc0 = fmaf(f0.x, xv.x, acc0);
+                acc1 = fmaf(f0.y, xv.y, acc1);
+                acc0 = fmaf(f1.x, xv.z, acc0);
+                acc1 = fmaf(f1.y, xv.w, acc1);
+            }
+    }
+    float acc = cbk_warp_sum(acc0 + acc1);
+    if (m.ol_rowptr) acc += cbk_outliers_row(m, r, x, lane);
+    if (lane == 0) y[r] = acc;
+}
+
+/* ---------------------------------- v3: PRMT lookup + mma.sync (fp32) --- */
+
+/* D (16x8 fp32) += A (16x16 fp16, row) * B (16x8 fp16, col). */
+__device__ __forceinline__ void cbk_mma16816(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2,
+                                             uint32_t a3, uint32_t b0, uint32_t b1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+    /* m16n8k16 needs sm_80+. Hosts check the compiled PTX version
+     * (cudaFuncGetAttributes) and never launch this kernel then. */
+    __trap();
+#else
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+#endif
+}
+
+/*
+ * Block = WK warps over MT*16 rows; the warps split the row's groups (split-K)
+ * and add their partial sums through shared memory at the end.
+ *
+ * mma m16n8k16 fragments (lane = 4*g + t): A rows g and g+8, k-slots
+ * (2t, 2t+1) and (2t+8, 2t+9); B k-slots the same, batch column n = g; D rows
+ * g, g+8, batch columns 2t, 2t+1. Since a GEMV's sum over k does not care
+ * which physical column a k-slot stands for, lane (g, t) lets its k-slots be
+ * columns of ITS OWN 16-byte group G = gbase + t, for both A (its two rows)
+ * and B (x of batch g): every lane consumes exactly the bytes it loaded, no
+ * shuffles. MMA number q (0..15) of a group covers the group's columns
+ * 4q .. 4q+3: slots (2t, 2t+1) = columns 4q, 4q+1 (word q%4, shift 2(q/4)) and
+ * slots (2t+8, 2t+9) = columns 4q+2, 4q+3 (same word, shift 16 + 2(q/4)).
+ *
+ * Why this shape: a lane issues 2*MT independent 16-byte loads per step
+ * (several in flight hides HBM latency); the B fragment (x) is loaded once per
+ * group and reused by MT row tiles; the batch (n <= 8) rides in the mma's
+ * otherwise idle columns, so batch 8 reads the weights once.
+ */
+template <int MT, int WK>
+__global__ void __launch_bounds__(WK * 32)
+    cbk_gemv_mma(CbView m, const float *__restrict__ x, int nb, float *__restrict__ y, int vec) {
+    __shared__ float red[WK][MT * 16][OPC_CBK_MAX_BATCH + 1]; /* +1: no bank conflicts */
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int g = lane >> 2, t = lane & 3;
+    const int row0 = blockIdx.x * MT * 16;
+
+    uint32_t lo[MT][2], hi[MT][2];
+    const uint4 *rowp[MT][2];
+    bool rv[MT][2];
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            int r = row0 + mt * 16 + g + 8 * h;
+            rv[mt][h] = r < m.rows;
+            lo[mt][h] = hi[mt][h] = 0u;
+            if (rv[mt][h]) cbk_row_planes(m, r, lo[mt][h], hi[mt][h]);
+            rowp[mt][h] = m.idx + (size_t)(rv[mt][h] ? r : 0) * m.groups;
+        }
+
+    float acc[MT][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) acc[mt][0] = acc[mt][1] = acc[mt][2] = acc[mt][3] = 0.0f;
+
+    const bool xload = g < nb;
+    const float *xb = x + (size_t)(xload ? g : 0) * m.cols;
+    const bool xvec = vec != 0;
+
+    /* warp-uniform trip count: mma.sync needs all 32 lanes */
+    for (int gbase = warp * 4; gbase < m.groups; gbase += WK * 4) {
+        const int G = gbase + t;
+        const bool gv = G < m.groups;
+        uint4 q[MT][2];
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+            for (int h = 0; h < 2; h++)
+                q[mt][h] = (gv && rv[mt][h]) ? rowp[mt][h][G] : make_uint4(0u, 0u, 0u, 0u);
+#pragma unroll
+        for (int qi = 0; qi < 16; qi++) {
+            const int j = qi >> 2, mm = qi & 3;
+            uint32_t b0 = 0u, b1 = 0u;
+            if (xload && gv) {
+                float4 xv = cbk_load_x4(xb, G * 64 + 4 * qi, m.cols, xvec);
+                b0 = cbk_pack_h2(xv.x, xv.y);
+                b1 = cbk_pack_h2(xv.z, xv.w);
+            }
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++) {
+                const uint32_t w0 = mm == 0 ? q[mt][0].x : mm == 1 ? q[mt][0].y : mm == 2 ? q[mt][0].z : q[mt][0].w;
+                const uint32_t w1 = mm == 0 ? q[mt][1].x : mm == 1 ? q[mt][1].y : mm == 2 ? q[mt][1].z : q[mt][1].w;
+                uint32_t a0 = cbk_lookup2(w0, 2 * j, lo[mt][0], hi[mt][0]);      /* row g,   cols 4q, 4q+1 */
+                uint32_t a1 = cbk_lookup2(w1, 2 * j, lo[mt][1], hi[mt][1]);      /* row g+8, cols 4q, 4q+1 */
+                uint32_t a2 = cbk_lookup2(w0, 16 + 2 * j, lo[mt][0], hi[mt][0]); /* row g,   cols 4q+2, 4q+3 */
+                uint32_t a3 = cbk_lookup2(w1, 16 + 2 * j, lo[mt][1], hi[mt][1]); /* row g+8, cols 4q+2, 4q+3 */
+                cbk_mma16816(acc[mt], a0, a1, a2, a3, b0, b1);
+            }
+        }
+    }
+
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) {
+        red[warp][mt * 16 + g][2 * t] = acc[mt][0];
+        red[warp][mt * 16 + g][2 * t + 1] = acc[mt][1];
+        red[warp][mt * 16 + g + 8][2 * t] = acc[mt][2];
+        red[warp][mt * 16 + g + 8][2 * t + 1] = acc[mt][3];
+    }
+    __syncthreads();
+
+    /* Epilogue: warp w finishes rows w, w + WK, ...: lane b < nb sums the WK
+     * partials of batch b; outliers (if any) are a warp-wide CSR walk. */
+    for (int rl = warp; rl < MT * 16; rl += WK) {
+        const int r = row0 + rl;
+        if (r >= m.rows) break; /* warp-uniform */
+        float tot = 0.0f;
+        if (lane < nb) {
+#pragma unroll
+            for (int w = 0; w < WK; w++) tot += red[w][rl][lane];
+        }
+        if (m.ol_rowptr) {
+            const uint32_t e0 = m.ol_rowptr[r], e1 = m.ol_rowptr[r + 1];
+            for (int b = 0; b < nb; b++) {
+                float s = 0.0f;
+                for (uint32_t e = e0 + lane; e < e1; e += 32)
+                    s += __half2float(__ushort_as_half(m.ol_val[e])) *
+                         __ldg(x + (size_t)b * m.cols + m.ol_col[e]);
+                s = cbk_warp_sum(s);
+                if (lane == b) tot += s;
+            }
+        }
+        if (lane < nb) y[(size_t)lane * m.rows + r] = tot;
+    }
+}
+
+/* ----------------------- v4: v3 + x staged in shared memory, loads first --- */
+
+/* PRMT through inline PTX: the __byte_perm intrinsic masks every selector
+ * nibble to 3 bits (one extra LOP3 per lookup, seen in the v4 SASS); our
+ * selectors never set a nibble's bit 3, so the mask is wasted ALU work. */
+__device__ __forceinline__ uint32_t cbk_prmt(uint32_t a, uint32_t b, uint32_t sel) {
+    uint32_t d;
+    asm("prmt.b32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(sel));
+    return d;
+}
+
+/* Index pair at bits [S, S+2) and [S+8, S+10) of w -> PRMT selector, S a
+ * compile-time constant; w2 = w >> 2 and w4 = w >> 4 are computed once per
+ * word (shared by 8 lookups). For S >= 6 the shift rides in a multiply-high
+ * on the FMA pipe (exact: the masked value times 17 * 2^(32-S) is
+ * 17 * (i0 + 256 i1) * 2^32), so a lookup costs the ALU pipe (the bottleneck:
+ * 16 lanes/clock/SMSP for LOP3 and PRMT) two instructions: mask and PRMT. */
+template <int S>
+__device__ __forceinline__ uint32_t cbk_sel(uint32_t w, uint32_t w2, uint32_t w4) {
+    if constexpr (S == 0)
+        return (w & 0x0303u) * 0x11u + 0x4040u;
+    else if constexpr (S == 2)
+        return (w2 & 0x0303u) * 0x11u + 0x4040u;
+    else if constexpr (S == 4)
+        return (w4 & 0x0303u) * 0x11u + 0x4040u;
+    else
+        return __umulhi(w & (0x0303u << S), 17u << (32 - S)) + 0x4040u;
+}
+template <int S>
+__device__ __forceinline__ uint32_t cbk_lookup2s(uint32_t w, uint32_t lo, uint32_t hi) {
+    return cbk_prmt(lo, hi, cbk_sel<S>(w, w >> 2, w >> 4));
+}
+
+/* The 4 A-fragment registers of MMA number qi (0..15) of a group, for the two
+ * rows (words w0: row g, w1: row g+8) of one 16-row tile. */
+template <int QI>
+__device__ __forceinline__ void cbk_afrag(const uint4 &q0, const uint4 &q1, uint32_t lo0, uint32_t hi0,
+                                          uint32_t lo1, uint32_t hi1, uint32_t &a0, uint32_t &a1,
+                                          uint32_t &a2, uint32_t &a3) {
+    constexpr int J = QI >> 2, MM = QI & 3;
+    const uint32_t w0 = MM == 0 ? q0.x : MM == 1 ? q0.y : MM == 2 ? q0.z : q0.w;
+    const uint32_t w1 = MM == 0 ? q1.x : MM == 1 ? q1.y : MM == 2 ? q1.z : q1.w;
+    a0 = cbk_lookup2s<2 * J>(w0, lo0, hi0);      /* row g,   columns 4qi, 4qi+1 */
+    a1 = cbk_lookup2s<2 * J>(w1, lo1, hi1);      /* row g+8, columns 4qi, 4qi+1 */
+    a2 = cbk_lookup2s<16 + 2 * J>(w0, lo0, hi0); /* row g,   columns 4qi+2, 4qi+3 */
+    a3 = cbk_lookup2s<16 + 2 * J>(w1, lo1, hi1); /* row g+8, columns 4qi+2, 4qi+3 */
+}
+
+/* cbk_afrag for a qi that is a constant only after loop unrolling. */
+__device__ __forceinline__ void cbk_afrag_rt(int qi, const uint4 &q0, const uint4 &q1, uint32_t lo0,
+                                             uint32_t hi0, uint32_t lo1, uint32_t hi1, uint32_t &a0,
+                                             uint32_t &a1, uint32_t &a2, uint32_t &a3) {
+    switch (qi) {
+#define OPC_CBK_QI(n) \
+    case n: cbk_afrag<n>(q0, q1, lo0, hi0, lo1, hi1, a0, a1, a2, a3); break;
+        OPC_CBK_QI(0) OPC_CBK_QI(1) OPC_CBK_QI(2) OPC_CBK_QI(3) OPC_CBK_QI(4) OPC_CBK_QI(5)
+        OPC_CBK_QI(6) OPC_CBK_QI(7) OPC_CBK_QI(8) OPC_CBK_QI(9) OPC_CBK_QI(10) OPC_CBK_QI(11)
+        OPC_CBK_QI(12) OPC_CBK_QI(13) OPC_CBK_QI(14)
+    default: cbk_afrag<15>(q0, q1, lo0, hi0, lo1, hi1, a0, a1, a2, a3); break;
+#undef OPC_CBK_QI
+    }
+}
+
+/* Staged x: per batch vector a row of `slab` groups, each 64 fp16 + 8 fp16
+ * padding (36 words), and the row stride padded to 16 (mod 32) words. Then
+ * the 8 lanes of a quarter-warp's 16-byte B-fragment loads (4 groups t, 2
+ * batch rows g) land on 8 distinct 4-bank slices: no bank conflicts. */
+__host__ __device__ constexpr int cbk_xs_words(int slab) {
+    return 36 * slab + (16 - (36 * slab) % 32 + 32) % 32;
+}
+template <int MT, int WK, int U> __host__ __device__ constexpr size_t cbk_v4_smem(int nb) {
+    return 4u * ((size_t)nb * cbk_xs_words(WK * 4 * U) + (size_t)WK * MT * 16 * (OPC_CBK_MAX_BATCH + 1));
+}
+
+/* v4: v3's fragment mapping (see above), reorganised for memory-level
+ * parallelism, which is what v3 lacked (it ran 5-17% of copy bandwidth:
+ * every MMA waited on its own branchy x load).
+ *   - The K dimension is cut in slabs of S = WK*4*U groups. For each slab a
+ *     lane first issues all its 2*MT*U 16-byte weight loads (streaming, not
+ *     kept in cache), then the block converts that slab of x (all nb vectors)
+ *     to fp16 in shared memory, then every lane computes from registers and
+ *     conflict-free 16-byte shared loads: no global load inside the math.
+ *   - A 4096-column matrix is one slab (S = 64): one barrier, then math.
+ * Dynamic shared memory: cbk_v4_smem<MT,WK,U>(nb) bytes. */
+template <int MT, int WK, int U>
+__global__ void __launch_bounds__(WK * 32)
+    cbk_gemv_v4(CbView m, const float *__restrict__ x, int nb, float *__restrict__ y, int vec) {
+    constexpr int S = WK * 4 * U;
+    constexpr int XSW = cbk_xs_words(S);
+    extern __shared__ __align__(16) uint32_t cbk_smem[];
+    uint32_t *xs = cbk_smem;                                  /* (nb, XSW) words */
+    float(*red)[MT * 16][OPC_CBK_MAX_BATCH + 1] =             /* (WK, MT*16, 9) */
+        reinterpret_cast<float(*)[MT * 16][OPC_CBK_MAX_BATCH + 1]>(cbk_smem + (size_t)nb * XSW);
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int g = lane >> 2, t = lane & 3;
+    const int row0 = blockIdx.x * MT * 16;
+
+    uint32_t lo[MT][2], hi[MT][2];
+    const uint4 *rowp[MT][2];
+    bool rv[MT][2];
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            int r = row0 + mt * 16 + g + 8 * h;
+            rv[mt][h] = r < m.rows;
+            lo[mt][h] = hi[mt][h] = 0u;
+            if (rv[mt][h]) cbk_row_planes(m, r, lo[mt][h], hi[mt][h]);
+            rowp[mt][h] = m.idx + (size_t)(rv[mt][h] ? r : 0) * m.groups;
+        }
+    float acc[MT][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) acc[mt][0] = acc[mt][1] = acc[mt][2] = acc[mt][3] = 0.0f;
+    const bool xl = g < nb;
+    const bool xvec = vec != 0;
+
+    for (int s0 = 0; s0 < m.groups; s0 += S) {
+        /* 1. this slab's weights: all loads in flight before anything waits */
+        uint4 q[U][MT][2];
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            const int G = s0 + (u * WK + warp) * 4 + t;
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                for (int h = 0; h < 2; h++)
+                    q[u][mt][h] = (G < m.groups && rv[mt][h]) ? __ldcs(rowp[mt][h] + G)
+                                                              : make_uint4(0u, 0u, 0u, 0u);
+        }
+        /* 2. x slab -> fp16 in shared memory, zero past cols */
+        const int c0 = s0 * 64;
+        for (int i = threadIdx.x; i < nb * S * 16; i += WK * 32) {
+            const int b = i / (S * 16), qd = i - b * (S * 16);
+            float4 v = cbk_load_x4(x + (size_t)b * m.cols, c0 + qd * 4, m.cols, xvec);
+            uint2 hv = make_uint2(cbk_pack_h2(v.x, v.y), cbk_pack_h2(v.z, v.w));
+            *reinterpret_cast<uint2 *>(xs + b * XSW + (qd >> 4) * 36 + (qd & 15) * 2) = hv;
+        }
+        __syncthreads();
+        /* 3. math: lookups + mma from registers and shared memory only */
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            const uint32_t *xrow = xs + (xl ? g : 0) * XSW + ((u * WK + warp) * 4 + t) * 36;
+#pragma unroll
+            for (int qp = 0; qp < 8; qp++) {
+                uint4 xv = xl ? *reinterpret_cast<const uint4 *>(xrow + qp * 4) : make_uint4(0u, 0u, 0u, 0u);
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    const int qi = 2 * qp + e;
+                    const uint32_t b0 = e ? xv.z : xv.x, b1 = e ? xv.w : xv.y;
+#pragma unroll
+                    for (int mt = 0; mt < MT; mt++) {
+                        uint32_t a0, a1, a2, a3;
+                        cbk_afrag_rt(qi, q[u][mt][0], q[u][mt][1], lo[mt][0], hi[mt][0], lo[mt][1],
+                                     hi[mt][1], a0, a1, a2, a3);
+                        cbk_mma16816(acc[mt], a0, a1, a2, a3, b0, b1);
+                    }
+                }
+            }
+        }
+        __syncthreads(); /* xs is rewritten by the next slab */
+    }
+
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) {
+        red[warp][mt * 16 + g][2 * t] = acc[mt][0];
+        red[warp][mt * 16 + g][2 * t + 1] = acc[mt][1];
+        red[warp][mt * 16 + g + 8][2 * t] = acc[mt][2];
+        red[warp][mt * 16 + g + 8][2 * t + 1] = acc[mt][3];
+    }
+    __syncthreads();
+
+    /* Epilogue: warp w finishes rows w, w + WK, ...; lane b < nb sums batch b's
+     * WK partials. Outliers: each lane takes CSR entries e0 + lane, + 32, ...
+     * and gathers x for every batch vector at once (independent loads), then
+     * one warp sum per vector. */
+    for (int rl = warp; rl < MT * 16; rl += WK) {
+        const int r = row0 + rl;
+        if (r >= m.rows) break; /* warp-uniform */
+        float tot = 0.0f;
+        if (lane < nb) {
+#pragma unroll
+            for (int w = 0; w < WK; w++) tot += red[w][rl][lane];
+        }
+        if (m.ol_rowptr) {
+            const uint32_t e1 = m.ol_rowptr[r + 1];
+            float sb[OPC_CBK_MAX_BATCH];
+#pragma unroll
+            for (int b = 0; b < OPC_CBK_MAX_BATCH; b++) sb[b] = 0.0f;
+            for (uint32_t e = m.ol_rowptr[r] + lane; e < e1; e += 32) {
+                const int c = m.ol_col[e];
+                const float v = __half2float(__ushort_as_half(m.ol_val[e]));
+#pragma unroll
+                for (int b = 0; b < OPC_CBK_MAX_BATCH; b++)
+                    if (b < nb) sb[b] += v * __ldg(x + (size_t)b * m.cols + c);
+            }
+#pragma unroll
+            for (int b = 0; b < OPC_CBK_MAX_BATCH; b++)
+                if (b < nb) {
+                    const float sum = cbk_warp_sum(sb[b]);
+                    if (lane == b) tot += sum;
+                }
+        }
+        if (lane < nb) y[(size_t)lane * m.rows + r] = tot;
+    }
+}
+
+/* ------------- v5: whole x in shared memory, persistent, prefetching --- */
+
+template <int MT, int WK, int UC> struct CbkV5 {
+    static constexpr int GPI = WK * 4 * UC; /* groups per work item (one K chunk of one tile) */
+    /* x staged once: groups rounded up to whole items, so item math never
+     * reads past the staged (zero-padded) columns */
+    static __host__ __device__ int xs_words(int groups) {
+        return cbk_xs_words((groups + GPI - 1) / GPI * GPI);
+    }
+    static __host__ __device__ size_t smem(int groups, int nb) {
+        return 4u * ((size_t)nb * xs_words(groups) + (size_t)WK * MT * 16 * (OPC_CBK_MAX_BATCH + 1));
+    }
+};
+
+/*
+ * v5: the work of a block is a list of items (row tile, K chunk of WK*4*UC
+ * groups); blocks take tiles blockIdx.x, + gridDim.x, ... (grid = what fits
+ * on the GPU at once). While the math of item i runs, the 16-byte weight
+ * loads of item i+1 are already in flight (two register buffers, unrolled by
+ * two), so HBM latency is paid once per block, not once per item; x (all nb
+ * vectors, fp16) is staged in shared memory once per block. The fragment
+ * mapping and the math are v3's/v4's. Needs CbkV5::smem(groups, nb) bytes of
+ * dynamic shared memory (the host falls back to v4 when that does not fit).
+ */
+template <int MT, int WK, int UC>
+__global__ void __launch_bounds__(WK * 32)
+    cbk_gemv_v5(CbView m, const float *__restrict__ x, int nb, float *__restrict__ y, int vec) {
+    typedef CbkV5<MT, WK, UC> P;
+    extern __shared__ __align__(16) uint32_t cbk_smem[];
+    const int XSW = P::xs_words(m.groups);
+    uint32_t *xs = cbk_smem; /* (nb, XSW) words */
+    float(*red)[MT * 16][OPC_CBK_MAX_BATCH + 1] =
+        reinterpret_cast<float(*)[MT * 16][OPC_CBK_MAX_BATCH + 1]>(cbk_smem + (size_t)nb * XSW);
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int g = lane >> 2, t = lane & 3;
+    const int chunks = (m.groups + P::GPI - 1) / P::GPI;
+    const int ntiles = (m.rows + MT * 16 - 1) / (MT * 16);
+    const int my_tiles = ((int)blockIdx.x < ntiles) ? (ntiles - 1 - (int)blockIdx.x) / (int)gridDim.x + 1 : 0;
+    const int nitems = my_tiles * chunks;
+
+    struct Item {
+        uint4 q[UC][MT][2];
+    };
+    auto load_item = [&](int it, Item &d) {
+        const int tile = (int)blockIdx.x + (it / chunks) * (int)gridDim.x, ch = it % chunks;
+#pragma unroll
+        for (int u = 0; u < UC; u++) {
+            const int G = ch * P::GPI + (u * WK + warp) * 4 + t;
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                for (int h = 0; h < 2; h++) {
+                    const int r = tile * MT * 16 + mt * 16 + g + 8 * h;
+                    d.q[u][mt][h] = (r < m.rows && G < m.groups)
+                                        ? __ldcs(m.idx + (size_t)r * m.groups + G)
+                                        : make_uint4(0u, 0u, 0u, 0u);
+                }
+        }
+    };
+
+    Item ia, ib;
+    if (nitems > 0) load_item(0, ia); /* in flight while x is staged */
+
+    {
+        const int qrow = (XSW / 36) * 16; /* quads (4 columns) per staged row, incl. padding groups */
+        for (int i = threadIdx.x; i < nb * qrow; i += WK * 32) {
+            const int b = i / qrow, qd = i - b * qrow;
+            float4 v = cbk_load_x4(x + (size_t)b * m.cols, qd * 4, m.cols, vec != 0);
+            *reinterpret_cast<uint2 *>(xs + b * XSW + (qd >> 4) * 36 + (qd & 15) * 2) =
+                make_uint2(cbk_pack_h2(v.x, v.y), cbk_pack_h2(v.z, v.w));
+        }
+    }
+    __syncthreads();
+
+    float acc[MT][4];
+    uint32_t lo[MT][2], hi[MT][2];
+    const bool xl = g < nb;
+
+    auto compute_item = [&](int it, const Item &d) {
+        const int tile = (int)blockIdx.x + (it / chunks) * (int)gridDim.x, ch = it % chunks;
+        const int row0 = tile * MT * 16;
+        if (ch == 0) {
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++) {
+                acc[mt][0] = acc[mt][1] = acc[mt][2] = acc[mt][3] = 0.0f;
+#pragma unroll
+                for (int h = 0; h < 2; h++) {
+                    const int r = row0 + mt * 16 + g + 8 * h;
+                    lo[mt][h] = hi[mt][h] = 0u;
+                    if (r < m.rows) cbk_row_planes(m, r, lo[mt][h], hi[mt][h]);
+                }
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < UC; u++) {
+            const uint32_t *xrow = xs + (xl ? g : 0) * XSW + (ch * P::GPI + (u * WK + warp) * 4 + t) * 36;
+#pragma unroll
+            for (int qp = 0; qp < 8; qp++) {
+                uint4 xv = xl ? *reinterpret_cast<const uint4 *>(xrow + qp * 4) : make_uint4(0u, 0u, 0u, 0u);
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    const uint32_t b0 = e ? xv.z : xv.x, b1 = e ? xv.w : xv.y;
+#pragma unroll
+                    for (int mt = 0; mt < MT; mt++) {
+                        uint32_t a0, a1, a2, a3;
+                        cbk_afrag_rt(2 * qp + e, d.q[u][mt][0], d.q[u][mt][1], lo[mt][0], hi[mt][0],
+                                     lo[mt][1], hi[mt][1], a0, a1, a2, a3);
+                        cbk_mma16816(acc[mt], a0, a1, a2, a3, b0, b1);
+                    }
+                }
+            }
+        }
+        if (ch != chunks - 1) return;
+        /* tile done: add the WK warps' partial sums, outliers, store */
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) {
+            red[warp][mt * 16 + g][2 * t] = acc[mt][0];
+            red[warp][mt * 16 + g][2 * t + 1] = acc[mt][1];
+            red[warp][mt * 16 + g + 8][2 * t] = acc[mt][2];
+            red[warp][mt * 16 + g + 8][2 * t + 1] = acc[mt][3];
+        }
+        __syncthreads();
+        for (int rl = warp; rl < MT * 16; rl += WK) {
+            const int r = row0 + rl;
+            if (r >= m.rows) break; /* warp-uniform */
+            float tot = 0.0f;
+            if (lane < nb) {
+#pragma unroll
+                for (int w = 0; w < WK; w++) tot += red[w][rl][lane];
+            }
+            if (m.ol_rowptr) {
+                const uint32_t e1 = m.ol_rowptr[r + 1];
+                float sb[OPC_CBK_MAX_BATCH];
+#pragma unroll
+                for (int b = 0; b < OPC_CBK_MAX_BATCH; b++) sb[b] = 0.0f;
+                for (uint32_t e = m.ol_rowptr[r] + lane; e < e1; e += 32) {
+                    const int c = m.ol_col[e];
+                    const float v = __half2float(__ushort_as_half(m.ol_val[e]));
+#pragma unroll
+                    for (int b = 0; b < OPC_CBK_MAX_BATCH; b++)
+                        if (b < nb) sb[b] += v * __ldg(x + (size_t)b * m.cols + c);
+                }
+#pragma unroll
+                for (int b = 0; b < OPC_CBK_MAX_BATCH; b++)
+                    if (b < nb) {
+                        const float sum = cbk_warp_sum(sb[b]);
+                        if (lane == b) tot += sum;
+                    }
+            }
+            if (lane < nb) y[(size_t)lane * m.rows + r] = tot;
+        }
+        __syncthreads(); /* red is reused by the next tile */
+    };
+
+    /* two register buffers, unrolled so that their indices stay compile-time */
+    for (int it = 0; it < nitems; it += 2) {
+        if (it + 1 < nitems) load_item(it + 1, ib);
+        compute_item(it, ia);
+        if (it + 1 >= nitems) break;
+        if (it + 2 < nitems) load_item(it + 2, ia);
+        compute_item(it + 1, ib);
+    }
+}
+
+} /* namespace opc_cuda */
+
+#endif /* OPC_CB_GEMV_KERNELS_CUH */

@@ -1,0 +1,75 @@
+/*
+ * cuda_api.h — the CUDA backend's C boundary (implemented by the .cu files in src/cuda/).
+ *
+ * Plain C: callers need no CUDA headers. Streams are passed as
+ * `struct CUstream_st *`, the type behind cudaStream_t (NULL = default stream).
+ * Every entry point checks shapes and arguments and returns an opc_status
+ * before anything is launched; CUDA failures come back as OPC_ERR_CUDA with
+ * the runtime's message. Compiled only when nvcc is found (OPC_HAVE_CUDA).
+ */
+#ifndef OPC_CUDA_API_H
+#define OPC_CUDA_API_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" { /* core.h and cb.h are C headers without their own guards */
+#endif
+
+#include "../core/core.h"
+#include "../quant/cb.h"
+
+typedef struct CUstream_st *opc_cuda_stream; /* == cudaStream_t */
+
+#define OPC_CUDA_CB_MAX_BATCH 8 /* x vectors per opc_cuda_cb_gemv call */
+
+/* Number of usable CUDA devices; 0 when there is no driver or no GPU (never fails). */
+int opc_cuda_device_count(void);
+
+/* Device memory helpers, so C callers (and tests) need no CUDA headers.
+ * opc_cuda_free is NULL-safe. Copies are synchronous. */
+opc_status opc_cuda_alloc(void **ptr, size_t bytes);
+void opc_cuda_free(void *ptr);
+opc_status opc_cuda_to_device(void *dst, const void *src, size_t bytes);
+opc_status opc_cuda_to_host(void *dst, const void *src, size_t bytes);
+opc_status opc_cuda_sync(opc_cuda_stream stream);
+
+/* A codebook matrix whose arrays live in device memory; same layout and
+ * meaning as opc_cb_matrix (src/quant/cb.h). Owned when made by
+ * opc_cuda_cb_upload (free with opc_cuda_cb_free); a caller may also fill it
+ * with its own device pointers and free them itself. */
+typedef struct opc_cuda_cb_matrix {
+    int64_t rows, cols;
+    int32_t bits, k;
+    uint64_t row_bytes;
+    uint8_t *idx;        /* device (rows, row_bytes), 16-byte aligned */
+    uint16_t *codebook;  /* device (rows, k) fp16 */
+    uint64_t n_outliers; /* 0: no outliers, the three pointers below are NULL */
+    uint32_t *ol_rowptr; /* device (rows + 1) */
+    uint16_t *ol_col;    /* device (n_outliers) */
+    uint16_t *ol_val;    /* device (n_outliers) fp16 deltas */
+} opc_cuda_cb_matrix;
+
+/* Validate a host matrix (opc_cb_validate) and copy it to the device.
+ * Errors: CORRUPT/UNSUPPORTED from validation, UNSUPPORTED for shapes the
+ * kernels do not take (bits != 2, rows or cols >= 2^31), CUDA. On failure
+ * *dev is left zeroed with nothing allocated. */
+opc_status opc_cuda_cb_upload(const opc_cb_matrix *host, opc_cuda_cb_matrix *dev);
+
+/* Free what opc_cuda_cb_upload allocated and zero *dev. NULL-safe. */
+void opc_cuda_cb_free(opc_cuda_cb_matrix *dev);
+
+/* Y = X W^T for nb x vectors: X device (nb, cols) fp32, Y device (nb, rows)
+ * fp32, 1 <= nb <= OPC_CUDA_CB_MAX_BATCH. Asynchronous on `stream`; no
+ * allocation, no host synchronisation. x is rounded to fp16 for the tensor-core
+ * multiply (products and sums in fp32): |Y - exact| <= ~1e-3 * sum|W||x| per
+ * element. Only bits == 2 is implemented (UNSUPPORTED otherwise). */
+opc_status opc_cuda_cb_gemv(const opc_cuda_cb_matrix *m, const float *x, int64_t nb, float *y,
+                            opc_cuda_stream stream);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* OPC_CUDA_API_H */

@@ -1,0 +1,879 @@
+/*
+ * quantize.c — codebook quantizer (see quantize.h).
+ *
+ * Sections: bits/layout · one row (fit + assign) · one matrix (rows in
+ * parallel, global outlier selection, refit) · importance / calibration ·
+ * tensor plan · whole model (stream into the .bf2 writer).
+ */
+#define _GNU_SOURCE /* fnmatch, strdup */
+#include "quantize.h"
+
+#include "../core/half.h"
+#include "../format/bf2.h"
+#include "../model/forward.h"
+#include "kmeans.h"
+
+#include <fnmatch.h>
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define FP16_MAX 65504.0f
+
+/* ---------------------------------------------------------- bits ------- */
+
+int opc_quant_bits_layout(float bits, int32_t *index_bits, int32_t *k) {
+    struct { float bits; int32_t ib, k; } tab[] = {{1.58f, 2, 3}, {2.0f, 2, 4}, {3.0f, 4, 8}, {4.0f, 4, 16}};
+    for (size_t i = 0; i < sizeof tab / sizeof tab[0]; i++)
+        if (fabsf(bits - tab[i].bits) < 0.01f) {
+            *index_bits = tab[i].ib;
+            *k = tab[i].k;
+            return 1;
+        }
+    return 0;
+}
+
+uint64_t opc_cb_matrix_bytes(const opc_cb_matrix *m) {
+    uint64_t b = (uint64_t)m->rows * m->row_bytes + (uint64_t)m->rows * (uint64_t)m->k * 2;
+    if (m->n_outliers) b += ((uint64_t)m->rows + 1) * 4 + m->n_outliers * 4;
+    return b;
+}
+
+static uint64_t mix64(uint64_t z) {
+    z += 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/* ---------------------------------------------------------- one row ---- */
+
+/* Per-thread scratch; allocated once per matrix, never inside the row loop. */
+typedef struct row_ws {
+    opc_kmeans_ws km;
+    float *xbuf, *wbuf; /* (cols) gathered values/weights of non-outlier columns */
+    float *deq;         /* (cols) dequantized row */
+    uint8_t *mask;      /* (cols) 1 = outlier column */
+} row_ws;
+
+static void row_ws_free(row_ws *w) {
+    opc_kmeans_ws_free(&w->km);
+    free(w->xbuf);
+    free(w->wbuf);
+    free(w->deq);
+    free(w->mask);
+}
+
+static opc_status row_ws_init(row_ws *w, int64_t cols) {
+    memset(w, 0, sizeof *w);
+    opc_status st = opc_kmeans_ws_init(&w->km, cols);
+    w->xbuf = malloc((size_t)cols * sizeof(float));
+    w->wbuf = malloc((size_t)cols * sizeof(float));
+    w->deq = malloc((size_t)cols * sizeof(float));
+    w->mask = calloc((size_t)cols, 1);
+    if (st || !w->xbuf || !w->wbuf || !w->deq || !w->mask) {
+        row_ws_free(w);
+        return opc_error(OPC_ERR_NOMEM, "cannot allocate quantizer scratch for %lld columns", (long long)cols);
+    }
+    return OPC_OK;
+}
+
+static int cmp_float(const void *pa, const void *pb) {
+    float a = *(const float *)pa, b = *(const float *)pb;
+    return (a > b) - (a < b);
+}
+
+/* Fit row r's codebook on its non-outlier weights, round it to fp16 (sorted,
+ * finite), assign every column to the nearest entry and pack the indices.
+ * cbf receives the fp16 values as floats. */
+static void fit_row(const float *w, const float *imp, int64_t cols, const opc_qmatrix_params *p,
+                    uint64_t row_seed, row_ws *ws, const uint8_t *mask, uint16_t *cb16, float *cbf,
+                    uint8_t *idx_row, uint64_t row_bytes) {
+    int32_t k = p->k;
+    int64_t n = 0;
+    for (int64_t c = 0; c < cols; c++) {
+        if (mask && mask[c]) continue;
+        ws->xbuf[n] = w[c];
+        ws->wbuf[n] = imp[c];
+        n++;
+    }
+    float centers[OPC_KMEANS_MAX_K];
+    if (n == 0) {
+        for (int32_t j = 0; j < k; j++) centers[j] = 0.0f;
+    } else if (p->method == OPC_QUANT_RTN) {
+        float lo = ws->xbuf[0], hi = ws->xbuf[0];
+        for (int64_t i = 1; i < n; i++) {
+            if (ws->xbuf[i] < lo) lo = ws->xbuf[i];
+            if (ws->xbuf[i] > hi) hi = ws->xbuf[i];
+        }
+        for (int32_t j = 0; j < k; j++)
+            centers[j] = k == 1 ? 0.5f * (lo + hi) : lo + (hi - lo) * (float)j / (float)(k - 1);
+    } else {
+        double cost;
+        if (p->method == OPC_QUANT_LLOYD) {
+            opc_kmeans_opts o = {0, p->n_init, row_seed};
+            cost = opc_kmeans_1d(ws->xbuf, ws->wbuf, n, k, &o, &ws->km, centers);
+        } else {
+            cost = opc_kmeans_1d_optimal(ws->xbuf, ws->wbuf, n, k, &ws->km, centers);
+        }
+        if (cost < 0.0)
+            for (int32_t j = 0; j < k; j++) centers[j] = 0.0f; /* unreachable: weights are > 0 */
+    }
+    for (int32_t j = 0; j < k; j++) {
+        float c = centers[j];
+        if (!(c == c)) c = 0.0f;
+        if (c > FP16_MAX) c = FP16_MAX;
+        if (c < -FP16_MAX) c = -FP16_MAX;
+        cbf[j] = opc_fp16_to_fp32(opc_fp32_to_fp16(c));
+    }
+    qsort(cbf, (size_t)k, sizeof *cbf, cmp_float); /* rounding keeps order; sort anyway */
+    for (int32_t j = 0; j < k; j++) cb16[j] = opc_fp32_to_fp16(cbf[j]);
+    memset(idx_row, 0, (size_t)row_bytes);
+    for (int64_t c = 0; c < cols; c++)
+        opc_cb_set_index(idx_row, p->index_bits, c, (uint32_t)opc_kmeans_nearest(cbf, k, w[c]));
+}
+
+/* ---------------------------------------------------------- one matrix - */
+
+void opc_qmatrix_free(opc_qmatrix *q) {
+    if (!q) return;
+    opc_aligned_free(q->idx);
+    opc_aligned_free(q->codebook);
+    opc_aligned_free(q->ol_rowptr);
+    opc_aligned_free(q->ol_col);
+    opc_aligned_free(q->ol_val);
+    memset(q, 0, sizeof *q);
+}
+
+/* k-th smallest (0-based) of a[0..n) by quickselect with a three-way
+ * partition (many equal errors are common: zero-error weights); reorders a. */
+static float select_kth(float *a, uint64_t n, uint64_t kth) {
+    uint64_t lo = 0, hi = n, rng = 0x5E1EC7ull;
+    while (hi - lo > 1) {
+        rng = mix64(rng);
+        float pivot = a[lo + rng % (hi - lo)];
+        uint64_t lt = lo, i = lo, gt = hi; /* [lo,lt) < pivot, [lt,gt) == pivot, [gt,hi) > pivot */
+        while (i < gt) {
+            float v = a[i];
+            if (v < pivot) {
+                a[i++] = a[lt];
+                a[lt++] = v;
+            } else if (v > pivot) {
+                a[i] = a[--gt];
+                a[gt] = v;
+            } else {
+                i++;
+            }
+        }
+        if (kth < lt)
+            hi = lt;
+        else if (kth >= gt)
+            lo = gt;
+        else
+            return pivot;
+    }
+    return a[lo];
+}
+
+opc_status opc_quantize_matrix(const float *W, int64_t rows, int64_t cols, const opc_qmatrix_params *p,
+                               opc_qmatrix *out) {
+    memset(out, 0, sizeof *out);
+    if (!W || rows < 1 || cols < 1 || (p->index_bits != 2 && p->index_bits != 4) || p->k < 1 ||
+        p->k > (1 << p->index_bits) || !(p->outlier_frac >= 0.0 && p->outlier_frac <= 0.5))
+        return opc_error(OPC_ERR_INVALID_ARG, "quantize_matrix: bad arguments (%lld x %lld, %d-bit, k %d, "
+                         "outliers %g)", (long long)rows, (long long)cols, p->index_bits, p->k, p->outlier_frac);
+    const uint64_t nel = (uint64_t)rows * (uint64_t)cols;
+    const uint64_t rb = opc_cb_row_bytes(p->index_bits, cols);
+    const int32_t k = p->k;
+    int nt = p->n_threads > 0 ? p->n_threads : omp_get_max_threads();
+    if (nt < 1) nt = 1;
+    uint64_t n_out = 0;
+    if (p->outlier_frac > 0.0 && cols <= 65535) n_out = (uint64_t)llround(p->outlier_frac * (double)nel);
+    if (n_out >= (1ull << 32)) return opc_error(OPC_ERR_INVALID_ARG, "quantize_matrix: too many outliers");
+
+    opc_status st = OPC_OK;
+    float *imp = malloc((size_t)cols * sizeof *imp);
+    float *err = n_out ? malloc((size_t)nel * sizeof *err) : NULL;
+    float *cbf_all = malloc((size_t)rows * (size_t)k * sizeof *cbf_all); /* (rows, k) float codebooks */
+    row_ws *ws = calloc((size_t)nt, sizeof *ws);
+    out->idx = opc_aligned_alloc((size_t)(rows * (int64_t)rb));
+    out->codebook = opc_aligned_alloc((size_t)rows * (size_t)k * 2);
+    if (!imp || (n_out && !err) || !cbf_all || !ws || !out->idx || !out->codebook) {
+        st = opc_error(OPC_ERR_NOMEM, "quantize_matrix: cannot allocate for %lld x %lld", (long long)rows,
+                       (long long)cols);
+        goto done;
+    }
+    for (int i = 0; i < nt && st == OPC_OK; i++) st = row_ws_init(&ws[i], cols);
+    if (st) goto done;
+
+    /* Column weights: importance, floored at 1e-6 of the mean so that a column
+     * never seen active still pulls (a little) on the codebook. */
+    double mean = 0.0;
+    if (p->importance)
+        for (int64_t c = 0; c < cols; c++) mean += p->importance[c] > 0.0f ? p->importance[c] : 0.0f;
+    mean /= (double)cols;
+    for (int64_t c = 0; c < cols; c++) {
+        if (!p->importance || !(mean > 0.0)) {
+            imp[c] = 1.0f;
+        } else {
+            double v = p->importance[c] / mean; /* normalised: mean 1 */
+            imp[c] = (float)(v > 1e-6 ? v : 1e-6);
+        }
+    }
+
+    /* A cluster this small (4 weights, or 4x a row's average outlier budget)
+     * is treated as movable whole into the sparse part; see the score below. */
+    int64_t tiny = n_out ? (int64_t)ceil(4.0 * p->outlier_frac * (double)cols) : 0;
+    if (n_out && tiny < 4) tiny = 4;
+
+    /* Pass 1: every row on all its weights. */
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 8)
+    for (int64_t r = 0; r < rows; r++) {
+        if (p->interrupt && *p->interrupt) continue;
+        row_ws *w = &ws[omp_get_thread_num()];
+        const float *wr = W + (uint64_t)r * (uint64_t)cols;
+        float *cbf = cbf_all + (uint64_t)r * (uint64_t)k;
+        fit_row(wr, imp, cols, p, mix64(p->seed ^ (uint64_t)r), w, NULL, out->codebook + (uint64_t)r * (uint64_t)k,
+                cbf, out->idx + (uint64_t)r * rb, rb);
+        if (err) {
+            /* Outlier score = weighted error, except for members of a tiny
+             * cluster (at most `tiny` weights, e.g. a lone spike that took a
+             * codebook entry for itself and so has no error): they score
+             * the error they would have without their entry, because moving
+             * them to the sparse part frees that entry for the bulk. */
+            const uint8_t *ir = out->idx + (uint64_t)r * rb;
+            int64_t count[OPC_KMEANS_MAX_K] = {0};
+            for (int64_t c = 0; c < cols; c++) count[opc_cb_get_index(ir, p->index_bits, c)]++;
+            for (int64_t c = 0; c < cols; c++) {
+                uint32_t j = opc_cb_get_index(ir, p->index_bits, c);
+                float d = wr[c] - cbf[j];
+                float e = imp[c] * d * d;
+                if (count[j] <= tiny && k > 1) {
+                    float alt = INFINITY;
+                    for (int32_t o = 0; o < k; o++) {
+                        float da = wr[c] - cbf[o];
+                        if ((uint32_t)o != j && cbf[o] != cbf[j] && da * da < alt) alt = da * da;
+                    }
+                    if (alt < INFINITY) e = imp[c] * alt;
+                }
+                err[(uint64_t)r * (uint64_t)cols + (uint64_t)c] = e;
+            }
+        }
+    }
+    if (p->interrupt && *p->interrupt) {
+        st = opc_error(OPC_ERR_INTERRUPTED, "quantization interrupted");
+        goto done;
+    }
+
+    if (n_out) {
+        /* Pass 2: the n_out largest weighted errors of the whole tensor become
+         * outliers (ties broken in row-major order, so the choice is
+         * deterministic); zero-error weights are never chosen. */
+        float *tmp = malloc((size_t)nel * sizeof *tmp);
+        if (!tmp) {
+            st = opc_error(OPC_ERR_NOMEM, "quantize_matrix: cannot allocate outlier scratch");
+            goto done;
+        }
+        memcpy(tmp, err, (size_t)nel * sizeof *tmp);
+        float thr = select_kth(tmp, nel, nel - n_out);
+        free(tmp);
+        uint64_t n_gt = 0, n_pos = 0;
+        for (uint64_t i = 0; i < nel; i++) {
+            n_gt += err[i] > thr;
+            n_pos += err[i] > 0.0f;
+        }
+        if (n_out > n_pos) n_out = n_pos;
+        uint64_t n_eq = n_out > n_gt ? n_out - n_gt : 0;
+        out->ol_rowptr = opc_aligned_alloc(((size_t)rows + 1) * 4);
+        out->ol_col = opc_aligned_alloc(n_out ? (size_t)n_out * 2 : 1);
+        out->ol_val = opc_aligned_alloc(n_out ? (size_t)n_out * 2 : 1);
+        if (!out->ol_rowptr || !out->ol_col || !out->ol_val) {
+            st = opc_error(OPC_ERR_NOMEM, "quantize_matrix: cannot allocate %llu outliers", (unsigned long long)n_out);
+            goto done;
+        }
+        uint64_t o = 0;
+        out->ol_rowptr[0] = 0;
+        for (int64_t r = 0; r < rows; r++) {
+            for (int64_t c = 0; c < cols; c++) {
+                float e = err[(uint64_t)r * (uint64_t)cols + (uint64_t)c];
+                int take = e > 0.0f && (e > thr || (e == thr && n_eq > 0));
+                if (take && o < n_out) {
+                    if (!(e > thr)) n_eq--;
+                    out->ol_col[o++] = (uint16_t)c;
+                }
+            }
+            out->ol_rowptr[r + 1] = (uint32_t)o;
+        }
+        n_out = o;
+        /* Pass 3: refit rows that lost weights to the sparse part, then store
+         * each outlier as the fp16 delta from its (new) nearest entry. */
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 8)
+        for (int64_t r = 0; r < rows; r++) {
+            uint32_t a = out->ol_rowptr[r], b = out->ol_rowptr[r + 1];
+            if (a == b || (p->interrupt && *p->interrupt)) continue;
+            row_ws *w = &ws[omp_get_thread_num()];
+            const float *wr = W + (uint64_t)r * (uint64_t)cols;
+            float *cbf = cbf_all + (uint64_t)r * (uint64_t)k;
+            uint8_t *ir = out->idx + (uint64_t)r * rb;
+            for (uint32_t i = a; i < b; i++) w->mask[out->ol_col[i]] = 1;
+            fit_row(wr, imp, cols, p, mix64(p->seed ^ (uint64_t)r ^ 0x5EEDull), w, w->mask,
+                    out->codebook + (uint64_t)r * (uint64_t)k, cbf, ir, rb);
+            for (uint32_t i = a; i < b; i++) {
+                uint16_t c = out->ol_col[i];
+                w->mask[c] = 0;
+                out->ol_val[i] = opc_fp32_to_fp16(wr[c] - cbf[opc_cb_get_index(ir, p->index_bits, c)]);
+            }
+        }
+        if (p->interrupt && *p->interrupt) {
+            st = opc_error(OPC_ERR_INTERRUPTED, "quantization interrupted");
+            goto done;
+        }
+    }
+
+    opc_cb_matrix *m = &out->m;
+    m->rows = rows;
+    m->cols = cols;
+    m->bits = p->index_bits;
+    m->k = k;
+    m->idx = out->idx;
+    m->row_bytes = rb;
+    m->codebook = out->codebook;
+    m->n_outliers = n_out;
+    if (n_out) {
+        m->ol_rowptr = out->ol_rowptr;
+        m->ol_col = out->ol_col;
+        m->ol_val = out->ol_val;
+    } else { /* no sparse part: drop the (empty) arrays */
+        opc_aligned_free(out->ol_rowptr);
+        opc_aligned_free(out->ol_col);
+        opc_aligned_free(out->ol_val);
+        out->ol_rowptr = NULL;
+        out->ol_col = out->ol_val = NULL;
+    }
+
+    /* Error of what is actually stored, through the reference dequantizer. */
+    double num = 0.0, den = 0.0;
+#pragma omp parallel for num_threads(nt) schedule(static) reduction(+ : num, den)
+    for (int64_t r = 0; r < rows; r++) {
+        row_ws *w = &ws[omp_get_thread_num()];
+        const float *wr = W + (uint64_t)r * (uint64_t)cols;
+        opc_cb_dequant_row_ref(m, r, w->deq);
+        for (int64_t c = 0; c < cols; c++) {
+            double d = (double)wr[c] - (double)w->deq[c];
+            num += (double)imp[c] * d * d;
+            den += (double)imp[c] * (double)wr[c] * (double)wr[c];
+        }
+    }
+    out->err_num = num;
+    out->err_den = den;
+    st = opc_cb_validate(m, "quantize_matrix");
+
+done:
+    if (ws)
+        for (int i = 0; i < nt; i++) row_ws_free(&ws[i]);
+    free(ws);
+    free(imp);
+    free(err);
+    free(cbf_all);
+    if (st != OPC_OK) opc_qmatrix_free(out);
+    return st;
+}
+
+/* ---------------------------------------------------------- importance -- */
+
+void opc_importance_free(opc_importance *imp) {
+    if (!imp) return;
+    for (int32_t i = 0; i < imp->n; i++) free(imp->sumsq ? imp->sumsq[i] : NULL);
+    free(imp->sumsq);
+    free(imp->names);
+    free(imp->cols);
+    free(imp->count);
+    memset(imp, 0, sizeof *imp);
+}
+
+static int32_t imp_find(const opc_importance *imp, const char *name) {
+    for (int32_t i = 0; i < imp->n; i++)
+        if (!strcmp(imp->names[i], name)) return i;
+    return -1;
+}
+
+int opc_importance_get(const opc_importance *imp, const char *name, int64_t cols, float *dst) {
+    if (!imp) return 0;
+    int32_t i = imp_find(imp, name);
+    /* the tied head reads token_embd: its input columns are the output head's */
+    if (i < 0 && !strcmp(name, "token_embd.weight")) i = imp_find(imp, "output.weight");
+    if (i < 0 || imp->cols[i] != cols || imp->count[i] == 0) return 0;
+    for (int64_t c = 0; c < cols; c++) dst[c] = (float)imp->sumsq[i][c];
+    return 1;
+}
+
+typedef struct calib_state {
+    opc_importance *imp;
+    int32_t cap;
+    int failed;
+} calib_state;
+
+/* Activation hook: sum x^2 per input column of the named weight. Runs on the
+ * forward pass's calling thread, between matmuls. */
+static void calib_hook(void *user, int layer, const char *name, const float *X, int n, int cols) {
+    (void)layer;
+    calib_state *cs = user;
+    opc_importance *imp = cs->imp;
+    if (cs->failed) return;
+    int32_t i = imp_find(imp, name);
+    if (i < 0) {
+        if (imp->n == cs->cap) {
+            int32_t cap = cs->cap ? 2 * cs->cap : 256;
+            void *a = realloc(imp->names, (size_t)cap * sizeof *imp->names);
+            if (a) imp->names = a;
+            void *b = realloc(imp->cols, (size_t)cap * sizeof *imp->cols);
+            if (b) imp->cols = b;
+            void *c = realloc(imp->sumsq, (size_t)cap * sizeof *imp->sumsq);
+            if (c) imp->sumsq = c;
+            void *d = realloc(imp->count, (size_t)cap * sizeof *imp->count);
+            if (d) imp->count = d;
+            if (!a || !b || !c || !d) {
+                cs->failed = 1;
+                return;
+            }
+            cs->cap = cap;
+        }
+        i = imp->n;
+        imp->sumsq[i] = calloc((size_t)cols, sizeof(double));
+        if (!imp->sumsq[i]) {
+            cs->failed = 1;
+            return;
+        }
+        snprintf(imp->names[i], OPC_MAX_NAME, "%s", name);
+        imp->cols[i] = cols;
+        imp->count[i] = 0;
+        imp->n++;
+    }
+    if (imp->cols[i] != cols) return;
+    double *s = imp->sumsq[i];
+    for (int t = 0; t < n; t++) {
+        const float *x = X + (size_t)t * (size_t)cols;
+        for (int c = 0; c < cols; c++) s[c] += (double)x[c] * (double)x[c];
+    }
+    imp->count[i] += n;
+}
+
+static opc_status calib_finish(calib_state *cs, opc_status st) {
+    if (st == OPC_OK && cs->failed) st = opc_error(OPC_ERR_NOMEM, "calibration: cannot allocate statistics");
+    if (st != OPC_OK) opc_importance_free(cs->imp);
+    return st;
+}
+
+opc_status opc_calibrate_sampled(const opc_model_desc *d, int32_t n_tokens, int32_t seq_len, uint64_t seed,
+                                 int32_t n_threads, volatile sig_atomic_t *interrupt,
+                                 opc_calib_progress_fn progress, void *progress_user, opc_importance *out) {
+    memset(out, 0, sizeof *out);
+    if (n_tokens < 1 || seq_len < 2)
+        return opc_error(OPC_ERR_INVALID_ARG, "calibration: %d tokens in sequences of %d", n_tokens, seq_len);
+    opc_forward *f = NULL;
+    opc_status st = opc_forward_init(&f, d, seq_len, 1, n_threads);
+    if (st) return opc_error_wrap(st, "calibration: ");
+    int32_t vocab = d->cfg.vocab_size;
+    float *logits = malloc((size_t)vocab * sizeof *logits);
+    if (!logits) {
+        opc_forward_free(f);
+        return opc_error(OPC_ERR_NOMEM, "calibration: cannot allocate logits");
+    }
+    calib_state cs = {out, 0, 0};
+    opc_forward_set_act_hook(f, calib_hook, &cs);
+    int32_t start = d->vocab.bos_id >= 0 && d->vocab.bos_id < vocab ? d->vocab.bos_id : 0;
+    uint64_t rng = mix64(seed ^ 0xCA11B8A7Eull);
+    int32_t tok = start, pos = 0;
+    for (int32_t i = 0; i < n_tokens && st == OPC_OK; i++) {
+        if (interrupt && *interrupt) {
+            st = opc_error(OPC_ERR_INTERRUPTED, "calibration interrupted");
+            break;
+        }
+        st = opc_forward_run(f, &tok, 1, pos, logits, OPC_LOGITS_LAST);
+        if (st) break;
+        pos++;
+        if (pos >= seq_len) { /* start a fresh sample */
+            pos = 0;
+            tok = start;
+        } else { /* sample the next token at temperature 1 */
+            float mx = logits[0];
+            for (int32_t v = 1; v < vocab; v++) mx = logits[v] > mx ? logits[v] : mx;
+            double sum = 0.0;
+            for (int32_t v = 0; v < vocab; v++) sum += exp((double)(logits[v] - mx));
+            rng = mix64(rng);
+            double u = (double)(rng >> 11) * (1.0 / 9007199254740992.0) * sum, acc = 0.0;
+            tok = vocab - 1;
+            for (int32_t v = 0; v < vocab; v++) {
+                acc += exp((double)(logits[v] - mx));
+                if (acc >= u) {
+                    tok = v;
+                    break;
+                }
+            }
+        }
+        out->n_tokens++;
+        if (progress) progress(progress_user, i + 1, n_tokens);
+    }
+    free(logits);
+    opc_forward_free(f);
+    return calib_finish(&cs, st);
+}
+
+opc_status opc_calibrate_tokens(const opc_model_desc *d, const int32_t *tokens, int64_t n_tokens, int32_t seq_len,
+                                int32_t n_threads, volatile sig_atomic_t *interrupt,
+                                opc_calib_progress_fn progress, void *progress_user, opc_importance *out) {
+    memset(out, 0, sizeof *out);
+    if (n_tokens < 1 || seq_len < 1)
+        return opc_error(OPC_ERR_INVALID_ARG, "calibration: %lld tokens in sequences of %d", (long long)n_tokens,
+                         seq_len);
+    opc_forward *f = NULL;
+    opc_status st = opc_forward_init(&f, d, seq_len, seq_len < 64 ? seq_len : 64, n_threads);
+    if (st) return opc_error_wrap(st, "calibration: ");
+    float *logits = malloc((size_t)d->cfg.vocab_size * sizeof *logits);
+    if (!logits) {
+        opc_forward_free(f);
+        return opc_error(OPC_ERR_NOMEM, "calibration: cannot allocate logits");
+    }
+    calib_state cs = {out, 0, 0};
+    opc_forward_set_act_hook(f, calib_hook, &cs);
+    for (int64_t at = 0; at < n_tokens && st == OPC_OK; at += seq_len) {
+        if (interrupt && *interrupt) {
+            st = opc_error(OPC_ERR_INTERRUPTED, "calibration interrupted");
+            break;
+        }
+        int32_t n = (int32_t)(n_tokens - at < seq_len ? n_tokens - at : seq_len);
+        st = opc_forward_run(f, tokens + at, n, 0, logits, OPC_LOGITS_LAST);
+        out->n_tokens += n;
+        if (progress) progress(progress_user, at + n, n_tokens);
+    }
+    free(logits);
+    opc_forward_free(f);
+    return calib_finish(&cs, st);
+}
+
+/* ---------------------------------------------------------- plan ------- */
+
+opc_quant_params opc_quant_defaults(void) {
+    opc_quant_params p;
+    memset(&p, 0, sizeof p);
+    p.bits = 2.0f;
+    p.outlier_frac = 0.01;
+    p.method = OPC_QUANT_KMEANS;
+    p.seed = 1;
+    p.n_init = 3;
+    return p;
+}
+
+/* A pattern with glob characters is matched with fnmatch against the whole
+ * name; a plain word matches as a substring ("attn_v" -> blk.N.attn_v.weight). */
+static int pattern_match(const char *pat, size_t len, const char *name) {
+    char buf[256];
+    if (len == 0 || len >= sizeof buf) return 0;
+    memcpy(buf, pat, len);
+    buf[len] = '\0';
+    if (strpbrk(buf, "*?[")) return fnmatch(buf, name, 0) == 0;
+    return strstr(name, buf) != NULL;
+}
+
+/* Does any comma-separated pattern in list match name? */
+static int list_match(const char *list, const char *name) {
+    while (list && *list) {
+        const char *e = strchr(list, ',');
+        size_t len = e ? (size_t)(e - list) : strlen(list);
+        if (pattern_match(list, len, name)) return 1;
+        list = e ? e + 1 : NULL;
+    }
+    return 0;
+}
+
+/* First override PATTERN=BITS matching name: 1 and *bits set; 0 none;
+ * -1 malformed (error set). */
+static int override_bits(const char *list, const char *name, float *bits) {
+    while (list && *list) {
+        const char *e = strchr(list, ',');
+        size_t len = e ? (size_t)(e - list) : strlen(list);
+        const char *eq = memchr(list, '=', len);
+        if (!eq || eq == list) {
+            opc_error(OPC_ERR_INVALID_ARG, "override '%.*s' is not PATTERN=BITS", (int)len, list);
+            return -1;
+        }
+        char num[32];
+        size_t nl = len - (size_t)(eq + 1 - list);
+        if (nl == 0 || nl >= sizeof num) {
+            opc_error(OPC_ERR_INVALID_ARG, "override '%.*s': bad BITS", (int)len, list);
+            return -1;
+        }
+        memcpy(num, eq + 1, nl);
+        num[nl] = '\0';
+        char *end;
+        float b = strtof(num, &end);
+        int32_t ib, k;
+        if (*end || !(b == 16.0f || b == 32.0f || opc_quant_bits_layout(b, &ib, &k))) {
+            opc_error(OPC_ERR_INVALID_ARG, "override '%.*s': BITS must be 1.58, 2, 3, 4, 16 or 32", (int)len, list);
+            return -1;
+        }
+        if (pattern_match(list, (size_t)(eq - list), name)) {
+            *bits = b;
+            return 1;
+        }
+        list = e ? e + 1 : NULL;
+    }
+    return 0;
+}
+
+opc_status opc_quant_plan(const opc_tensor *t, const opc_quant_params *p, opc_quant_choice *choice,
+                          int32_t *index_bits, int32_t *k) {
+    *index_bits = *k = 0;
+    if (t->n_dims != 2) { /* norms and biases: tiny and sensitive, keep exact */
+        *choice = OPC_QC_F32;
+        return OPC_OK;
+    }
+    float bits = p->bits;
+    int ov = override_bits(p->overrides, t->name, &bits);
+    if (ov < 0) return OPC_ERR_INVALID_ARG;
+    if (ov == 0) {
+        /* Default f16: the token embedding (tied to the output head in
+         * SmolLM2/stories260K, so it is also the last matmul, the most
+         * sensitive one) and an untied output head. */
+        if (!strcmp(t->name, "token_embd.weight") || !strcmp(t->name, "output.weight") ||
+            list_match(p->keep_fp16, t->name)) {
+            *choice = OPC_QC_F16;
+            return OPC_OK;
+        }
+    }
+    if (bits == 32.0f) {
+        *choice = OPC_QC_F32;
+        return OPC_OK;
+    }
+    if (bits == 16.0f) {
+        *choice = OPC_QC_F16;
+        return OPC_OK;
+    }
+    if (!opc_quant_bits_layout(bits, index_bits, k))
+        return opc_error(OPC_ERR_INVALID_ARG, "unsupported --bits %g (1.58, 2, 3 or 4)", (double)bits);
+    *choice = OPC_QC_CB;
+    return OPC_OK;
+}
+
+/* ---------------------------------------------------------- tensors ----- */
+
+void opc_quant_tensor_free(opc_tensor *t, opc_qmatrix *qm) {
+    if (t) {
+        opc_aligned_free(t->owned);
+        memset(t, 0, sizeof *t);
+    }
+    opc_qmatrix_free(qm);
+}
+
+/* The source tensor as fp32 (rows, cols): a fresh buffer the caller frees. */
+static opc_status source_f32(const opc_tensor *t, float **out) {
+    int64_t n = opc_tensor_nelem(t);
+    *out = NULL;
+    float *buf = opc_aligned_alloc((size_t)n * sizeof(float));
+    if (!buf) return opc_error(OPC_ERR_NOMEM, "tensor %s: cannot allocate %lld floats", t->name, (long long)n);
+    opc_status st = OPC_OK;
+    if (t->type == OPC_TYPE_CB2 || t->type == OPC_TYPE_CB4) {
+        for (int64_t r = 0; r < t->cb.rows; r++) opc_cb_dequant_row_ref(&t->cb, r, buf + r * t->cb.cols);
+    } else {
+        st = opc_dequantize(t->type, t->data, buf, n);
+        if (st) st = opc_error_wrap(st, "tensor %s: ", t->name);
+    }
+    if (st) {
+        opc_aligned_free(buf);
+        return st;
+    }
+    *out = buf;
+    return OPC_OK;
+}
+
+opc_status opc_quantize_tensor(const opc_tensor *src, int32_t tensor_index, const opc_quant_params *p,
+                               opc_tensor *out, opc_qmatrix *qm) {
+    memset(out, 0, sizeof *out);
+    memset(qm, 0, sizeof *qm);
+    opc_quant_choice choice;
+    int32_t ib, k;
+    opc_status st = opc_quant_plan(src, p, &choice, &ib, &k);
+    if (st) return opc_error_wrap(st, "tensor %s: ", src->name);
+    int64_t n = opc_tensor_nelem(src);
+    memcpy(out->name, src->name, sizeof out->name);
+    out->n_dims = src->n_dims;
+    memcpy(out->shape, src->shape, sizeof out->shape);
+    out->qerr = -1.0f;
+
+    /* bf16 kept as is: converting it to f16 could overflow its range */
+    if (choice == OPC_QC_F16 && (src->type == OPC_TYPE_F16 || src->type == OPC_TYPE_BF16)) {
+        out->type = src->type;
+        out->nbytes = (uint64_t)n * 2;
+        out->owned = opc_aligned_alloc((size_t)out->nbytes);
+        if (!out->owned) return opc_error(OPC_ERR_NOMEM, "tensor %s: cannot allocate", src->name);
+        memcpy(out->owned, src->data, (size_t)out->nbytes);
+        out->data = out->owned;
+        return OPC_OK;
+    }
+    float *w;
+
+    st = source_f32(src, &w);
+    if (st) return st;
+    if (choice == OPC_QC_F16) {
+        /* values beyond fp16's range would become inf: keep such a tensor f32 */
+        for (int64_t i = 0; i < n; i++)
+            if (!(fabsf(w[i]) <= FP16_MAX)) {
+                opc_log(OPC_LOG_WARN, "tensor %s has values outside the fp16 range: stored as f32", src->name);
+                choice = OPC_QC_F32;
+                break;
+            }
+    }
+    if (choice == OPC_QC_F32) {
+        out->type = OPC_TYPE_F32;
+        out->nbytes = (uint64_t)n * 4;
+        out->owned = w; /* the fp32 copy is the payload */
+        out->data = w;
+        return OPC_OK;
+    }
+    if (choice == OPC_QC_F16) {
+        uint16_t *h = opc_aligned_alloc((size_t)n * 2);
+        if (!h) {
+            opc_aligned_free(w);
+            return opc_error(OPC_ERR_NOMEM, "tensor %s: cannot allocate", src->name);
+        }
+        for (int64_t i = 0; i < n; i++) h[i] = opc_fp32_to_fp16(w[i]);
+        opc_aligned_free(w);
+        out->type = OPC_TYPE_F16;
+        out->nbytes = (uint64_t)n * 2;
+        out->owned = h;
+        out->data = h;
+        return OPC_OK;
+    }
+    int64_t rows = src->shape[0], cols = src->shape[1];
+    float *imp = NULL;
+    if (p->importance) {
+        imp = malloc((size_t)cols * sizeof *imp);
+        if (imp && !opc_importance_get(p->importance, src->name, cols, imp)) {
+            opc_log(OPC_LOG_WARN, "tensor %s: no calibration statistics, uniform importance", src->name);
+            free(imp);
+            imp = NULL;
+        }
+    }
+    opc_qmatrix_params mp = {ib, k, p->method, p->outlier_frac, imp,
+                             mix64(p->seed ^ (0xB17F00Dull * (uint64_t)(tensor_index + 1))), p->n_init,
+                             p->n_threads, p->interrupt};
+    st = opc_quantize_matrix(w, rows, cols, &mp, qm);
+    free(imp);
+    opc_aligned_free(w);
+    if (st) return opc_error_wrap(st, "tensor %s: ", src->name);
+    out->type = ib == 2 ? OPC_TYPE_CB2 : OPC_TYPE_CB4;
+    out->cb = qm->m;
+    out->data = qm->idx;
+    out->nbytes = (uint64_t)rows * qm->m.row_bytes;
+    out->qerr = qm->err_den > 0.0 ? (float)(qm->err_num / qm->err_den) : 0.0f;
+    return OPC_OK;
+}
+
+/* ---------------------------------------------------------- model ------ */
+
+void opc_quant_summary_free(opc_quant_summary *s) {
+    if (!s) return;
+    free(s->t);
+    memset(s, 0, sizeof *s);
+}
+
+static const char *choice_action(const opc_tensor *t, const opc_quant_params *p, char *buf, size_t cap) {
+    opc_quant_choice ch;
+    int32_t ib, k;
+    if (opc_quant_plan(t, p, &ch, &ib, &k) != OPC_OK) return "?";
+    if (ch == OPC_QC_F32) return "f32";
+    if (ch == OPC_QC_F16) return "f16";
+    snprintf(buf, cap, "cb%d k=%d", ib, k);
+    return buf;
+}
+
+opc_status opc_quantize_model(const opc_model_desc *src, const char *out_path, const opc_quant_params *p,
+                              opc_quant_summary *summary) {
+    opc_quant_summary sum;
+    memset(&sum, 0, sizeof sum);
+    if (summary) memset(summary, 0, sizeof *summary);
+    if (!src || src->n_tensors < 1) return opc_error(OPC_ERR_INVALID_ARG, "quantize: model has no tensors");
+    /* check the plan (bad overrides / bits) before creating anything */
+    for (int32_t i = 0; i < src->n_tensors; i++) {
+        opc_quant_choice ch;
+        int32_t ib, k;
+        opc_status st = opc_quant_plan(&src->tensors[i], p, &ch, &ib, &k);
+        if (st) return st;
+    }
+    sum.t = calloc((size_t)src->n_tensors, sizeof *sum.t);
+    if (!sum.t) return opc_error(OPC_ERR_NOMEM, "quantize: cannot allocate the summary");
+    uint64_t total = 0, done = 0;
+    for (int32_t i = 0; i < src->n_tensors; i++) total += (uint64_t)opc_tensor_nelem(&src->tensors[i]);
+
+    double t0 = opc_time_s();
+    opc_bf2_writer *w = NULL;
+    opc_status st = opc_bf2_writer_open(&w, out_path);
+    for (int32_t i = 0; i < src->n_tensors && st == OPC_OK; i++) {
+        const opc_tensor *t = &src->tensors[i];
+        if (p->interrupt && *p->interrupt) {
+            st = opc_error(OPC_ERR_INTERRUPTED, "quantization interrupted before tensor %s", t->name);
+            break;
+        }
+        char act[32];
+        if (p->progress) {
+            opc_quant_progress pr = {i, src->n_tensors, t->name, choice_action(t, p, act, sizeof act), done, total};
+            p->progress(p->progress_user, &pr);
+        }
+        double ts = opc_time_s();
+        opc_tensor qt;
+        opc_qmatrix qm;
+        st = opc_quantize_tensor(t, i, p, &qt, &qm);
+        if (st == OPC_OK) st = opc_bf2_writer_add(w, &qt);
+        if (st == OPC_OK) {
+            opc_quant_tensor_stat *s = &sum.t[sum.n++];
+            snprintf(s->name, sizeof s->name, "%s", t->name);
+            s->type = qt.type;
+            s->rows = t->shape[0];
+            s->cols = t->n_dims > 1 ? t->shape[1] : 1;
+            s->qerr = qt.qerr;
+            uint64_t nel = (uint64_t)opc_tensor_nelem(t);
+            if (qt.type == OPC_TYPE_CB2 || qt.type == OPC_TYPE_CB4) {
+                s->k = qt.cb.k;
+                s->bytes = opc_cb_matrix_bytes(&qt.cb);
+                s->idx_bytes = (uint64_t)qt.cb.rows * qt.cb.row_bytes;
+                s->cb_bytes = (uint64_t)qt.cb.rows * (uint64_t)qt.cb.k * 2;
+                s->ol_bytes = s->bytes - s->idx_bytes - s->cb_bytes;
+                sum.q_idx_bytes += s->idx_bytes;
+                sum.q_cb_bytes += s->cb_bytes;
+                sum.q_ol_bytes += s->ol_bytes;
+                s->n_outliers = qt.cb.n_outliers;
+                sum.q_bytes += s->bytes;
+                sum.q_elems += nel;
+                sum.n_outliers += s->n_outliers;
+            } else {
+                s->bytes = qt.nbytes;
+            }
+            sum.all_bytes += s->bytes;
+            sum.all_elems += nel;
+            done += nel;
+            s->seconds = opc_time_s() - ts;
+        }
+        opc_quant_tensor_free(&qt, &qm);
+    }
+    if (st == OPC_OK && p->interrupt && *p->interrupt)
+        st = opc_error(OPC_ERR_INTERRUPTED, "quantization interrupted");
+    if (st == OPC_OK) st = opc_bf2_writer_finish(w, src->name, &src->cfg, &src->vocab);
+    opc_bf2_writer_close(w); /* removes the temporary file unless finished */
+    if (st == OPC_OK) {
+        struct stat sb;
+        if (stat(out_path, &sb) == 0) sum.file_bytes = (uint64_t)sb.st_size;
+        sum.seconds = opc_time_s() - t0;
+        if (p->progress) {
+            opc_quant_progress pr = {src->n_tensors, src->n_tensors, "", "done", total, total};
+            p->progress(p->progress_user, &pr);
+        }
+    }
+    if (st == OPC_OK && summary)
+        *summary = sum;
+    else
+        opc_quant_summary_free(&sum);
+    return st;
+}

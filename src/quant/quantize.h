@@ -1,0 +1,186 @@
+/*
+ * quantize.h — the quantizer: learned per-row codebooks (weighted 1-D
+ * k-means), dense-and-sparse outliers, and the whole-model driver that
+ * streams a source model into a .bf2 file one tensor at a time.
+ *
+ * Per 2-D weight W (rows, cols) and per output row r:
+ *   1. fit a codebook of k values to W[r][:] by k-means weighted by the
+ *      importance imp[c] of each input column (sum of squared calibration
+ *      activations, or 1 without calibration); round it to fp16;
+ *   2. assign every weight to its nearest codebook value;
+ * then over the whole tensor:
+ *   3. keep the `outlier_frac` weights with the largest weighted error
+ *      imp[c] * (W - Q)^2 as fp16 additive corrections (CSR, see cb.h), and
+ *      refit the codebooks of the affected rows on the remaining weights.
+ * Bits -> layout: 1.58 -> CB2 k=3, 2 -> CB2 k=4, 3 -> CB4 k=8, 4 -> CB4 k=16.
+ *
+ * The round-to-nearest baseline (OPC_QUANT_RTN) uses the same layout with k
+ * evenly spaced levels between the row's min and max.
+ *
+ * Determinism: every row is fitted with a seed derived from (seed, tensor,
+ * row), so results do not depend on the thread count.
+ */
+#ifndef OPC_QUANTIZE_H
+#define OPC_QUANTIZE_H
+
+#include "../model/model.h"
+
+#include <signal.h>
+#include <stdint.h>
+
+typedef enum opc_quant_method {
+    OPC_QUANT_KMEANS = 0, /* importance-weighted k-means codebooks, exact 1-D optimum (default) */
+    OPC_QUANT_RTN = 1,    /* naive baseline: k uniform levels between row min and max */
+    OPC_QUANT_LLOYD = 2   /* weighted k-means by Lloyd (quantile + k-means++ starts): the ablation */
+} opc_quant_method;
+
+/* Storage choices for one tensor. */
+typedef enum opc_quant_choice {
+    OPC_QC_F32 = 0, /* norms, biases */
+    OPC_QC_F16,     /* --keep-fp16 (default: token_embd / output head) */
+    OPC_QC_CB       /* codebook-quantized */
+} opc_quant_choice;
+
+/* Bits value (1.58, 2, 3, 4) -> index width and k; returns 0 when unsupported. */
+int opc_quant_bits_layout(float bits, int32_t *index_bits, int32_t *k);
+
+/* ---------------------------------------------------- one matrix -------- */
+
+typedef struct opc_qmatrix_params {
+    int32_t index_bits;     /* 2 or 4 */
+    int32_t k;              /* codebook entries, k <= 2^index_bits */
+    opc_quant_method method;
+    double outlier_frac;    /* in [0, 0.5] */
+    const float *importance;/* (cols) per input column, or NULL = uniform */
+    uint64_t seed;
+    int32_t n_init;         /* k-means starts per row (<= 0: 3) */
+    int32_t n_threads;      /* <= 0: OpenMP default */
+    volatile sig_atomic_t *interrupt; /* polled; set -> OPC_ERR_INTERRUPTED */
+} opc_qmatrix_params;
+
+/* A quantized matrix that owns its arrays; `m` is the view over them. */
+typedef struct opc_qmatrix {
+    opc_cb_matrix m;
+    uint8_t *idx;       /* (rows, row_bytes) */
+    uint16_t *codebook; /* (rows, k) */
+    uint32_t *ol_rowptr;/* (rows + 1) or NULL */
+    uint16_t *ol_col;   /* (n_outliers) */
+    uint16_t *ol_val;   /* (n_outliers) */
+    double err_num, err_den; /* sum imp (W - Q)^2 and sum imp W^2 over the matrix */
+} opc_qmatrix;
+
+/* Quantize W (rows, cols) row-major. On success *out owns everything (free
+ * with opc_qmatrix_free). Errors: INVALID_ARG, NOMEM, INTERRUPTED. */
+opc_status opc_quantize_matrix(const float *W, int64_t rows, int64_t cols,
+                               const opc_qmatrix_params *p, opc_qmatrix *out);
+void opc_qmatrix_free(opc_qmatrix *q); /* NULL-safe; leaves *q zeroed */
+
+/* All-in bytes of a codebook matrix as stored: indices + codebooks + outliers. */
+uint64_t opc_cb_matrix_bytes(const opc_cb_matrix *m);
+
+/* ---------------------------------------------------- importance -------- */
+
+/* Per-tensor input-column importance (sum of squared activations), keyed by
+ * the canonical tensor name the forward pass's activation hook reports. */
+typedef struct opc_importance {
+    int32_t n;
+    char (*names)[OPC_MAX_NAME]; /* (n) */
+    int64_t *cols;               /* (n) */
+    double **sumsq;              /* (n) arrays of cols */
+    int64_t *count;              /* (n) activation rows seen */
+    int64_t n_tokens;            /* calibration tokens run */
+} opc_importance;
+
+void opc_importance_free(opc_importance *imp); /* members only; NULL-safe */
+/* Column importance of `name` as floats into dst (cols); false if absent.
+ * For token_embd.weight the output head's importance is used (tied). */
+int opc_importance_get(const opc_importance *imp, const char *name, int64_t cols, float *dst);
+
+/* Data-free calibration: sample n_tokens tokens from the model itself
+ * (from BOS, temperature 1, seeded; restarting every seq_len tokens) while
+ * the forward pass's activation hook sums x^2 per input column of every
+ * linear weight. Text sampled from the model cannot overlap any evaluation
+ * set. */
+typedef void (*opc_calib_progress_fn)(void *user, int64_t tokens_done, int64_t tokens_total);
+
+opc_status opc_calibrate_sampled(const opc_model_desc *d, int32_t n_tokens, int32_t seq_len,
+                                 uint64_t seed, int32_t n_threads, volatile sig_atomic_t *interrupt,
+                                 opc_calib_progress_fn progress, void *progress_user,
+                                 opc_importance *out);
+
+/* Calibration on given token ids (e.g. an encoded --calib file), in
+ * sequences of seq_len tokens. */
+opc_status opc_calibrate_tokens(const opc_model_desc *d, const int32_t *tokens, int64_t n_tokens,
+                                int32_t seq_len, int32_t n_threads, volatile sig_atomic_t *interrupt,
+                                opc_calib_progress_fn progress, void *progress_user,
+                                opc_importance *out);
+
+/* ---------------------------------------------------- whole model ------- */
+
+typedef struct opc_quant_progress {
+    int32_t tensor, n_tensors;  /* index of the tensor being worked on */
+    const char *name;
+    const char *action;         /* "cb2 k=4", "f16", "f32", "calibrating" ... */
+    uint64_t elems_done, elems_total; /* over all tensors, for the bar / ETA */
+} opc_quant_progress;
+
+typedef struct opc_quant_params {
+    float bits;               /* 1.58, 2, 3 or 4 (default 2) */
+    double outlier_frac;      /* default 0.01 */
+    opc_quant_method method;
+    const char *keep_fp16;    /* extra comma-separated glob patterns kept as f16 (NULL: none) */
+    const char *overrides;    /* comma-separated PATTERN=BITS (BITS 1.58/2/3/4/16); first match wins */
+    const opc_importance *importance; /* NULL: uniform importance */
+    int32_t n_threads;
+    uint64_t seed;
+    int32_t n_init;           /* k-means starts per row (<= 0: 3) */
+    volatile sig_atomic_t *interrupt;
+    void (*progress)(void *user, const opc_quant_progress *p);
+    void *progress_user;
+} opc_quant_params;
+
+opc_quant_params opc_quant_defaults(void);
+
+typedef struct opc_quant_tensor_stat {
+    char name[OPC_MAX_NAME];
+    opc_type type;            /* stored type */
+    int32_t k;
+    int64_t rows, cols;
+    uint64_t bytes;           /* all-in bytes stored for this tensor */
+    uint64_t idx_bytes, cb_bytes, ol_bytes; /* of which indices / codebooks / outliers (CB only) */
+    uint64_t n_outliers;
+    float qerr;               /* relative weighted MSE, < 0 for unquantized */
+    double seconds;
+} opc_quant_tensor_stat;
+
+typedef struct opc_quant_summary {
+    int32_t n;
+    opc_quant_tensor_stat *t; /* (n) */
+    uint64_t q_bytes, q_elems;     /* codebook-quantized tensors only */
+    uint64_t q_idx_bytes, q_cb_bytes, q_ol_bytes; /* their split */
+    uint64_t all_bytes, all_elems; /* every tensor (tensor data only) */
+    uint64_t file_bytes;           /* the .bf2 file as written */
+    uint64_t n_outliers;
+    double seconds;
+} opc_quant_summary;
+
+void opc_quant_summary_free(opc_quant_summary *s); /* members; NULL-safe */
+
+/* What the quantizer will do with a tensor under params (choice + bits). */
+opc_status opc_quant_plan(const opc_tensor *t, const opc_quant_params *p, opc_quant_choice *choice,
+                          int32_t *index_bits, int32_t *k);
+
+/* Quantize every tensor of src into a .bf2 at out_path (atomic: on error or
+ * interruption nothing appears under out_path and an existing file stays).
+ * summary may be NULL. */
+opc_status opc_quantize_model(const opc_model_desc *src, const char *out_path,
+                              const opc_quant_params *p, opc_quant_summary *summary);
+
+/* Quantize one tensor in memory exactly as opc_quantize_model does (the
+ * tensor's position `tensor_index` feeds the seed). out gets an owned tensor
+ * (free with opc_quant_tensor_free). Used by the round-trip tests. */
+opc_status opc_quantize_tensor(const opc_tensor *src, int32_t tensor_index, const opc_quant_params *p,
+                               opc_tensor *out, opc_qmatrix *qm);
+void opc_quant_tensor_free(opc_tensor *t, opc_qmatrix *qm);
+
+#endif /* OPC_QUANTIZE_H */

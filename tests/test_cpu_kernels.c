@@ -1,0 +1,295 @@
+/*
+ * test_cpu_kernels.c — every CPU implementation of the codebook matmul
+ * (scalar, AVX2, AVX-512; forced through opc_cb_matmul_impl) against the
+ * scalar reference opc_cb_gemv_ref on odd shapes, fresh random data each
+ * run (the seed is printed; set OPC_TEST_SEED to replay a failure).
+ *
+ * Error bound. The kernels sum n = cols + n_outliers(row) exact products
+ * (fp16 -> fp32 conversion is exact, FMA rounds once per add) in fp32, in
+ * some order; the reference sums in double. For any summation order the
+ * fp32 error is at most (n - 1) u / (1 - (n - 1) u) * sum |terms| with
+ * u = 2^-24, so we allow (n + 2) * 2^-24 * sum |w x| (+2 for the rounded
+ * outlier products and the final add). The observed worst ratio is printed:
+ * typically far below the bound because rounding errors mostly cancel.
+ */
+#include "harness.h"
+
+#include "core/cpu_features.h"
+#include "core/half.h"
+#include "cpu/cpu.h"
+#include "quant/cb.h"
+
+#include <stdint.h>
+#include <time.h>
+
+static uint64_t g_rng;
+
+static uint64_t rnd(void) {
+    g_rng ^= g_rng >> 12;
+    g_rng ^= g_rng << 25;
+    g_rng ^= g_rng >> 27;
+    return g_rng * 0x2545F4914F6CDD1DULL;
+}
+static float rndf(void) { return (float)((rnd() >> 40) * (1.0 / 16777216.0)) * 2.0f - 1.0f; }
+
+/* A random codebook matrix with its own storage. outlier_mode: 0 none,
+ * 1 heavy (about a third of the rows get up to half their columns). */
+typedef struct tmat {
+    opc_cb_matrix m;
+    uint8_t *idx;
+    uint16_t *cb, *ol_val, *ol_col;
+    uint32_t *rowptr;
+} tmat;
+
+static void tmat_free(tmat *t) {
+    free(t->idx);
+    free(t->cb);
+    free(t->ol_val);
+    free(t->ol_col);
+    free(t->rowptr);
+    memset(t, 0, sizeof *t);
+}
+
+static int tmat_make(tmat *t, int64_t rows, int64_t cols, int bits, int k, int outlier_mode) {
+    memset(t, 0, sizeof *t);
+    uint64_t rb = opc_cb_row_bytes(bits, cols);
+    t->idx = calloc((size_t)(rows * (int64_t)rb), 1);
+    t->cb = malloc(sizeof(uint16_t) * (size_t)(rows * k));
+    t->rowptr = calloc((size_t)rows + 1, sizeof(uint32_t));
+    if (!t->idx || !t->cb || !t->rowptr) return -1;
+    for (int64_t r = 0; r < rows; r++) {
+        /* codebook entries of mixed magnitude, including exact zero sometimes */
+        float scale = (r % 5 == 0) ? 8.0f : 0.05f;
+        for (int i = 0; i < k; i++)
+            t->cb[r * k + i] = opc_fp32_to_fp16((rnd() % 17 == 0) ? 0.0f : rndf() * scale);
+        uint8_t *row = t->idx + r * (int64_t)rb;
+        for (int64_t c = 0; c < cols; c++)
+            opc_cb_set_index(row, bits, c, (uint32_t)(rnd() % (uint64_t)k));
+        /* Padding columns of the last group get random (valid) indices: the
+         * spec says index 0, but a kernel must not let them contribute
+         * whatever they hold. */
+        int64_t padded = (int64_t)(rb / (bits == 2 ? 16u : 32u)) * OPC_CB_GROUP;
+        for (int64_t c = cols; c < padded; c++)
+            opc_cb_set_index(row, bits, c, (uint32_t)(rnd() % (uint64_t)k));
+    }
+    uint64_t cap = 0;
+    if (outlier_mode) {
+        for (int64_t r = 0; r < rows; r++) {
+            uint32_t n = 0;
+            if (rnd() % 3 == 0) n = (uint32_t)(rnd() % (uint64_t)(cols / 2 + 2));
+            if (n > (uint32_t)cols) n = (uint32_t)cols;
+            t->rowptr[r + 1] = t->rowptr[r] + n;
+        }
+        cap = t->rowptr[rows];
+    }
+    if (cap) {
+        t->ol_val = malloc(sizeof(uint16_t) * cap);
+        t->ol_col = malloc(sizeof(uint16_t) * cap);
+        if (!t->ol_val || !t->ol_col) return -1;
+        for (int64_t r = 0; r < rows; r++) {
+            uint32_t a = t->rowptr[r], n = t->rowptr[r + 1] - a;
+            /* n distinct sorted columns: walk the columns, keep each with the
+             * right remaining probability (selection sampling) */
+            uint32_t kept = 0;
+            for (int64_t c = 0; c < cols && kept < n; c++) {
+                if (rnd() % (uint64_t)(cols - c) < (uint64_t)(n - kept)) {
+                    t->ol_col[a + kept] = (uint16_t)c;
+                    t->ol_val[a + kept] = opc_fp32_to_fp16(rndf() * 4.0f);
+                    kept++;
+                }
+            }
+        }
+    }
+    t->m.rows = rows;
+    t->m.cols = cols;
+    t->m.bits = bits;
+    t->m.k = k;
+    t->m.idx = t->idx;
+    t->m.row_bytes = rb;
+    t->m.codebook = t->cb;
+    t->m.n_outliers = cap;
+    t->m.ol_rowptr = cap ? t->rowptr : NULL;
+    t->m.ol_col = t->ol_col;
+    t->m.ol_val = t->ol_val;
+    return 0;
+}
+
+/* sum_c |w[r][c] x[c]| split like the kernels: codebook part + outlier part. */
+static double abs_sum(const opc_cb_matrix *m, int64_t r, const float *x, int64_t *nterms) {
+    const uint8_t *row = m->idx + (uint64_t)r * m->row_bytes;
+    double s = 0.0;
+    for (int64_t c = 0; c < m->cols; c++) {
+        float w = opc_fp16_to_fp32(m->codebook[r * m->k + opc_cb_get_index(row, m->bits, c)]);
+        s += fabs((double)w * x[c]);
+    }
+    int64_t n = m->cols;
+    if (m->n_outliers) {
+        for (uint32_t i = m->ol_rowptr[r]; i < m->ol_rowptr[r + 1]; i++, n++)
+            s += fabs((double)opc_fp16_to_fp32(m->ol_val[i]) * x[m->ol_col[i]]);
+    }
+    *nterms = n;
+    return s;
+}
+
+static double g_worst_ratio;
+
+/* Run impl on one shape; returns the number of mismatching outputs. */
+static int check_case(opc_cb_impl impl, int64_t rows, int64_t cols, int64_t T, int bits, int k,
+                      int outliers, int nthreads) {
+    tmat t;
+    int bad = 0;
+    if (tmat_make(&t, rows, cols, bits, k, outliers) != 0) {
+        tmat_free(&t);
+        CHECK_MSG(0, "out of memory");
+        return 1;
+    }
+    CHECK_EQ_INT(opc_cb_validate(&t.m, "test"), OPC_OK);
+    float *X = malloc(sizeof(float) * (size_t)(T * cols));
+    const int guard = 16;
+    float *Y = malloc(sizeof(float) * (size_t)(T * rows + guard));
+    float *Yref = malloc(sizeof(float) * (size_t)(T * rows));
+    if (!X || !Y || !Yref) {
+        CHECK_MSG(0, "out of memory");
+        bad = 1;
+        goto done;
+    }
+    for (int64_t i = 0; i < T * cols; i++) X[i] = rndf();
+    for (int64_t i = 0; i < T * rows + guard; i++) Y[i] = -12345.0f; /* canaries */
+    for (int64_t tt = 0; tt < T; tt++) opc_cb_gemv_ref(&t.m, X + tt * cols, Yref + tt * rows);
+    opc_cb_matmul_impl(impl, &t.m, X, T, Y, nthreads);
+    for (int64_t tt = 0; tt < T; tt++) {
+        for (int64_t r = 0; r < rows; r++) {
+            int64_t n;
+            double s = abs_sum(&t.m, r, X + tt * cols, &n);
+            double err = fabs((double)Y[tt * rows + r] - (double)Yref[tt * rows + r]);
+            double tol = (double)(n + 2) * 0x1p-24 * s + 1e-30;
+            if (s > 0 && err / s > g_worst_ratio) g_worst_ratio = err / s;
+            if (!(err <= tol)) {
+                if (bad < 3)
+                    fprintf(stderr,
+                            "  %s rows=%lld cols=%lld T=%lld bits=%d k=%d ol=%d thr=%d: "
+                            "y[%lld][%lld] = %.9g, ref %.9g (tol %.3g)\n",
+                            opc_cb_impl_name(impl), (long long)rows, (long long)cols,
+                            (long long)T, bits, k, outliers, nthreads, (long long)tt,
+                            (long long)r, (double)Y[tt * rows + r],
+                            (double)Yref[tt * rows + r], tol);
+                bad++;
+            }
+        }
+    }
+    for (int i = 0; i < guard; i++)
+        if (Y[T * rows + i] != -12345.0f) bad++;
+done:
+    free(X);
+    free(Y);
+    free(Yref);
+    tmat_free(&t);
+    return bad;
+}
+
+static void sweep(opc_cb_impl impl) {
+    if (!opc_cb_impl_available(impl)) SKIP("%s not supported by this CPU", opc_cb_impl_name(impl));
+    static const int64_t rows_list[] = {1, 7, 33, 130};
+    static const int64_t cols_list[] = {1, 63, 64, 65, 200, 576};
+    static const int64_t T_list[] = {1, 3, 8, 17};
+    static const int bk[][2] = {{2, 4}, {2, 3}, {2, 1}, {4, 16}, {4, 11}};
+    int cases = 0, failed = 0;
+    g_worst_ratio = 0;
+    for (size_t a = 0; a < sizeof rows_list / sizeof rows_list[0]; a++)
+        for (size_t b = 0; b < sizeof cols_list / sizeof cols_list[0]; b++)
+            for (size_t c = 0; c < sizeof T_list / sizeof T_list[0]; c++)
+                for (size_t d = 0; d < sizeof bk / sizeof bk[0]; d++)
+                    for (int ol = 0; ol < 2; ol++) {
+                        int nthreads = 1 + (int)((a + b + c + d + (size_t)ol) % 2);
+                        int bad = check_case(impl, rows_list[a], cols_list[b], T_list[c],
+                                             bk[d][0], bk[d][1], ol, nthreads);
+                        cases++;
+                        if (bad) failed++;
+                    }
+    CHECK_MSG(failed == 0, "%d of %d shapes mismatch", failed, cases);
+    fprintf(stderr, "  %s: %d shapes, worst |err| / sum|w x| = %.3g\n", opc_cb_impl_name(impl),
+            cases, g_worst_ratio);
+}
+
+static void test_scalar(void) { sweep(OPC_CB_IMPL_SCALAR); }
+static void test_avx2(void) { sweep(OPC_CB_IMPL_AVX2); }
+static void test_avx512(void) { sweep(OPC_CB_IMPL_AVX512); }
+
+/* Larger shapes that cross the prefill column-chunk and token-block edges
+ * (cols > 1024, T > 64) once per implementation. */
+static void test_large_blocks(void) {
+    for (int i = OPC_CB_IMPL_SCALAR; i < OPC_CB_IMPL_COUNT; i++) {
+        if (!opc_cb_impl_available((opc_cb_impl)i)) continue;
+        CHECK_EQ_INT(check_case((opc_cb_impl)i, 37, 2113, 70, 2, 4, 1, 2), 0);
+        CHECK_EQ_INT(check_case((opc_cb_impl)i, 18, 1500, 9, 4, 16, 0, 2), 0);
+        CHECK_EQ_INT(check_case((opc_cb_impl)i, 9, 4160, 1, 2, 4, 1, 2), 0);
+    }
+}
+
+/* Rows are split across threads but each row's arithmetic is the same, so
+ * 1 and 2 threads must agree bit for bit; AUTO must equal the best impl. */
+static void test_threads_and_auto(void) {
+    tmat t;
+    int64_t rows = 301, cols = 777, T = 9;
+    CHECK(tmat_make(&t, rows, cols, 2, 4, 1) == 0);
+    float *X = malloc(sizeof(float) * (size_t)(T * cols));
+    float *Y1 = malloc(sizeof(float) * (size_t)(T * rows));
+    float *Y2 = malloc(sizeof(float) * (size_t)(T * rows));
+    float *Y3 = malloc(sizeof(float) * (size_t)(T * rows));
+    CHECK(X && Y1 && Y2 && Y3);
+    if (X && Y1 && Y2 && Y3) {
+        for (int64_t i = 0; i < T * cols; i++) X[i] = rndf();
+        opc_cb_impl best = opc_cb_impl_best();
+        opc_cb_matmul_impl(best, &t.m, X, T, Y1, 1);
+        opc_cb_matmul_impl(best, &t.m, X, T, Y2, 2);
+        opc_cb_matmul(&t.m, X, T, Y3);
+        CHECK(memcmp(Y1, Y2, sizeof(float) * (size_t)(T * rows)) == 0);
+        CHECK(memcmp(Y1, Y3, sizeof(float) * (size_t)(T * rows)) == 0);
+        /* T = 0 writes nothing */
+        Y1[0] = 42.0f;
+        opc_cb_matmul(&t.m, X, 0, Y1);
+        CHECK(Y1[0] == 42.0f);
+        fprintf(stderr, "  best kernel: %s\n", opc_cb_impl_name(best));
+    }
+    free(X);
+    free(Y1);
+    free(Y2);
+    free(Y3);
+    tmat_free(&t);
+}
+
+static void test_names_and_features(void) {
+    for (int i = 0; i < OPC_CB_IMPL_COUNT; i++)
+        CHECK_EQ_INT(opc_cb_impl_parse(opc_cb_impl_name((opc_cb_impl)i)), i);
+    CHECK_EQ_INT(opc_cb_impl_parse("avx9000"), OPC_CB_IMPL_COUNT);
+    CHECK_EQ_INT(opc_cb_impl_parse(NULL), OPC_CB_IMPL_COUNT);
+    CHECK(opc_cb_impl_available(OPC_CB_IMPL_SCALAR));
+    CHECK(!opc_cpu_has_avx512() || opc_cpu_has_avx2());
+    const opc_cpu_features *f = opc_cpu_get_features();
+    CHECK(f != NULL);
+    CHECK(!f->avx2 || f->avx);
+    CHECK(!f->avx512bw || f->avx512f);
+    fprintf(stderr, "  cpu: %s [%s]\n", f->brand, opc_cpu_features_str());
+}
+
+static void test_bandwidth_probe(void) {
+    double bw = opc_mem_read_bw((size_t)16 << 20, 2, 1);
+    CHECK(bw > 0.0);   /* a positive, finite rate (the machine may be busy) */
+    CHECK(bw < 1e13);  /* < 10 TB/s */
+    fprintf(stderr, "  16 MiB read, 2 threads: %.1f GB/s\n", bw / 1e9);
+}
+
+int main(void) {
+    const char *env = getenv("OPC_TEST_SEED");
+    g_rng = env ? strtoull(env, NULL, 0) : (uint64_t)time(NULL) * 2654435761ULL + 1;
+    if (!g_rng) g_rng = 1;
+    fprintf(stderr, "seed: OPC_TEST_SEED=%llu\n", (unsigned long long)g_rng);
+    RUN(test_names_and_features);
+    RUN(test_scalar);
+    RUN(test_avx2);
+    RUN(test_avx512);
+    RUN(test_large_blocks);
+    RUN(test_threads_and_auto);
+    RUN(test_bandwidth_probe);
+    return harness_finish();
+}
