@@ -3,7 +3,7 @@
  * dev/cuda programs): the scalar reference, every kernel version, validation
  * against the reference, and one timing table, on Llama-3-8B-sized matrices.
  *
- *   bench_cpu_gemv [--quick] [--threads N] [--bits B] [--T n,n,...] [--variants]
+ *   bench_cpu_gemv [--quick] [--threads N] [--bits B] [--T n,n,...] [--variants] [--mem MiB]
  *
  * Versions timed
  *   scalar / avx2 / avx512   the product kernels (src/cpu), forced by name
@@ -21,9 +21,10 @@
  *                            looked up with vgatherdps
  *
  * Memory: every weight matrix is replicated so that one sweep touches more
- * than 128 MiB (4x the 32 MiB L3 of the dev machine) and the timed loop
- * rotates through the copies: each call reads its weights from DRAM, as in a
- * real decode step. GB/s counts the packed bytes the kernel must read
+ * than --mem MiB (default 128: 4x the 32 MiB L3 of the dev machine; use more
+ * where the last-level cache is larger) and the timed loop rotates through
+ * the copies: each call reads its weights from DRAM, as in a real decode
+ * step. The probe reads a buffer of twice that (at least 256 MiB). GB/s counts the packed bytes the kernel must read
  * (indices + codebooks [+ outliers]); "%bw" compares with opc_mem_read_bw
  * measured in the same run with the same thread count.
  */
@@ -99,7 +100,46 @@ static int bmat_make(bmat *b, int64_t rows, int64_t cols, int bits, int ncopy) {
     return 0;
 }
 
+/* Give every copy its own CSR outliers: each row gets frac * cols entries at
+ * evenly spread columns with a random start (sorted, distinct). */
+static uint32_t *g_ol_rowptr;
+static uint16_t *g_ol_col, *g_ol_val;
+static int bmat_add_outliers(bmat *b, double frac) {
+    int64_t rows = b->m[0].rows, cols = b->m[0].cols;
+    int64_t per = (int64_t)(frac * (double)cols + 0.5);
+    if (per < 1) per = 1;
+    uint64_t n = (uint64_t)(rows * per);
+    g_ol_rowptr = opc_aligned_alloc(sizeof(uint32_t) * (size_t)(rows + 1) * (size_t)b->ncopy);
+    g_ol_col = opc_aligned_alloc(sizeof(uint16_t) * n * (size_t)b->ncopy);
+    g_ol_val = opc_aligned_alloc(sizeof(uint16_t) * n * (size_t)b->ncopy);
+    if (!g_ol_rowptr || !g_ol_col || !g_ol_val) return -1;
+    int64_t step = cols / per;
+    for (int i = 0; i < b->ncopy; i++) {
+        uint32_t *rp = g_ol_rowptr + (size_t)(rows + 1) * (size_t)i;
+        uint16_t *oc = g_ol_col + n * (size_t)i, *ov = g_ol_val + n * (size_t)i;
+        for (int64_t r = 0; r <= rows; r++) rp[r] = (uint32_t)(r * per);
+        for (int64_t r = 0; r < rows; r++) {
+            int64_t start = (int64_t)(rnd() % (uint64_t)step);
+            for (int64_t j = 0; j < per; j++) {
+                oc[r * per + j] = (uint16_t)(start + j * step);
+                ov[r * per + j] = opc_fp32_to_fp16(rndf() * 0.1f);
+            }
+        }
+        b->m[i].n_outliers = n;
+        b->m[i].ol_rowptr = rp;
+        b->m[i].ol_col = oc;
+        b->m[i].ol_val = ov;
+    }
+    b->bytes += n * 4 + (uint64_t)(rows + 1) * 4;
+    return 0;
+}
+
 static void bmat_free(bmat *b) {
+    opc_aligned_free(g_ol_rowptr);
+    opc_aligned_free(g_ol_col);
+    opc_aligned_free(g_ol_val);
+    g_ol_rowptr = NULL;
+    g_ol_col = g_ol_val = NULL;
     opc_aligned_free(b->idx);
     opc_aligned_free(b->cb);
     memset(b, 0, sizeof *b);
@@ -447,11 +487,13 @@ static void row(const char *shape, int bits, int64_t T, int nt, const char *ver,
 
 int main(int argc, char **argv) {
     int quick = 0, only_threads = 0, only_bits = 0, variants = 0;
+    uint64_t rot = 128ull << 20;
     int64_t Ts[8] = {1, 8, 64};
     int nT = 3;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--quick")) quick = 1;
         else if (!strcmp(argv[i], "--variants")) variants = 1;
+        else if (!strcmp(argv[i], "--mem") && i + 1 < argc) rot = strtoull(argv[++i], NULL, 10) << 20;
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) only_threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--bits") && i + 1 < argc) only_bits = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--T") && i + 1 < argc) {
@@ -462,7 +504,7 @@ int main(int argc, char **argv) {
                 else break;
             }
         } else {
-            fprintf(stderr, "usage: %s [--quick] [--variants] [--threads N] [--bits 2|4] [--T 1,8,64]\n",
+            fprintf(stderr, "usage: %s [--quick] [--variants] [--threads N] [--bits 2|4] [--T 1,8,64] [--mem MiB]\n",
                     argv[0]);
             return 2;
         }
@@ -482,12 +524,15 @@ int main(int argc, char **argv) {
     }
     double bw[2];
     for (int i = 0; i < nthr; i++) {
-        bw[i] = opc_mem_read_bw((size_t)256 << 20, threads[i], quick ? 2 : 4);
-        printf("memory read bandwidth probe, %d thread(s), best 16 MiB segment: %.2f GB/s\n", threads[i],
+        bw[i] = opc_mem_read_bw(2 * rot > (256ull << 20) ? 2 * rot : (256ull << 20), threads[i],
+                                quick ? 2 : 4);
+        printf("memory read bandwidth probe, %d thread(s), best 8 MiB segment: %.2f GB/s\n", threads[i],
                bw[i] / 1e9);
     }
-    printf("\ntimes: best of repeated calls, weights rotating through >= 128 MiB of copies\n");
-    printf("err: max |y - y_ref| / max |y_ref| against opc_cb_gemv_ref (first 256 rows)\n\n");
+    printf("\ntimes: best of repeated calls, weights rotating through >= %llu MiB of copies\n",
+           (unsigned long long)(rot >> 20));
+    printf("err: max |y - y_ref| / max |y_ref| against opc_cb_gemv_ref (first 256 rows)\n");
+    printf("GB/s wt: packed bytes read per call / time (indices + codebooks [+ outliers])\n\n");
     printf("| shape       | bits |   T | th | version |   ms/call | GB/s wt |  %%bw   | GFLOP/s |      err |\n");
     printf("|-------------|------|-----|----|---------|-----------|---------|--------|---------|----------|\n");
 
@@ -510,7 +555,7 @@ int main(int argc, char **argv) {
             if (only_bits && bits != only_bits) continue;
             bmat b;
             uint64_t one = opc_cb_row_bytes(bits, cols) * (uint64_t)rows;
-            int ncopy = (int)((128ull << 20) / one) + 1;
+            int ncopy = (int)(rot / one) + 1;
             if (ncopy > 64) ncopy = 64;
             if (bmat_make(&b, rows, cols, bits, ncopy) != 0) return 1;
             opc_cb_matrix sub = b.m[0];
@@ -554,6 +599,27 @@ int main(int argc, char **argv) {
                     }
                 }
             }
+            /* the same matrices with 1% sparse fp16 outliers (what `quantize`
+             * stores by default), decode only, best kernel */
+            if (bmat_add_outliers(&b, 0.01) != 0) return 1;
+            sub = b.m[0];
+            sub.rows = 256;
+            sub.n_outliers = sub.ol_rowptr[256];
+            opc_cb_gemv_ref(&sub, X, Yref);
+            for (int ti = 0; ti < nthr; ti++) {
+                int nt = threads[ti], cur = 0;
+                opc_cb_impl impl = opc_cb_impl_best();
+                double sec;
+                TIME_BEST(sec, min_s, 2000, {
+                    opc_cb_matmul_impl(impl, &b.m[cur], X, 1, Y, nt);
+                    cur = (cur + 1) % b.ncopy;
+                });
+                opc_cb_matmul_impl(impl, &sub, X, 1, Y, nt);
+                char ver[32];
+                snprintf(ver, sizeof ver, "%s+1%%ol", opc_cb_impl_name(impl));
+                row(shape, bits, 1, nt, ver, sec, (double)b.bytes, 2.0 * (double)rows * (double)cols,
+                    bw[ti], max_rel_err(Y, Yref, 256));
+            }
             bmat_free(&b);
         }
 
@@ -561,7 +627,7 @@ int main(int argc, char **argv) {
         if (!only_bits || only_bits == 16 || only_bits == 32) {
             for (int prec = 16; prec <= 32; prec += 16) {
                 uint64_t one = (uint64_t)rows * (uint64_t)cols * (uint64_t)(prec / 8);
-                int ncopy = (int)((128ull << 20) / one) + 1;
+                int ncopy = (int)(rot / one) + 1;
                 void *W = opc_aligned_alloc(one * (uint64_t)ncopy);
                 if (!W) return 1;
                 if (prec == 32)

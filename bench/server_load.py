@@ -145,7 +145,7 @@ def main():
 
         sweep = []
         for n in [int(x) for x in a.sweep.split(",") if x]:
-            reqs = max(n * 4, 8)
+            reqs = max(n * 8, 32)
             s_ok, s_failed, s_toks, s_secs = run_load(port, reqs, n, a.max_tokens)
             failed += s_failed
             sweep.append((n, reqs, s_ok, s_failed, s_toks, s_secs))

@@ -89,38 +89,44 @@ static void run_case(int64_t rows, int64_t cols, int32_t k, int outlier_pct, int
     if (st == OPC_OK) st = opc_cuda_alloc(&dx, sizeof(float) * (size_t)(nb * cols));
     if (st == OPC_OK) st = opc_cuda_alloc(&dy, sizeof(float) * (size_t)(nb * rows));
     if (st == OPC_OK) st = opc_cuda_to_device(dx, x, sizeof(float) * (size_t)(nb * cols));
-    memset(y, 0xFF, sizeof(float) * (size_t)(nb * rows)); /* NaN: unwritten outputs fail */
-    if (st == OPC_OK) st = opc_cuda_to_device(dy, y, sizeof(float) * (size_t)(nb * rows));
-    if (st == OPC_OK) st = opc_cuda_cb_gemv(&d, dx, nb, dy, NULL);
-    CHECK_MSG(st == OPC_OK, "gemv: %s", opc_last_error());
-    if (st == OPC_OK) st = opc_cuda_sync(NULL);
-    if (st == OPC_OK) st = opc_cuda_to_host(y, dy, sizeof(float) * (size_t)(nb * rows));
-    CHECK_MSG(st == OPC_OK, "sync/copy: %s", opc_last_error());
+    CHECK_MSG(st == OPC_OK, "device buffers: %s", opc_last_error());
 
-    int bad = 0;
-    double worst = 0.0;
-    for (int b = 0; st == OPC_OK && b < nb; b++) {
-        const float *xb = x + (int64_t)b * cols;
-        opc_cb_gemv_ref(&h.m, xb, ref);
-        for (int64_t r = 0; r < rows; r++) {
-            opc_cb_dequant_row_ref(&h.m, r, wrow);
-            double scale = 0.0;
-            for (int64_t c = 0; c < cols; c++) scale += fabs((double)wrow[c] * xb[c]);
-            double got = y[(int64_t)b * rows + r];
-            double err = fabs(got - ref[r]) / (scale + 1e-30);
-            if (!(err <= 2e-3)) { /* also catches NaN */
-                if (bad++ < 3)
-                    fprintf(stderr, "    rows=%lld cols=%lld k=%d ol=%d%% nb=%d: y[%d][%lld] = %g, ref %g\n",
-                            (long long)rows, (long long)cols, k, outlier_pct, nb, b, (long long)r,
-                            got, (double)ref[r]);
-            } else if (err > worst) {
-                worst = err;
+    /* every kernel the library can pick, each on a freshly poisoned y */
+    for (int kern = OPC_CUDA_CB_AUTO; st == OPC_OK && kern <= OPC_CUDA_CB_CUDACORE; kern++) {
+        memset(y, 0xFF, sizeof(float) * (size_t)(nb * rows)); /* NaN: unwritten outputs fail */
+        st = opc_cuda_to_device(dy, y, sizeof(float) * (size_t)(nb * rows));
+        if (st == OPC_OK) st = opc_cuda_cb_gemv_with(&d, dx, nb, dy, NULL, (opc_cuda_cb_kernel)kern);
+        CHECK_MSG(st == OPC_OK, "gemv kernel %d: %s", kern, opc_last_error());
+        if (st == OPC_OK) st = opc_cuda_sync(NULL);
+        if (st == OPC_OK) st = opc_cuda_to_host(y, dy, sizeof(float) * (size_t)(nb * rows));
+        CHECK_MSG(st == OPC_OK, "sync/copy: %s", opc_last_error());
+
+        int bad = 0;
+        double worst = 0.0;
+        for (int b = 0; st == OPC_OK && b < nb; b++) {
+            const float *xb = x + (int64_t)b * cols;
+            opc_cb_gemv_ref(&h.m, xb, ref);
+            for (int64_t r = 0; r < rows; r++) {
+                opc_cb_dequant_row_ref(&h.m, r, wrow);
+                double scale = 0.0;
+                for (int64_t c = 0; c < cols; c++) scale += fabs((double)wrow[c] * xb[c]);
+                double got = y[(int64_t)b * rows + r];
+                double err = fabs(got - ref[r]) / (scale + 1e-30);
+                if (!(err <= 2e-3)) { /* also catches NaN */
+                    if (bad++ < 3)
+                        fprintf(stderr,
+                                "    kernel %d rows=%lld cols=%lld k=%d ol=%d%% nb=%d: y[%d][%lld] = %g, ref %g\n",
+                                kern, (long long)rows, (long long)cols, k, outlier_pct, nb, b,
+                                (long long)r, got, (double)ref[r]);
+                } else if (err > worst) {
+                    worst = err;
+                }
             }
         }
+        CHECK_MSG(bad == 0, "kernel %d: %d outputs off (rows=%lld cols=%lld k=%d nb=%d)", kern, bad,
+                  (long long)rows, (long long)cols, k, nb);
+        CHECK(worst < 2e-3);
     }
-    CHECK_MSG(bad == 0, "%d outputs off (rows=%lld cols=%lld k=%d nb=%d)", bad, (long long)rows,
-              (long long)cols, k, nb);
-    CHECK(worst < 2e-3);
     opc_cuda_free(dx);
     opc_cuda_free(dy);
     opc_cuda_cb_free(&d);
@@ -174,6 +180,8 @@ static void test_gemv_rejects_bad_arguments(void) {
     CHECK_EQ_INT(opc_cuda_cb_gemv(&d, x, 1, y, NULL), OPC_ERR_INVALID_ARG);
     d.n_outliers = 0, d.rows = 0;
     CHECK_EQ_INT(opc_cuda_cb_gemv(&d, x, 1, y, NULL), OPC_ERR_INVALID_ARG);
+    d.rows = 4;
+    CHECK_EQ_INT(opc_cuda_cb_gemv_with(&d, x, 1, y, NULL, (opc_cuda_cb_kernel)7), OPC_ERR_INVALID_ARG);
 }
 
 static void test_upload_rejects_corrupt(void) {

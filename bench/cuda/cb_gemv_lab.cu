@@ -277,6 +277,17 @@ template <int MT, int WK, int UC> static Version v5_version(void) {
     return v;
 }
 
+template <int WK, int U, int MINB = 1> static Version v6_version(void) {
+    Version v;
+    v.name = "v6_wk" + std::to_string(WK) + "_u" + std::to_string(U) + (MINB > 1 ? "_b" + std::to_string(MINB) : "");
+    v.max_batch = OPC_CBK_MAX_BATCH;
+    v.launch = [](const CbView &m, const float *x, int nb, float *y, cudaStream_t s) {
+        int vec = (m.cols % 4 == 0) && ((uintptr_t)x % 16 == 0);
+        cbk_gemv_v6<WK, U, MINB><<<(m.rows + 15) / 16, WK * 32, 0, s>>>(m, x, nb, y, vec);
+    };
+    return v;
+}
+
 static std::vector<Version> all_versions(void) {
     std::vector<Version> vs;
     vs.push_back({"v1_scalar", OPC_CBK_MAX_BATCH,
@@ -297,12 +308,16 @@ static std::vector<Version> all_versions(void) {
     vs.push_back(v4_version<1, 8, 2>());
     vs.push_back(v4_version<2, 8, 1>());
     vs.push_back(v4_version<1, 16, 1>());
-    vs.push_back(v5_version<1, 8, 1>());
+    vs.push_back(v4_version<1, 32, 1>());
     vs.push_back(v5_version<1, 8, 2>());
-    vs.push_back(v5_version<2, 8, 1>());
-    vs.push_back(v5_version<1, 4, 2>());
-    vs.push_back(v5_version<2, 4, 1>());
     vs.push_back(v5_version<1, 16, 1>());
+    vs.push_back(v6_version<8, 1>());
+    vs.push_back(v6_version<8, 2>());
+    vs.push_back(v6_version<16, 1>());
+    vs.push_back(v6_version<16, 2>());
+    vs.push_back(v6_version<16, 1, 2>());
+    vs.push_back(v6_version<8, 1, 3>());
+    vs.push_back(v6_version<4, 2>());
     return vs;
 }
 
@@ -602,7 +617,7 @@ static int bench(void) {
             }
         /* outliers (1%), two mma configs, batch 1 and 8 */
         for (const Version &v : vs) {
-            if (v.name != "v4_mt1_wk8_u2" && v.name != "v5_mt1_wk8_u2" && v.name != "v5_mt2_wk8_u1")
+            if (v.name != "v4_mt1_wk16_u1" && v.name != "v6_wk16_u1" && v.name != "v6_wk8_u2")
                 continue;
             for (int nb : {1, 8}) {
                 auto fn = [&](int i) {

@@ -29,7 +29,7 @@ import sys
 
 import numpy as np
 from gguf import GGUFReader
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, AddedToken
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 GGUF = os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
@@ -38,6 +38,12 @@ TINY = os.path.join(ROOT, "..", "shared", "data", "tinystories", "tinystories-va
 TOK512 = os.path.join(ROOT, "..", "shared", "models", "stories260K", "tok512.bin")
 GOLD = os.path.join(ROOT, "tests", "golden")
 N_HEAD = 2000
+VARIANT_BYTES = 200000  # WikiText prefix for the pre-tokenizer variants
+# Llama-3 and Qwen2 split patterns as their tokenizer.json files give them
+RE_LLAMA3 = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"
+             r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+RE_QWEN2 = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}|"
+            r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 N_STORY_LINES = 80  # TinyStories lines for the stories260K bulk golden (O(n^2) Python: keep it short)
 
 
@@ -174,6 +180,37 @@ def smollm2_goldens():
                 f.write("case %d %s\n" % (special, s.encode("utf-8").hex() or "-"))
                 f.write("ids %d %s\n" % (len(ids_s), " ".join(str(x) for x in ids_s)))
         tok.encode_special_tokens = False
+
+    # The same vocabulary under the other pre-tokenizers the C code knows by GGUF name, to
+    # check our PCRE2 versions of their regexes (and Llama-3's ignore_merges) against HF.
+    variants = {
+        "gpt2": (pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True), False),
+        "llama-bpe": (pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(RE_LLAMA3), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]), True),
+        "qwen2": (pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(RE_QWEN2), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]), False),
+    }
+    head = text.encode("utf-8")[:VARIANT_BYTES].decode("utf-8")  # raises if cut inside a character
+    with open(os.path.join(GOLD, "tok_pretok_variants.txt"), "w") as f:
+        f.write("# SmolLM2's GGUF vocabulary + merges under other pre-tokenizers, encoded by Hugging Face\n"
+                "# tokenizers (Split(regex, isolated) + ByteLevel(use_regex=false); llama-bpe also with\n"
+                "# BPE ignore_merges=true). 'pre NAME' starts a block; cases as in tok_smollm2_cases.txt;\n"
+                "# 'wiki BYTES count C fnv1a64 H': the first BYTES bytes of the CRLF->LF WikiText-2 test text.\n")
+        for name, (pre, ignore) in variants.items():
+            j = json.loads(tok.to_str())
+            j["model"]["ignore_merges"] = ignore
+            vt = Tokenizer.from_str(json.dumps(j))
+            vt.pre_tokenizer = pre
+            f.write("pre %s\n" % name)
+            for s_ in SMOL_CASES:
+                ids_s = vt.encode(s_, add_special_tokens=False).ids
+                f.write("case 1 %s\n" % (s_.encode("utf-8").hex() or "-"))
+                f.write("ids %d %s\n" % (len(ids_s), " ".join(str(x) for x in ids_s)))
+            wids = vt.encode(head, add_special_tokens=False).ids
+            f.write("wiki %d count %d fnv1a64 %016x\n" % (VARIANT_BYTES, len(wids), fnv1a64_ids(wids)))
+            print("variant %s: wiki head %d ids" % (name, len(wids)))
 
     # tokenizer.json for the C HF loader test (ignored folder)
     out = os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.tokenizer")

@@ -1,6 +1,6 @@
 /*
- * cb_dispatch.c — run-time choice of the codebook matmul kernel, OpenMP
- * threading over rows, and the sparse outlier pass.
+ * cb_dispatch.c — run-time choice of the codebook matmul kernel and OpenMP
+ * threading over rows.
  *
  * Threads split the rows into contiguous, even-sized ranges (each a multiple
  * of 2 so the 2-row kernels stay paired): rows are independent, every thread
@@ -9,7 +9,6 @@
 #include "cpu.h"
 
 #include "../core/cpu_features.h"
-#include "../core/half.h"
 
 #include <omp.h>
 #include <pthread.h>
@@ -66,48 +65,19 @@ void opc_cpu_set_threads(int n) { g_threads = n > 0 ? n : 0; }
 
 int opc_cpu_get_threads(void) { return g_threads > 0 ? g_threads : omp_get_max_threads(); }
 
-/* Second pass over rows [r0, r1): Y[t][r] += delta * X[t][col] for each
- * outlier, run right after the dense part by the same thread on the same
- * rows (their activations are still in L1). */
-void opc_cb_outliers_scalar(const opc_cb_matrix *m, const float *X, int64_t T, float *Y, int64_t r0,
-                         int64_t r1) {
-    for (int64_t r = r0; r < r1; r++) {
-        uint32_t a = m->ol_rowptr[r], b = m->ol_rowptr[r + 1];
-        if (a == b) continue;
-        for (int64_t t = 0; t < T; t++) {
-            const float *x = X + t * m->cols;
-            float s = 0.0f;
-            for (uint32_t i = a; i < b; i++) s += opc_fp16_to_fp32(m->ol_val[i]) * x[m->ol_col[i]];
-            Y[t * m->rows + r] += s;
-        }
-    }
-}
-
-/* The dense kernel and the outlier pass of one implementation. */
-static void pick_fns(opc_cb_impl impl, opc_cb_rows_fn *rows, opc_cb_rows_fn *outliers) {
+static opc_cb_rows_fn rows_fn(opc_cb_impl impl) {
     if (impl == OPC_CB_IMPL_AUTO || !opc_cb_impl_available(impl)) impl = opc_cb_impl_best();
     switch (impl) {
-    case OPC_CB_IMPL_AVX512:
-        *rows = opc_cb_rows_avx512;
-        *outliers = opc_cb_outliers_avx512;
-        break;
-    case OPC_CB_IMPL_AVX2:
-        *rows = opc_cb_rows_avx2;
-        *outliers = opc_cb_outliers_avx2;
-        break;
-    default:
-        *rows = opc_cb_rows_scalar;
-        *outliers = opc_cb_outliers_scalar;
-        break;
+    case OPC_CB_IMPL_AVX512: return opc_cb_rows_avx512;
+    case OPC_CB_IMPL_AVX2: return opc_cb_rows_avx2;
+    default: return opc_cb_rows_scalar;
     }
 }
 
 void opc_cb_matmul_impl(opc_cb_impl impl, const opc_cb_matrix *m, const float *X, int64_t T,
                         float *Y, int nthreads) {
     if (T <= 0 || m->rows <= 0) return;
-    opc_cb_rows_fn fn, ol;
-    pick_fns(impl, &fn, &ol);
-    if (!m->n_outliers) ol = NULL;
+    opc_cb_rows_fn fn = rows_fn(impl);
     int nt = nthreads > 0 ? nthreads : opc_cpu_get_threads();
     /* Below ~64K multiply-adds a thread team costs more than it saves; inside
      * someone else's parallel region stay on the calling thread. */
@@ -116,7 +86,6 @@ void opc_cb_matmul_impl(opc_cb_impl impl, const opc_cb_matrix *m, const float *X
     if (nt > max_nt) nt = (int)max_nt;
     if (nt <= 1) {
         fn(m, X, T, Y, 0, m->rows);
-        if (ol) ol(m, X, T, Y, 0, m->rows);
         return;
     }
 #pragma omp parallel num_threads(nt)
@@ -126,7 +95,6 @@ void opc_cb_matmul_impl(opc_cb_impl impl, const opc_cb_matrix *m, const float *X
         int64_t r0 = tid * per, r1 = r0 + per < m->rows ? r0 + per : m->rows;
         if (r0 < r1) {
             fn(m, X, T, Y, r0, r1);
-            if (ol) ol(m, X, T, Y, r0, r1);
         }
     }
 }

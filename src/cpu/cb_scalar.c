@@ -67,4 +67,22 @@ void opc_cb_rows_scalar(const opc_cb_matrix *m, const float *X, int64_t T, float
             for (int64_t t = 0; t < n; t++) Y[(t0 + t) * rows + r] = acc[t];
         }
     }
+    if (m->n_outliers) opc_cb_outliers_scalar(m, X, T, Y, r0, r1);
+}
+
+/* Second pass over rows [r0, r1): Y[t][r] += delta * X[t][col] for each
+ * outlier, run right after the dense part by the same thread on the same
+ * rows (their activations are still in L1). */
+void opc_cb_outliers_scalar(const opc_cb_matrix *m, const float *X, int64_t T, float *Y,
+                            int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; r++) {
+        uint32_t a = m->ol_rowptr[r], b = m->ol_rowptr[r + 1];
+        if (a == b) continue;
+        for (int64_t t = 0; t < T; t++) {
+            const float *x = X + t * m->cols;
+            float s = 0.0f;
+            for (uint32_t i = a; i < b; i++) s += opc_fp16_to_fp32(m->ol_val[i]) * x[m->ol_col[i]];
+            Y[t * m->rows + r] += s;
+        }
+    }
 }

@@ -50,9 +50,8 @@ void opc_cb_matmul_impl(opc_cb_impl impl, const opc_cb_matrix *m, const float *X
 
 /* ------------------------------------------------ per-ISA row kernels -- */
 
-/* Compute rows [r0, r1) of Y = X W^T for all T tokens, WITHOUT the sparse
- * outliers (the dispatcher adds those in a second pass over the same rows,
- * while they are still in cache). X: (T, cols), Y: (T, rows), stride rows.
+/* Compute rows [r0, r1) of Y = X W^T for all T tokens, sparse outliers
+ * included. X: (T, cols), Y: (T, rows), stride rows.
  * Each lives in its own translation unit compiled for its ISA; call only
  * when opc_cb_impl_available says so. */
 typedef void (*opc_cb_rows_fn)(const opc_cb_matrix *m, const float *X, int64_t T, float *Y,
@@ -64,8 +63,9 @@ void opc_cb_rows_avx2(const opc_cb_matrix *m, const float *X, int64_t T, float *
 void opc_cb_rows_avx512(const opc_cb_matrix *m, const float *X, int64_t T, float *Y, int64_t r0,
                         int64_t r1);
 
-/* Second pass for the sparse outliers of rows [r0, r1) (m->n_outliers > 0):
- * Y[t][r] += sum over the row's CSR entries of delta * X[t][col]. */
+/* The sparse outliers of rows [r0, r1) as a second pass (m->n_outliers > 0):
+ * Y[t][r] += sum over the row's CSR entries of delta * X[t][col]. Called by
+ * the row kernels (the AVX-512 decode path fuses them instead). */
 void opc_cb_outliers_scalar(const opc_cb_matrix *m, const float *X, int64_t T, float *Y,
                             int64_t r0, int64_t r1);
 void opc_cb_outliers_avx2(const opc_cb_matrix *m, const float *X, int64_t T, float *Y, int64_t r0,
@@ -86,7 +86,7 @@ void opc_cb_outliers_avx512(const opc_cb_matrix *m, const float *X, int64_t T, f
 
 /* Memory read bandwidth in bytes/s: nthreads (<= 0: opc_cpu_get_threads())
  * sum a `bytes`-sized buffer (several times the last-level cache; 0 picks
- * 256 MiB) in 16 MiB segments, each split across the threads; the best
+ * 256 MiB) in 8 MiB segments, each split across the threads; the best
  * segment over `reps` passes (after one warm-up pass) is returned. Allocates
  * and frees the buffer itself; returns 0 when the allocation fails. */
 double opc_mem_read_bw(size_t bytes, int nthreads, int reps);

@@ -79,12 +79,12 @@ double opc_mem_read_bw(size_t bytes, int nthreads, int reps) {
     if (bytes == 0) bytes = (size_t)256 << 20;
     if (reps < 1) reps = 1;
     int nt = nthreads > 0 ? nthreads : opc_cpu_get_threads();
-    /* Timed in 16 MiB segments walked in order through the whole buffer
+    /* Timed in 8 MiB segments walked in order through the whole buffer
      * (each one is cold: last touched a full buffer ago), keeping the best
      * segment. On a shared machine a long pass is nearly always cut by other
      * processes, while the kernels are timed as best-of-many short calls;
      * timing short segments puts the probe on the same footing. */
-    const size_t seg = ((size_t)16 << 20) / sizeof(uint64_t);
+    const size_t seg = ((size_t)8 << 20) / sizeof(uint64_t);
     size_t n = bytes / sizeof(uint64_t);
     if (n < 2 * seg) n = 2 * seg;
     n -= n % seg;

@@ -149,42 +149,6 @@ static opc_status launch_v4(const opc_cuda::CbView &v, const float *x, int nb, f
     return OPC_OK;
 }
 
-/* v5 (whole x in shared memory, persistent grid, prefetching): grid = the
- * blocks that fit on the GPU at once, at most one per 16*MT-row tile. The
- * blocks-per-SM figure depends only on the shared memory size for a given
- * kernel, so it is cached per size (64-bit slots: smem << 16 | blocks, one
- * aligned store each, so a racing reader sees a whole pair or a miss). */
-template <int MT, int WK, int UC>
-static opc_status launch_v5(const opc_cuda::CbView &v, const float *x, int nb, float *y, int vec,
-                            size_t smem, cudaStream_t s) {
-    static int attr_ok = 0, sms = 0;
-    static unsigned long long cache[8];
-    if (!attr_ok) {
-        int dev = 0;
-        cudaError_t e = cudaGetDevice(&dev);
-        if (e == cudaSuccess) e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
-        if (e == cudaSuccess)
-            e = cudaFuncSetAttribute(opc_cuda::cbk_gemv_v5<MT, WK, UC>,
-                                     cudaFuncAttributeMaxDynamicSharedMemorySize, (int)OPC_CUDA_SMEM_MAX);
-        if (e != cudaSuccess) return cuda_fail(e, "opc_cuda_cb_gemv: kernel set-up");
-        attr_ok = 1;
-    }
-    int per_sm = -1;
-    for (int i = 0; i < 8; i++)
-        if ((cache[i] >> 16) == smem) per_sm = (int)(cache[i] & 0xFFFF);
-    if (per_sm < 0) {
-        cudaError_t e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-            &per_sm, opc_cuda::cbk_gemv_v5<MT, WK, UC>, WK * 32, smem);
-        if (e != cudaSuccess) return cuda_fail(e, "opc_cuda_cb_gemv: occupancy");
-        cache[(smem / 16) % 8] = ((unsigned long long)smem << 16) | (unsigned)(per_sm & 0xFFFF);
-    }
-    const int tiles = (v.rows + MT * 16 - 1) / (MT * 16);
-    int grid = per_sm * sms < tiles ? per_sm * sms : tiles;
-    if (grid < 1) grid = 1;
-    opc_cuda::cbk_gemv_v5<MT, WK, UC><<<grid, WK * 32, smem, s>>>(v, x, nb, y, vec);
-    return OPC_OK;
-}
-
 /* Whether the tensor-core kernels were compiled for sm_80+ (the build's
  * CMAKE_CUDA_ARCHITECTURES decides; the JIT from older PTX would trap).
  * Cached; a benign race writes the same value. */
@@ -192,7 +156,7 @@ static bool mma_compiled(void) {
     static int ok = -1;
     if (ok < 0) {
         cudaFuncAttributes a;
-        ok = cudaFuncGetAttributes(&a, opc_cuda::cbk_gemv_v4<1, 8, 2>) == cudaSuccess && a.ptxVersion >= 80;
+        ok = cudaFuncGetAttributes(&a, opc_cuda::cbk_gemv_v6<16, 1>) == cudaSuccess && a.ptxVersion >= 80;
         cudaGetLastError();
     }
     return ok == 1;
@@ -200,6 +164,12 @@ static bool mma_compiled(void) {
 
 extern "C" opc_status opc_cuda_cb_gemv(const opc_cuda_cb_matrix *m, const float *x, int64_t nb,
                                        float *y, opc_cuda_stream stream) {
+    return opc_cuda_cb_gemv_with(m, x, nb, y, stream, OPC_CUDA_CB_AUTO);
+}
+
+extern "C" opc_status opc_cuda_cb_gemv_with(const opc_cuda_cb_matrix *m, const float *x, int64_t nb,
+                                            float *y, opc_cuda_stream stream,
+                                            opc_cuda_cb_kernel kernel) {
     const char *fn = "opc_cuda_cb_gemv";
     if (!m || !x || !y) return opc_error(OPC_ERR_INVALID_ARG, "%s: NULL argument", fn);
     if (m->bits != 2)
@@ -237,21 +207,27 @@ extern "C" opc_status opc_cuda_cb_gemv(const opc_cuda_cb_matrix *m, const float 
     /* 16-byte x loads need every batch row aligned: base aligned and cols % 4 == 0 */
     const int vec = ((uintptr_t)x % 16 == 0) && (m->cols % 4 == 0);
     cudaStream_t s = stream;
-    if (mma_compiled()) {
-        /* v5 when all of x fits in shared memory (fp16: nb * cols * 2.25
-         * bytes), else v4, which stages x slab by slab. */
-        typedef opc_cuda::CbkV5<1, 8, 2> P5;
-        const size_t smem5 = P5::smem(v.groups, (int)nb);
-        opc_status st = smem5 <= OPC_CUDA_SMEM_MAX
-                            ? launch_v5<1, 8, 2>(v, x, (int)nb, y, vec, smem5, s)
-                            : launch_v4<1, 8, 2>(v, x, (int)nb, y, vec, s);
+    if (kernel < OPC_CUDA_CB_AUTO || kernel > OPC_CUDA_CB_CUDACORE)
+        return opc_error(OPC_ERR_INVALID_ARG, "%s: unknown kernel id %d", fn, (int)kernel);
+    if (kernel == OPC_CUDA_CB_AUTO)
+        kernel = OPC_CUDA_CB_DIRECT; /* fastest in every measured shape and batch (docs/RESULTS.md) */
+    if (!mma_compiled()) kernel = OPC_CUDA_CB_CUDACORE; /* built for a pre-sm_80 target */
+    const unsigned tiles = (unsigned)((v.rows + 15) / 16);
+    switch (kernel) {
+    case OPC_CUDA_CB_DIRECT:
+        opc_cuda::cbk_gemv_v6<16, 1><<<tiles, 16 * 32, 0, s>>>(v, x, (int)nb, y, vec);
+        break;
+    case OPC_CUDA_CB_SLAB: {
+        opc_status st = launch_v4<1, 16, 1>(v, x, (int)nb, y, vec, s);
         if (st != OPC_OK) return st;
-    } else {
-        /* Built for a pre-sm_80 target (no m16n8k16): the CUDA-core kernel,
-         * one launch per x vector. Correct, several times slower. */
+        break;
+    }
+    default:
+        /* CUDA cores only, one launch per x vector: correct, several times slower */
         for (int64_t b = 0; b < nb; b++)
             opc_cuda::cbk_gemv_v2<<<(unsigned)((v.rows + 7) / 8), 256, 0, s>>>(
                 v, x + b * m->cols, y + b * m->rows, vec);
+        break;
     }
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess) return cuda_fail(e, fn);

@@ -670,6 +670,124 @@ __global__ void __launch_bounds__(WK * 32)
     }
 }
 
+/* --------------- v6: x straight from global into registers, no staging --- */
+
+/* x[c0 .. c0+63] of one vector as 32 fp16 pairs (B-fragment registers),
+ * zero past cols. Every lane of a warp loads; lanes with equal addresses
+ * share one L1 transaction, so the 8 row-lanes of a column group cost one. */
+__device__ __forceinline__ void cbk_load_xgroup(const float *xb, int c0, int cols, bool vec, uint32_t (&bx)[32]) {
+    if (vec && c0 + 64 <= cols) {
+        const float4 *p = reinterpret_cast<const float4 *>(xb + c0);
+#pragma unroll
+        for (int i = 0; i < 16; i++) {
+            float4 v = __ldg(p + i);
+            bx[2 * i] = cbk_pack_h2(v.x, v.y);
+            bx[2 * i + 1] = cbk_pack_h2(v.z, v.w);
+        }
+    } else {
+#pragma unroll
+        for (int i = 0; i < 16; i++) {
+            float4 v = cbk_load_x4(xb, c0 + 4 * i, cols, false);
+            bx[2 * i] = cbk_pack_h2(v.x, v.y);
+            bx[2 * i + 1] = cbk_pack_h2(v.z, v.w);
+        }
+    }
+}
+
+/*
+ * v6: v4's fragment mapping and split-K block (WK warps over one 16-row tile,
+ * each lane U groups per step), minus everything that made v4 wait: no shared
+ * staging of x and no barrier before the math. A lane issues its weight loads
+ * and its own x loads together at the start of a step, so one memory round
+ * trip covers both; the next step's weights are loaded before this step's
+ * math (one-ahead prefetch). Lanes whose batch column g >= nb load vector
+ * nb-1 instead of zeros (no predication; those D columns are never stored).
+ * Two accumulator sets halve the chain of dependent mma.sync.
+ */
+template <int WK, int U, int MINB = 1> /* MINB: blocks per SM the register budget must allow */
+__global__ void __launch_bounds__(WK * 32, MINB)
+    cbk_gemv_v6(CbView m, const float *__restrict__ x, int nb, float *__restrict__ y, int vec) {
+    __shared__ float red[WK][16][OPC_CBK_MAX_BATCH + 1];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int g = lane >> 2, t = lane & 3;
+    const int row0 = blockIdx.x * 16;
+    const int r0 = row0 + g, r1 = row0 + g + 8;
+    const bool v0 = r0 < m.rows, v1 = r1 < m.rows;
+    uint32_t lo0 = 0u, hi0 = 0u, lo1 = 0u, hi1 = 0u;
+    if (v0) cbk_row_planes(m, r0, lo0, hi0);
+    if (v1) cbk_row_planes(m, r1, lo1, hi1);
+    const uint4 *p0 = m.idx + (size_t)(v0 ? r0 : 0) * m.groups;
+    const uint4 *p1 = m.idx + (size_t)(v1 ? r1 : 0) * m.groups;
+    const float *xb = x + (size_t)(g < nb ? g : nb - 1) * m.cols;
+    const bool xvec = vec != 0;
+    constexpr int STEP = WK * 4 * U; /* groups per block step */
+
+    float acc[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
+    uint4 q[U][2], qn[U][2];
+    auto load_q = [&](int gb, uint4 (&d)[U][2]) {
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            const int G = gb + (u * WK + warp) * 4 + t;
+            const bool ok = G < m.groups;
+            d[u][0] = (ok && v0) ? __ldcs(p0 + G) : make_uint4(0u, 0u, 0u, 0u);
+            d[u][1] = (ok && v1) ? __ldcs(p1 + G) : make_uint4(0u, 0u, 0u, 0u);
+        }
+    };
+    load_q(0, q);
+    for (int gb = 0; gb < m.groups; gb += STEP) { /* block-uniform trip count */
+        if (gb + STEP < m.groups) load_q(gb + STEP, qn);
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            const int G = gb + (u * WK + warp) * 4 + t;
+            uint32_t bx[32];
+            cbk_load_xgroup(xb, G * 64, m.cols, xvec, bx); /* zero past cols, also for G >= groups */
+#pragma unroll
+            for (int qi = 0; qi < 16; qi++) {
+                uint32_t a0, a1, a2, a3;
+                cbk_afrag_rt(qi, q[u][0], q[u][1], lo0, hi0, lo1, hi1, a0, a1, a2, a3);
+                cbk_mma16816(acc[qi & 1], a0, a1, a2, a3, bx[2 * qi], bx[2 * qi + 1]);
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < U; u++) q[u][0] = qn[u][0], q[u][1] = qn[u][1];
+    }
+
+    red[warp][g][2 * t] = acc[0][0] + acc[1][0];
+    red[warp][g][2 * t + 1] = acc[0][1] + acc[1][1];
+    red[warp][g + 8][2 * t] = acc[0][2] + acc[1][2];
+    red[warp][g + 8][2 * t + 1] = acc[0][3] + acc[1][3];
+    __syncthreads();
+    for (int rl = warp; rl < 16; rl += WK) {
+        const int r = row0 + rl;
+        if (r >= m.rows) break; /* warp-uniform */
+        float tot = 0.0f;
+        if (lane < nb) {
+#pragma unroll
+            for (int w = 0; w < WK; w++) tot += red[w][rl][lane];
+        }
+        if (m.ol_rowptr) {
+            const uint32_t e1 = m.ol_rowptr[r + 1];
+            float sb[OPC_CBK_MAX_BATCH];
+#pragma unroll
+            for (int b = 0; b < OPC_CBK_MAX_BATCH; b++) sb[b] = 0.0f;
+            for (uint32_t e = m.ol_rowptr[r] + lane; e < e1; e += 32) {
+                const int c = m.ol_col[e];
+                const float v = __half2float(__ushort_as_half(m.ol_val[e]));
+#pragma unroll
+                for (int b = 0; b < OPC_CBK_MAX_BATCH; b++)
+                    if (b < nb) sb[b] += v * __ldg(x + (size_t)b * m.cols + c);
+            }
+#pragma unroll
+            for (int b = 0; b < OPC_CBK_MAX_BATCH; b++)
+                if (b < nb) {
+                    const float sum = cbk_warp_sum(sb[b]);
+                    if (lane == b) tot += sum;
+                }
+        }
+        if (lane < nb) y[(size_t)lane * m.rows + r] = tot;
+    }
+}
+
 } /* namespace opc_cuda */
 
 #endif /* OPC_CB_GEMV_KERNELS_CUH */

@@ -68,6 +68,19 @@ void opc_cuda_cb_free(opc_cuda_cb_matrix *dev);
 opc_status opc_cuda_cb_gemv(const opc_cuda_cb_matrix *m, const float *x, int64_t nb, float *y,
                             opc_cuda_stream stream);
 
+/* Kernel choice for opc_cuda_cb_gemv_with (tests and benchmarks; callers
+ * normally use opc_cuda_cb_gemv = AUTO). Values are stable. */
+typedef enum opc_cuda_cb_kernel {
+    OPC_CUDA_CB_AUTO = 0,     /* the fastest measured for the shape (docs/RESULTS.md) */
+    OPC_CUDA_CB_DIRECT = 1,   /* tensor cores, x loaded per lane (lab v6) */
+    OPC_CUDA_CB_SLAB = 2,     /* tensor cores, x staged in shared memory by slabs (lab v4) */
+    OPC_CUDA_CB_CUDACORE = 3  /* no tensor cores, one launch per x vector (lab v2) */
+} opc_cuda_cb_kernel;
+
+/* opc_cuda_cb_gemv with an explicit kernel; same checks and contract. */
+opc_status opc_cuda_cb_gemv_with(const opc_cuda_cb_matrix *m, const float *x, int64_t nb, float *y,
+                                 opc_cuda_stream stream, opc_cuda_cb_kernel kernel);
+
 #ifdef __cplusplus
 }
 #endif

@@ -82,7 +82,7 @@ static opc_status parse_pre(hf_ctx *c, const cJSON *p, const char *where, int de
         return OPC_OK;
     }
     if (!strcmp(type, "ByteLevel")) {
-        int prefix, use_regex;
+        int prefix = 0, use_regex = 1;
         if ((st = get_bool(c, p, where, "add_prefix_space", 0, &prefix)) ||
             (st = get_bool(c, p, where, "use_regex", 1, &use_regex)))
             return st;
@@ -91,14 +91,14 @@ static opc_status parse_pre(hf_ctx *c, const cJSON *p, const char *where, int de
         return use_regex ? add_regex(c, OPC_PRE_RE_GPT2, where) : OPC_OK;
     }
     if (!strcmp(type, "Digits")) {
-        int individual;
+        int individual = 0;
         if ((st = get_bool(c, p, where, "individual_digits", 0, &individual))) return st;
         return add_regex(c, individual ? OPC_PRE_RE_DIGIT : OPC_PRE_RE_DIGITS, where);
     }
     if (!strcmp(type, "Split")) {
         const cJSON *pat = cJSON_GetObjectItemCaseSensitive(p, "pattern");
         const cJSON *beh = cJSON_GetObjectItemCaseSensitive(p, "behavior");
-        int invert;
+        int invert = 0;
         if ((st = get_bool(c, p, where, "invert", 0, &invert))) return st;
         if (!cJSON_IsObject(pat)) return opc_error(OPC_ERR_CORRUPT, "%s: %s.pattern must be an object", c->path, where);
         if (!cJSON_IsString(beh)) return opc_error(OPC_ERR_CORRUPT, "%s: %s.behavior must be a string", c->path, where);
@@ -122,7 +122,7 @@ static opc_status parse_pre(hf_ctx *c, const cJSON *p, const char *where, int de
         const cJSON *scheme = cJSON_GetObjectItemCaseSensitive(p, "prepend_scheme");
         if (rep && !(cJSON_IsString(rep) && !strcmp(rep->valuestring, "\xE2\x96\x81")))
             return opc_error(OPC_ERR_UNSUPPORTED, "%s: %s.replacement must be \"\xE2\x96\x81\"", c->path, where);
-        int prefix, split;
+        int prefix = 1, split = 1;
         if ((st = get_bool(c, p, where, "add_prefix_space", 1, &prefix)) ||
             (st = get_bool(c, p, where, "split", 1, &split)))
             return st;
@@ -325,7 +325,7 @@ static opc_status parse_root(hf_ctx *c, const cJSON *root) {
         cJSON_ArrayForEach(e, added) {
             int32_t id = (int32_t)cJSON_GetObjectItemCaseSensitive(e, "id")->valuedouble;
             const char *content = cJSON_GetObjectItemCaseSensitive(e, "content")->valuestring;
-            int special;
+            int special = 0;
             if ((st = get_bool(c, e, "added_tokens[]", "special", 0, &special))) return st;
             if (v->tokens[id] && strcmp(v->tokens[id], content) != 0)
                 return opc_error(OPC_ERR_CORRUPT, "%s: added_tokens: id %d is \"%.40s\" but model.vocab has \"%.40s\"",
@@ -374,7 +374,7 @@ static opc_status parse_root(hf_ctx *c, const cJSON *root) {
     }
 
     /* ---- model options */
-    int byte_fallback, ignore_merges;
+    int byte_fallback = 0, ignore_merges = 0;
     if ((st = get_bool(c, model, "model", "byte_fallback", 0, &byte_fallback)) ||
         (st = get_bool(c, model, "model", "ignore_merges", 0, &ignore_merges)))
         return st;
