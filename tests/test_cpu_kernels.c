@@ -131,6 +131,29 @@ static double abs_sum(const opc_cb_matrix *m, int64_t r, const float *x, int64_t
     return s;
 }
 
+/* Extra error allowed for the int8-activation kernel (cb_i8_avx512.c):
+ * activations quantized per 256-column block with scale max|x| / 127 enter
+ * only the bit-plane terms, so |dy| <= sum_c |w_c - c0| s(c) / 2; plus fp32
+ * rounding of the plane sums scaled by the codebook differences. */
+static double i8_extra(const opc_cb_matrix *m, int64_t r, const float *x) {
+    const uint8_t *row = m->idx + (uint64_t)r * m->row_bytes;
+    double cb[4] = {0, 0, 0, 0};
+    for (int i = 0; i < m->k; i++) cb[i] = opc_fp16_to_fp32(m->codebook[r * m->k + i]);
+    double dsum = fabs(cb[1] - cb[0]) + fabs(cb[2] - cb[0]) + fabs(cb[3] - cb[2] - cb[1] + cb[0]);
+    double q = 0, ax = 0;
+    for (int64_t b0 = 0; b0 < m->cols; b0 += 256) {
+        int64_t b1 = b0 + 256 < m->cols ? b0 + 256 : m->cols;
+        double amax = 0;
+        for (int64_t c = b0; c < b1; c++) amax = fmax(amax, fabs(x[c]));
+        for (int64_t c = b0; c < b1; c++) {
+            double w = cb[opc_cb_get_index(row, m->bits, c)];
+            q += fabs(w - cb[0]) * amax / 127.0 / 2.0;
+            ax += fabs(x[c]);
+        }
+    }
+    return q * (1 + 1e-6) + 64 * 0x1p-24 * (fabs(cb[0]) + dsum) * ax;
+}
+
 static double g_worst_ratio;
 
 /* Run impl on one shape; returns the number of mismatching outputs. */
@@ -163,6 +186,8 @@ static int check_case(opc_cb_impl impl, int64_t rows, int64_t cols, int64_t T, i
             double s = abs_sum(&t.m, r, X + tt * cols, &n);
             double err = fabs((double)Y[tt * rows + r] - (double)Yref[tt * rows + r]);
             double tol = (double)(n + 2) * 0x1p-24 * s + 1e-30;
+            if (impl == OPC_CB_IMPL_AVX512_I8 && bits == 2 && T == 1)
+                tol += i8_extra(&t.m, r, X + tt * cols);
             if (s > 0 && err / s > g_worst_ratio) g_worst_ratio = err / s;
             if (!(err <= tol)) {
                 if (bad < 3)
@@ -214,6 +239,34 @@ static void sweep(opc_cb_impl impl) {
 static void test_scalar(void) { sweep(OPC_CB_IMPL_SCALAR); }
 static void test_avx2(void) { sweep(OPC_CB_IMPL_AVX2); }
 static void test_avx512(void) { sweep(OPC_CB_IMPL_AVX512); }
+static void test_avx512_i8(void) { sweep(OPC_CB_IMPL_AVX512_I8); }
+
+/* The int8 kernel is opt-in: AUTO uses it only after asking. And it really
+ * quantizes: on a case built to lose small activations it must differ from
+ * the exact kernel by exactly what int8 rounding predicts. */
+static void test_int8_opt_in(void) {
+    if (!opc_cb_impl_available(OPC_CB_IMPL_AVX512_I8)) SKIP("no AVX-512 VNNI");
+    if (getenv("OPC_CB_KERNEL")) SKIP("OPC_CB_KERNEL is set");
+    CHECK(opc_cb_impl_best() != OPC_CB_IMPL_AVX512_I8);
+    CHECK(opc_cpu_set_int8_activations(true));
+    CHECK_EQ_INT(opc_cb_impl_best(), OPC_CB_IMPL_AVX512_I8);
+    CHECK(!opc_cpu_set_int8_activations(false));
+    CHECK(opc_cb_impl_best() != OPC_CB_IMPL_AVX512_I8);
+    /* one row of 256 columns, codebook {0, 1, 0, 0}, every index 1, so
+     * y = sum x. x = 127 once and 0.3 elsewhere: the block scale is
+     * 127 / 127 = 1, so int8 rounds every 0.3 to 0 and only 127 remains. */
+    uint8_t idx[64];
+    memset(idx, 0x55, sizeof idx); /* every 2-bit index = 1 */
+    uint16_t cb[4] = {opc_fp32_to_fp16(0.0f), opc_fp32_to_fp16(1.0f), 0, 0};
+    opc_cb_matrix m = {1, 256, 2, 4, idx, 64, cb, 0, NULL, NULL, NULL};
+    float x[256], y_exact = 0, y_i8 = 0;
+    for (int i = 0; i < 256; i++) x[i] = 0.3f;
+    x[0] = 127.0f;
+    opc_cb_matmul_impl(OPC_CB_IMPL_AVX512, &m, x, 1, &y_exact, 1);
+    opc_cb_matmul_impl(OPC_CB_IMPL_AVX512_I8, &m, x, 1, &y_i8, 1);
+    CHECK_NEAR(y_exact, 127.0 + 255 * 0.3, 1e-3);
+    CHECK_NEAR(y_i8, 127.0, 1e-3); /* 0.3 rounds to 0 at scale 1 */
+}
 
 /* Larger shapes that cross the prefill column-chunk and token-block edges
  * (cols > 1024, T > 64) once per implementation. */
@@ -223,6 +276,7 @@ static void test_large_blocks(void) {
         CHECK_EQ_INT(check_case((opc_cb_impl)i, 37, 2113, 70, 2, 4, 1, 2), 0);
         CHECK_EQ_INT(check_case((opc_cb_impl)i, 18, 1500, 9, 4, 16, 0, 2), 0);
         CHECK_EQ_INT(check_case((opc_cb_impl)i, 9, 4160, 1, 2, 4, 1, 2), 0);
+        CHECK_EQ_INT(check_case((opc_cb_impl)i, 5, 4160, 1, 2, 3, 0, 1), 0);
     }
 }
 
@@ -288,6 +342,8 @@ int main(void) {
     RUN(test_scalar);
     RUN(test_avx2);
     RUN(test_avx512);
+    RUN(test_avx512_i8);
+    RUN(test_int8_opt_in);
     RUN(test_large_blocks);
     RUN(test_threads_and_auto);
     RUN(test_bandwidth_probe);

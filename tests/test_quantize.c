@@ -214,6 +214,60 @@ static void test_threads_deterministic(void) {
     CHECK(opc_quantize_matrix(W, R, C, &p, &q) == OPC_ERR_INVALID_ARG);
 }
 
+
+/* GPTQ: with correlated inputs, error feedback must lower the output error
+ * ||(W - Q) X^T||^2 that the plain per-weight fit ignores. */
+static void test_gptq(void) {
+    enum { R = 32, C = 128, N = 512 };
+    static float W[R * C], X[N * C], H[C * C];
+    for (int i = 0; i < R * C; i++) W[i] = (float)nrand();
+    /* inputs with strong column correlations: x = z A, A random mixing */
+    static float A[C * C];
+    for (int i = 0; i < C * C; i++) A[i] = (float)(nrand() * (i % (C + 1) == 0 ? 3.0 : 0.3));
+    for (int t = 0; t < N; t++) {
+        float z[C];
+        for (int c = 0; c < C; c++) z[c] = (float)nrand();
+        for (int c = 0; c < C; c++) {
+            double v = 0;
+            for (int j = 0; j < C; j++) v += z[j] * A[j * C + c];
+            X[t * C + c] = (float)v;
+        }
+    }
+    float imp[C];
+    for (int a = 0; a < C; a++)
+        for (int b = 0; b < C; b++) {
+            double v = 0;
+            for (int t = 0; t < N; t++) v += (double)X[t * C + a] * X[t * C + b];
+            H[a * C + b] = (float)v;
+        }
+    for (int c = 0; c < C; c++) imp[c] = H[c * C + c];
+    double out_err[3];
+    for (int v = 0; v < 3; v++) {
+        opc_qmatrix_params p = mparams(2, 4, v == 2 ? 0.01 : 0.0);
+        p.importance = imp;
+        if (v >= 1) p.hessian = H;
+        opc_qmatrix q;
+        CHECK(opc_quantize_matrix(W, R, C, &p, &q) == OPC_OK);
+        CHECK(opc_cb_validate(&q.m, "gptq") == OPC_OK);
+        float row[C];
+        double e = 0;
+        for (int r = 0; r < R; r++) {
+            opc_cb_dequant_row_ref(&q.m, r, row);
+            for (int t = 0; t < N; t++) {
+                double y = 0;
+                for (int c = 0; c < C; c++) y += (double)(W[r * C + c] - row[c]) * X[t * C + c];
+                e += y * y;
+            }
+        }
+        out_err[v] = e;
+        opc_qmatrix_free(&q);
+    }
+    fprintf(stderr, "  output error: plain %.4g, gptq %.4g, gptq + 1%% outliers %.4g\n", out_err[0], out_err[1],
+            out_err[2]);
+    CHECK(out_err[1] < 0.8 * out_err[0]);
+    CHECK(out_err[2] < out_err[1]);
+}
+
 /* ------------------------------------------------- whole-model tests ---- */
 
 typedef struct synth {
@@ -434,6 +488,7 @@ int main(void) {
     RUN(test_rtn_levels);
     RUN(test_importance);
     RUN(test_threads_deterministic);
+    RUN(test_gptq);
     RUN(test_round_trip_synthetic);
     RUN(test_interrupt);
     RUN(test_round_trip_stories260k);

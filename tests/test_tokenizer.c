@@ -453,6 +453,99 @@ static void test_smollm2_json(void) {
     opc_tokenizer_free(t);
 }
 
+/* Pieces collected by opc_tokenizer_pretokenize: "hex,hex,..." and a running hash. */
+typedef struct pieces {
+    char *hex;
+    size_t len, cap;
+    uint64_t hash;
+    size_t count;
+} pieces;
+
+static void on_piece(const char *p, size_t n, void *user) {
+    pieces *pc = user;
+    uint8_t lenb[4] = {(uint8_t)n, (uint8_t)(n >> 8), (uint8_t)(n >> 16), (uint8_t)(n >> 24)};
+    for (int k = 0; k < 4; k++) pc->hash = (pc->hash ^ lenb[k]) * 0x100000001b3ull;
+    for (size_t k = 0; k < n; k++) pc->hash = (pc->hash ^ (uint8_t)p[k]) * 0x100000001b3ull;
+    pc->count++;
+    if (!pc->hex) return;
+    if (pc->len + 2 * n + 2 > pc->cap) return; /* case strings are short; overflow shows as a mismatch */
+    if (pc->count > 1) pc->hex[pc->len++] = ',';
+    for (size_t k = 0; k < n; k++) pc->len += (size_t)snprintf(pc->hex + pc->len, 3, "%02x", (uint8_t)p[k]);
+    pc->hex[pc->len] = '\0';
+}
+
+/* The GPT-2, Llama-3 and Qwen2 splits (by GGUF pre name) on SmolLM2's
+ * vocabulary vs HF tokenizers with the same regexes: ids and pre-tokens. */
+static void test_pretok_variants(void) {
+    char p[1024];
+    MODELS_PATH(p, SMOLLM2_GGUF);
+    opc_model_desc *d = NULL;
+    if (!opc_file_exists(p) || opc_model_desc_open(p, &d) != OPC_OK) SKIP("SmolLM2 GGUF unavailable");
+    size_t glen, rlen;
+    char *gold = read_all(harness_path(p, sizeof p, "tests/golden/tok_pretok_variants.txt"), &glen);
+    char *raw = read_all(SHARED_PATH(p, "data/wikitext-2-raw/wiki.test.raw"), &rlen);
+    CHECK(gold != NULL);
+    if (!gold || !raw) {
+        free(gold);
+        free(raw);
+        opc_model_desc_free(d);
+        SKIP("golden or WikiText absent");
+    }
+    size_t n = 0;
+    for (size_t i = 0; i < rlen; i++)
+        if (!(raw[i] == '\r' && i + 1 < rlen && raw[i + 1] == '\n')) raw[n++] = raw[i];
+    opc_tokenizer *t = NULL;
+    char *cur = gold, *text = malloc(glen + 1);
+    int blocks = 0, splits = 0;
+    for (char *line = next_line(&cur); line; line = next_line(&cur)) {
+        char name[64], hex[8192], want[16384];
+        int special;
+        unsigned long long count, hash;
+        size_t bytes;
+        if (sscanf(line, "pre %63s", name) == 1) {
+            opc_tokenizer_free(t);
+            t = NULL;
+            snprintf(d->vocab.pre, sizeof d->vocab.pre, "%s", name);
+            CHECK(opc_tokenizer_init(&t, &d->vocab) == OPC_OK);
+            blocks++;
+        } else if (!t) {
+            continue;
+        } else if (sscanf(line, "case %d %8191s", &special, hex) == 2) {
+            size_t tl = unhex(hex, text);
+            char *ids_line = next_line(&cur);
+            if (ids_line) check_case(t, text, tl, special, 0, ids_line, name);
+        } else if (sscanf(line, "wiki %zu count %llu fnv1a64 %llx", &bytes, &count, &hash) == 3) {
+            int32_t *ids = NULL;
+            size_t ni = 0;
+            opc_encode_opts o = {0, 1};
+            CHECK(bytes <= n && opc_tokenizer_encode_alloc(t, raw, bytes, &o, &ids, &ni) == OPC_OK);
+            CHECK_MSG(ni == count && fnv1a64_ids(ids, ni) == hash, "%s: wiki head: %zu ids", name, ni);
+            free(ids);
+        } else if (sscanf(line, "split %8191s %16383s", hex, want) == 2) {
+            size_t tl = unhex(hex, text);
+            char got[16384] = "";
+            pieces pc = {got, 0, sizeof got, 0xcbf29ce484222325ull, 0};
+            CHECK(opc_tokenizer_pretokenize(t, text, tl, 0, on_piece, &pc) == OPC_OK);
+            if (!pc.count) snprintf(got, sizeof got, "-");
+            CHECK_MSG(!strcmp(got, want), "%s: split of \"%.*s\":\n    got  %s\n    want %s", name, (int)tl, text, got,
+                      want);
+            splits++;
+        } else if (sscanf(line, "wikisplit %zu count %llu fnv1a64 %llx", &bytes, &count, &hash) == 3) {
+            pieces pc = {NULL, 0, 0, 0xcbf29ce484222325ull, 0};
+            CHECK(opc_tokenizer_pretokenize(t, raw, bytes, 0, on_piece, &pc) == OPC_OK);
+            CHECK_MSG(pc.count == count && pc.hash == hash, "%s: wiki pieces %zu (want %llu), hash %016llx", name,
+                      pc.count, count, (unsigned long long)pc.hash);
+        }
+    }
+    CHECK_EQ_INT(blocks, 4);
+    CHECK(splits >= 60);
+    opc_tokenizer_free(t);
+    free(text);
+    free(gold);
+    free(raw);
+    opc_model_desc_free(d);
+}
+
 /* Init of a 49k vocabulary must be fast: hash maps, nothing quadratic. */
 static void test_init_speed(void) {
     char p[1024];
@@ -784,6 +877,7 @@ int main(void) {
     RUN(test_smollm2_gguf_cases);
     RUN(test_smollm2_gguf_wikitext);
     RUN(test_smollm2_json);
+    RUN(test_pretok_variants);
     RUN(test_init_speed);
     return harness_finish();
 }

@@ -277,13 +277,14 @@ template <int MT, int WK, int UC> static Version v5_version(void) {
     return v;
 }
 
-template <int WK, int U, int MINB = 1> static Version v6_version(void) {
+template <int WK, int U, int MINB = 1, int MT = 1> static Version v6_version(void) {
     Version v;
-    v.name = "v6_wk" + std::to_string(WK) + "_u" + std::to_string(U) + (MINB > 1 ? "_b" + std::to_string(MINB) : "");
+    v.name = "v6_wk" + std::to_string(WK) + "_u" + std::to_string(U) + (MINB > 1 ? "_b" + std::to_string(MINB) : "") +
+             (MT > 1 ? "_mt" + std::to_string(MT) : "");
     v.max_batch = OPC_CBK_MAX_BATCH;
     v.launch = [](const CbView &m, const float *x, int nb, float *y, cudaStream_t s) {
         int vec = (m.cols % 4 == 0) && ((uintptr_t)x % 16 == 0);
-        cbk_gemv_v6<WK, U, MINB><<<(m.rows + 15) / 16, WK * 32, 0, s>>>(m, x, nb, y, vec);
+        cbk_gemv_v6<WK, U, MINB, MT><<<(m.rows + MT * 16 - 1) / (MT * 16), WK * 32, 0, s>>>(m, x, nb, y, vec);
     };
     return v;
 }
@@ -315,9 +316,13 @@ static std::vector<Version> all_versions(void) {
     vs.push_back(v6_version<8, 2>());
     vs.push_back(v6_version<16, 1>());
     vs.push_back(v6_version<16, 2>());
-    vs.push_back(v6_version<16, 1, 2>());
     vs.push_back(v6_version<8, 1, 3>());
+    vs.push_back(v6_version<16, 1, 2>());
     vs.push_back(v6_version<4, 2>());
+    vs.push_back(v6_version<8, 1, 1, 2>());
+    vs.push_back(v6_version<16, 1, 1, 2>());
+    vs.push_back(v6_version<4, 1, 1, 2>());
+    vs.push_back(v6_version<8, 1, 2, 2>());
     return vs;
 }
 
@@ -617,7 +622,7 @@ static int bench(void) {
             }
         /* outliers (1%), two mma configs, batch 1 and 8 */
         for (const Version &v : vs) {
-            if (v.name != "v4_mt1_wk16_u1" && v.name != "v6_wk16_u1" && v.name != "v6_wk8_u2")
+            if (v.name != "v4_mt1_wk16_u1" && v.name != "v6_wk8_u1_b3" && v.name != "v6_wk8_u1_mt2")
                 continue;
             for (int nb : {1, 8}) {
                 auto fn = [&](int i) {

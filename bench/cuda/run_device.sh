@@ -18,8 +18,8 @@ log() { printf '\n=== %s (%s)\n' "$*" "$(date -u +%H:%M:%S)"; }
   log build lab
   make -C bench/cuda BUILD=$B NVCC=nvcc 2>&1
   grep -E "Used|spill" $B/ptxas.txt | sort | uniq -c | head -20
-  log sass histogram of cbk_gemv_v6 WK=16 U=1
-  cuobjdump -sass -fun '_ZN8opc_cuda11cbk_gemv_v6ILi16ELi1ELi1EEEvNS_6CbViewEPKfiPfi' $B/cb_gemv_lab > $B/mma18.sass 2>&1
+  log sass histogram of cbk_gemv_v6 WK=8 U=1 MINB=3
+  cuobjdump -sass -fun '_ZN8opc_cuda11cbk_gemv_v6ILi8ELi1ELi3ELi1EEEvNS_6CbViewEPKfiPfi' $B/cb_gemv_lab > $B/mma18.sass 2>&1
   grep -oE '^\s+/\*[0-9a-f]+\*/\s+(@!?U?P[0-9T] )?[A-Z0-9]+' $B/mma18.sass | awk '{print $NF}' | sort | uniq -c | sort -rn | head -25
   cp $B/mma18.sass "$OUT/v6.sass"
 } > "$OUT/build.txt" 2>&1
@@ -31,7 +31,7 @@ log racecheck; timeout 120 compute-sanitizer --tool racecheck $B/cb_gemv_lab --v
 log bench; timeout 240 $B/cb_gemv_lab --bench 2>&1 | tee "$OUT/bench.txt" | tail -70
 
 log ncu
-timeout 120 ncu --section SpeedOfLight --section Occupancy --section WarpStateStats --section SchedulerStats --section ComputeWorkloadAnalysis -k regex:cbk_gemv_v6 -c 1 $B/cb_gemv_lab --one v6_wk16_u1 14336 4096 1 > "$OUT/ncu.txt" 2>&1; echo "ncu rc=$?"
+timeout 120 ncu --section SpeedOfLight --section Occupancy --section WarpStateStats --section SchedulerStats --section ComputeWorkloadAnalysis -k regex:cbk_gemv_v6 -c 1 $B/cb_gemv_lab --one v6_wk8_u1_b3 14336 4096 1 > "$OUT/ncu.txt" 2>&1; echo "ncu rc=$?"
 grep -E "Duration|Throughput|Issue Slots Busy|Active Warps|No Eligible|Executed Ipc|Registers|Block Limit|Stall|Pipe" "$OUT/ncu.txt" | head -40
 
 log test_cuda

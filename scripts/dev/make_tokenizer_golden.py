@@ -57,6 +57,16 @@ def fnv1a64_ids(ids):
     return h
 
 
+def fnv1a64_pieces(pieces):
+    """FNV-1a 64 over each piece as little-endian uint32 length + its bytes."""
+    h = 0xCBF29CE484222325
+    for p in pieces:
+        for b in struct.pack("<I", len(p)) + p:
+            h ^= b
+            h = (h * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return h
+
+
 # ------------------------------------------------------------------ SmolLM2 --
 
 def gguf_strings(r, key):
@@ -134,6 +144,11 @@ SMOL_CASES = [
     "a",
     "Ġ is not a space; Ċ not a newline",
     "control\x04bytes\x06 absent\x7f from the vocab\x1b[0m",
+    "(hello) [world]! \"quoted\" 'single' x\r\n\r\ny  \n  \nz \t\n",
+    "1234567 12 1 \u0661\u0662\u0663 \u2167 \u00bd",
+    "I'M YOU'RE HE'S WE'D ſ'S it'Ll",
+    "end with spaces   ",
+    "\n\n\n",
 ]
 
 
@@ -197,7 +212,11 @@ def smollm2_goldens():
         f.write("# SmolLM2's GGUF vocabulary + merges under other pre-tokenizers, encoded by Hugging Face\n"
                 "# tokenizers (Split(regex, isolated) + ByteLevel(use_regex=false); llama-bpe also with\n"
                 "# BPE ignore_merges=true). 'pre NAME' starts a block; cases as in tok_smollm2_cases.txt;\n"
-                "# 'wiki BYTES count C fnv1a64 H': the first BYTES bytes of the CRLF->LF WikiText-2 test text.\n")
+                "# 'wiki BYTES count C fnv1a64 H': the first BYTES bytes of the CRLF->LF WikiText-2 test text.\n"
+                "# 'split HEX PIECES': HF pre_tokenize_str pieces of a case (hex, comma-separated);\n"
+                "# 'wikisplit BYTES count C fnv1a64 H': the pieces of that text (hash over uint32 LE\n"
+                "# length + bytes of each piece).\n")
+        variants["smollm"] = (tok.pre_tokenizer, False)
         for name, (pre, ignore) in variants.items():
             j = json.loads(tok.to_str())
             j["model"]["ignore_merges"] = ignore
@@ -210,6 +229,15 @@ def smollm2_goldens():
                 f.write("ids %d %s\n" % (len(ids_s), " ".join(str(x) for x in ids_s)))
             wids = vt.encode(head, add_special_tokens=False).ids
             f.write("wiki %d count %d fnv1a64 %016x\n" % (VARIANT_BYTES, len(wids), fnv1a64_ids(wids)))
+            # the pre-tokens themselves: ids hide splits that merges would not cross
+            for s_ in SMOL_CASES:
+                if "<|" in s_:
+                    continue
+                pieces = [s_[a:b].encode("utf-8") for _, (a, b) in pre.pre_tokenize_str(s_)]
+                f.write("split %s %s\n" % (s_.encode("utf-8").hex() or "-",
+                                            ",".join(p.hex() for p in pieces) or "-"))
+            pieces = [head[a:b].encode("utf-8") for _, (a, b) in pre.pre_tokenize_str(head)]
+            f.write("wikisplit %d count %d fnv1a64 %016x\n" % (VARIANT_BYTES, len(pieces), fnv1a64_pieces(pieces)))
             print("variant %s: wiki head %d ids" % (name, len(wids)))
 
     # tokenizer.json for the C HF loader test (ignored folder)

@@ -23,6 +23,7 @@ int opc_cmd_quantize(int argc, char **argv);
 int opc_cmd_generate(int argc, char **argv);
 int opc_cmd_perplexity(int argc, char **argv);
 int opc_cmd_benchmark(int argc, char **argv);
+int opc_cmd_synth(int argc, char **argv);
 #ifdef OPC_HAVE_SERVER
 int opc_cmd_serve(int argc, char **argv);
 #endif

@@ -40,6 +40,8 @@ static void usage(FILE *f) {
             "  --batch N            prefill batch size (default 512)\n"
             "  --compare-gemv       also prefill one token at a time (the matrix-vector\n"
             "                       loop) and report the batched speed-up\n"
+            "  --int8-act           2-bit decode on int8 activations (AVX-512 VNNI; faster,\n"
+            "                       approximate: not the reference result)\n"
             "  --device cpu         the only device here (CUDA has its own path)\n"
             "  --json               machine-readable output on stdout\n");
 }
@@ -111,7 +113,7 @@ static int32_t argmax(const float *v, int32_t n) {
 int opc_cmd_benchmark(int argc, char **argv) {
     const char *model = NULL, *prompt = k_default_prompt;
     long max_tokens = 64, threads = 0, batch = 512, prompt_tokens = 0;
-    int json = 0, compare_gemv = 0;
+    int json = 0, compare_gemv = 0, int8_act = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const int has = i + 1 < argc;
@@ -122,6 +124,8 @@ int opc_cmd_benchmark(int argc, char **argv) {
             json = 1;
         } else if (!strcmp(a, "--compare-gemv")) {
             compare_gemv = 1;
+        } else if (!strcmp(a, "--int8-act")) {
+            int8_act = 1;
         } else if (a[0] == '-' && a[1] && !has) {
             fprintf(stderr, "opacc1ty benchmark: %s needs a value (or is unknown)\n", a);
             return 2;
@@ -168,6 +172,10 @@ int opc_cmd_benchmark(int argc, char **argv) {
     cJSON *root = NULL;
 
     if (threads > 0) opc_cpu_set_threads((int)threads);
+    if (int8_act && !opc_cpu_set_int8_activations(true)) {
+        fprintf(stderr, "opacc1ty benchmark: --int8-act needs AVX-512 VNNI, which this CPU lacks\n");
+        return 1;
+    }
     int nthreads = opc_cpu_get_threads();
 
     double t_load = opc_time_s();

@@ -36,6 +36,7 @@ static void usage(FILE *f) {
             "  --method M          kmeans (default: weighted k-means, exact 1-D optimum per row),\n"
             "                      lloyd (weighted k-means by Lloyd iterations, for comparison) or\n"
             "                      rtn (naive baseline: uniform levels between row min and max)\n"
+            "  --gptq              GPTQ-style error feedback with the calibration Hessians (slower)\n"
             "  --calib FILE        calibration text (must not overlap evaluation text)\n"
             "  --calib-tokens N    calibration tokens (default 1024; sampled from the model itself when\n"
             "                      no --calib is given; 0 = no calibration, uniform importance)\n"
@@ -154,6 +155,8 @@ int opc_cmd_quantize(int argc, char **argv) {
                 fprintf(stderr, "opacc1ty quantize: --method must be kmeans, lloyd or rtn\n");
                 return 2;
             }
+        } else if (!strcmp(a, "--gptq")) {
+            p.gptq = 1;
         } else if (!strcmp(a, "--calib")) {
             NEED_VALUE;
             calib = v;
@@ -221,6 +224,11 @@ int opc_cmd_quantize(int argc, char **argv) {
     const char *calib_desc = "none (uniform importance)";
     char calib_buf[256];
     double t_cal = opc_time_s();
+    if (p.gptq && (calib_tokens == 0 || p.method == OPC_QUANT_RTN)) {
+        fprintf(stderr, "opacc1ty quantize: --gptq needs calibration (--calib-tokens > 0) and k-means\n");
+        opc_model_desc_free(d);
+        return 2;
+    }
     if (calib_tokens > 0 && p.method != OPC_QUANT_RTN) {
         prog_ctx pc = {.quiet = quiet};
         if (calib) {
@@ -228,12 +236,12 @@ int opc_cmd_quantize(int argc, char **argv) {
             int64_t n = 0;
             st = calib_from_file(d, calib, calib_tokens, &ids, &n);
             if (st == OPC_OK)
-                st = opc_calibrate_tokens(d, ids, n, calib_ctx, p.n_threads, &g_interrupt, on_calib_progress, &pc,
-                                          &imp);
+                st = opc_calibrate_tokens(d, ids, n, calib_ctx, p.n_threads, p.gptq, &g_interrupt,
+                                          on_calib_progress, &pc, &imp);
             free(ids);
             snprintf(calib_buf, sizeof calib_buf, "%lld tokens of %s", (long long)imp.n_tokens, calib);
         } else {
-            st = opc_calibrate_sampled(d, calib_tokens, calib_ctx, p.seed, p.n_threads, &g_interrupt,
+            st = opc_calibrate_sampled(d, calib_tokens, calib_ctx, p.seed, p.n_threads, p.gptq, &g_interrupt,
                                        on_calib_progress, &pc, &imp);
             snprintf(calib_buf, sizeof calib_buf, "%lld tokens sampled from the model (seed %llu)",
                      (long long)imp.n_tokens, (unsigned long long)p.seed);
@@ -277,8 +285,8 @@ int opc_cmd_quantize(int argc, char **argv) {
                          : p.method == OPC_QUANT_LLOYD ? "weighted k-means (Lloyd)"
                                                        : "weighted k-means (exact 1-D optimum)";
     printf("quantized %s -> %s\n", model, out);
-    printf("  method        %s, --bits %g, outliers %.3g%%, seed %llu\n", method, (double)p.bits,
-           100.0 * p.outlier_frac, (unsigned long long)p.seed);
+    printf("  method        %s%s, --bits %g, outliers %.3g%%, seed %llu\n", method,
+           p.gptq ? " + GPTQ error feedback" : "", (double)p.bits, 100.0 * p.outlier_frac, (unsigned long long)p.seed);
     printf("  calibration   %s (%.1f s)\n", calib_desc, t_cal);
     if (s.q_elems) {
         double qe = (double)s.q_elems;

@@ -14,6 +14,7 @@ static const opc_cli_cmd g_cmds[] = {
     {"generate", opc_cmd_generate, "generate text from a prompt (CPU reference)"},
     {"perplexity", opc_cmd_perplexity, "perplexity and KLD on a text file (llama.cpp protocol)"},
     {"benchmark", opc_cmd_benchmark, "prefill/decode speed and % of measured memory bandwidth"},
+    {"synth", opc_cmd_synth, "write a random-weight model with a real model's shapes (speed tests)"},
 #ifdef OPC_HAVE_SERVER
     {"serve", opc_cmd_serve, "OpenAI-compatible HTTP server (completions, chat, streaming)"},
 #endif

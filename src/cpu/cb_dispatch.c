@@ -15,7 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const g_impl_names[OPC_CB_IMPL_COUNT] = {"auto", "scalar", "avx2", "avx512"};
+static const char *const g_impl_names[OPC_CB_IMPL_COUNT] = {"auto", "scalar", "avx2", "avx512",
+                                                                  "avx512-i8"};
 
 const char *opc_cb_impl_name(opc_cb_impl impl) {
     return (unsigned)impl < OPC_CB_IMPL_COUNT ? g_impl_names[impl] : "unknown";
@@ -33,12 +34,14 @@ bool opc_cb_impl_available(opc_cb_impl impl) {
     case OPC_CB_IMPL_SCALAR: return true;
     case OPC_CB_IMPL_AVX2: return opc_cpu_has_avx2();
     case OPC_CB_IMPL_AVX512: return opc_cpu_has_avx512();
+    case OPC_CB_IMPL_AVX512_I8: return opc_cpu_has_avx512() && opc_cpu_get_features()->avx512vnni;
     default: return false;
     }
 }
 
 static opc_cb_impl g_best = OPC_CB_IMPL_SCALAR;
 static pthread_once_t g_best_once = PTHREAD_ONCE_INIT;
+static volatile bool g_int8; /* opted in to OPC_CB_IMPL_AVX512_I8 */
 
 static void pick_best(void) {
     opc_cb_impl best = OPC_CB_IMPL_SCALAR;
@@ -51,12 +54,19 @@ static void pick_best(void) {
     if (want != OPC_CB_IMPL_COUNT && want != OPC_CB_IMPL_AUTO && want < best &&
         opc_cb_impl_available(want))
         best = want;
+    if (want == OPC_CB_IMPL_AVX512_I8 && opc_cb_impl_available(want)) g_int8 = true;
     g_best = best;
 }
 
 opc_cb_impl opc_cb_impl_best(void) {
     pthread_once(&g_best_once, pick_best);
-    return g_best;
+    return g_int8 ? OPC_CB_IMPL_AVX512_I8 : g_best;
+}
+
+bool opc_cpu_set_int8_activations(bool on) {
+    pthread_once(&g_best_once, pick_best);
+    g_int8 = on && opc_cb_impl_available(OPC_CB_IMPL_AVX512_I8);
+    return g_int8;
 }
 
 static int g_threads; /* 0: follow omp_get_max_threads() */
@@ -69,6 +79,7 @@ static opc_cb_rows_fn rows_fn(opc_cb_impl impl) {
     if (impl == OPC_CB_IMPL_AUTO || !opc_cb_impl_available(impl)) impl = opc_cb_impl_best();
     switch (impl) {
     case OPC_CB_IMPL_AVX512: return opc_cb_rows_avx512;
+    case OPC_CB_IMPL_AVX512_I8: return opc_cb_rows_avx512_i8;
     case OPC_CB_IMPL_AVX2: return opc_cb_rows_avx2;
     default: return opc_cb_rows_scalar;
     }

@@ -20,10 +20,12 @@ typedef enum opc_cb_impl {
     OPC_CB_IMPL_SCALAR,   /* portable C (SSE2 at most, what the compiler emits) */
     OPC_CB_IMPL_AVX2,     /* AVX2 + FMA + F16C: permutevar8x32 codebook lookup */
     OPC_CB_IMPL_AVX512,   /* AVX-512F/BW/VL/DQ: permutexvar codebook lookup */
+    OPC_CB_IMPL_AVX512_I8, /* + VNNI: 2-bit decode on int8 activations (approximate;
+                              AUTO picks it only after opc_cpu_set_int8_activations) */
     OPC_CB_IMPL_COUNT
 } opc_cb_impl;
 
-/* "auto", "scalar", "avx2", "avx512". */
+/* "auto", "scalar", "avx2", "avx512", "avx512-i8". */
 const char *opc_cb_impl_name(opc_cb_impl impl);
 
 /* Parse a name from opc_cb_impl_name; returns OPC_CB_IMPL_COUNT when unknown. */
@@ -32,9 +34,16 @@ opc_cb_impl opc_cb_impl_parse(const char *name);
 /* Whether this CPU can run impl (AUTO and SCALAR always can). */
 bool opc_cb_impl_available(opc_cb_impl impl);
 
-/* What AUTO resolves to: the widest available, unless the environment
- * variable OPC_CB_KERNEL names a narrower available one (for A/B runs). */
+/* What AUTO resolves to: the widest exact kernel available, unless the
+ * environment variable OPC_CB_KERNEL names a narrower available one (A/B
+ * runs); the int8-activation kernel when it was asked for (below, or
+ * OPC_CB_KERNEL=avx512-i8) and the CPU has it. */
 opc_cb_impl opc_cb_impl_best(void);
+
+/* Opt in (true) or out of the approximate int8-activation decode kernel for
+ * AUTO. Off by default: the default kernels match opc_cb_gemv_ref within
+ * fp32 rounding. Returns whether AUTO now uses it (false if unavailable). */
+bool opc_cpu_set_int8_activations(bool on);
 
 /* Threads for the CPU kernels: n > 0 fixes the count, 0 (default) follows
  * omp_get_max_threads(). Calls made from inside an OpenMP parallel region
@@ -62,6 +71,9 @@ void opc_cb_rows_avx2(const opc_cb_matrix *m, const float *X, int64_t T, float *
                       int64_t r1);
 void opc_cb_rows_avx512(const opc_cb_matrix *m, const float *X, int64_t T, float *Y, int64_t r0,
                         int64_t r1);
+/* 2-bit, T == 1, cols <= 32768 only; anything else goes to opc_cb_rows_avx512. */
+void opc_cb_rows_avx512_i8(const opc_cb_matrix *m, const float *X, int64_t T, float *Y,
+                           int64_t r0, int64_t r1);
 
 /* The sparse outliers of rows [r0, r1) as a second pass (m->n_outliers > 0):
  * Y[t][r] += sum over the row's CSR entries of delta * X[t][col]. Called by

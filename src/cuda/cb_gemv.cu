@@ -123,9 +123,6 @@ extern "C" opc_status opc_cuda_cb_upload(const opc_cb_matrix *host, opc_cuda_cb_
 
 /* ------------------------------------------------------------- GEMV ---- */
 
-/* Dynamic shared memory a block may use on sm_80/sm_90 (227 KB on Hopper;
- * kept at that: configurations needing more fall back to v4). */
-#define OPC_CUDA_SMEM_MAX (227u * 1024u)
 
 /* The compiled configurations of the tensor-core kernel (rows per block =
  * 16*MT, WK split-K warps, U groups per lane per slab), measured side by side
@@ -156,7 +153,7 @@ static bool mma_compiled(void) {
     static int ok = -1;
     if (ok < 0) {
         cudaFuncAttributes a;
-        ok = cudaFuncGetAttributes(&a, opc_cuda::cbk_gemv_v6<16, 1>) == cudaSuccess && a.ptxVersion >= 80;
+        ok = cudaFuncGetAttributes(&a, opc_cuda::cbk_gemv_v6<8, 1, 3>) == cudaSuccess && a.ptxVersion >= 80;
         cudaGetLastError();
     }
     return ok == 1;
@@ -210,12 +207,13 @@ extern "C" opc_status opc_cuda_cb_gemv_with(const opc_cuda_cb_matrix *m, const f
     if (kernel < OPC_CUDA_CB_AUTO || kernel > OPC_CUDA_CB_CUDACORE)
         return opc_error(OPC_ERR_INVALID_ARG, "%s: unknown kernel id %d", fn, (int)kernel);
     if (kernel == OPC_CUDA_CB_AUTO)
-        kernel = OPC_CUDA_CB_DIRECT; /* fastest in every measured shape and batch (docs/RESULTS.md) */
+        kernel = OPC_CUDA_CB_SLAB; /* lab v4_mt1_wk16_u1: fastest or near it in every measured
+                                    * shape and batch on the H200 (docs/RESULTS.md) */
     if (!mma_compiled()) kernel = OPC_CUDA_CB_CUDACORE; /* built for a pre-sm_80 target */
     const unsigned tiles = (unsigned)((v.rows + 15) / 16);
     switch (kernel) {
-    case OPC_CUDA_CB_DIRECT:
-        opc_cuda::cbk_gemv_v6<16, 1><<<tiles, 16 * 32, 0, s>>>(v, x, (int)nb, y, vec);
+    case OPC_CUDA_CB_DIRECT: /* fewer instructions than SLAB but L1-bound on x: slower (RESULTS.md) */
+        opc_cuda::cbk_gemv_v6<8, 1, 3><<<tiles, 8 * 32, 0, s>>>(v, x, (int)nb, y, vec);
         break;
     case OPC_CUDA_CB_SLAB: {
         opc_status st = launch_v4<1, 16, 1>(v, x, (int)nb, y, vec, s);

@@ -15,13 +15,21 @@
  * outlier deltas). Padding columns (c >= cols in the last group) have index 0;
  * the kernels read x there as 0 so they contribute nothing.
  *
- * Why the tensor-core kernel (cbk_gemv_mma): at HBM speed a 2-bit GEMV must
- * consume ~13 T weights/s on an H100/H200; the scalar path (extract index,
- * select, convert, FMA per weight) needs 4-7 instructions per weight and runs
- * out of issue slots long before memory runs out of bytes. The fast path turns
- * a pair of indices into a pair of fp16 codebook values with one PRMT (a byte
- * gather from two registers holding the codebook's low and high bytes) and
- * lets mma.sync do the multiply-adds in fp32: ~2 instructions per weight.
+ * Why tensor cores: at HBM speed a 2-bit GEMV must consume ~13-17 T weights/s
+ * on an H100/H200; the scalar path (extract index, select, convert, FMA per
+ * weight) needs 4-7 instructions per weight and runs out of issue slots long
+ * before memory runs out of bytes. The fast path turns a pair of indices into
+ * a pair of fp16 codebook values with one PRMT (a byte gather from two
+ * registers holding the codebook's low and high bytes) and lets mma.sync do
+ * the multiply-adds in fp32: ~2 instructions per weight in the inner loop.
+ *
+ * Versions (all validated by the lab; numbers in docs/RESULTS.md):
+ *   v1  warp per row, selects, fp32 FMA          the correctness anchor
+ *   v2  warp per row, PRMT lookup, fp32 FMA      CUDA cores only (pre-sm_80 fallback)
+ *   v3  PRMT + mma.sync, x loaded per MMA        latency-bound: 5-17 % of copy
+ *   v4  v3 + x staged in shared memory (fp16)    the library's kernel (SLAB)
+ *   v5  v4 persistent + weight prefetch          no better than v4 (tail imbalance)
+ *   v6  x per lane from global, no staging       fewer instructions, L1-bound: slower
  */
 #ifndef OPC_CB_GEMV_KERNELS_CUH
 #define OPC_CB_GEMV_KERNELS_CUH
@@ -311,30 +319,30 @@ __device__ __forceinline__ uint32_t cbk_prmt(uint32_t a, uint32_t b, uint32_t se
     return d;
 }
 
-/* Index pair at bits [S, S+2) and [S+8, S+10) of w -> PRMT selector, S a
- * compile-time constant; w2 = w >> 2 and w4 = w >> 4 are computed once per
- * word (shared by 8 lookups). For S >= 6 the shift rides in a multiply-high
- * on the FMA pipe (exact: the masked value times 17 * 2^(32-S) is
- * 17 * (i0 + 256 i1) * 2^32), so a lookup costs the ALU pipe (the bottleneck:
- * 16 lanes/clock/SMSP for LOP3 and PRMT) two instructions: mask and PRMT. */
-template <int S>
-__device__ __forceinline__ uint32_t cbk_sel(uint32_t w, uint32_t w2, uint32_t w4) {
-    if constexpr (S == 0)
-        return (w & 0x0303u) * 0x11u + 0x4040u;
-    else if constexpr (S == 2)
-        return (w2 & 0x0303u) * 0x11u + 0x4040u;
-    else if constexpr (S == 4)
-        return (w4 & 0x0303u) * 0x11u + 0x4040u;
-    else
-        return __umulhi(w & (0x0303u << S), 17u << (32 - S)) + 0x4040u;
+/* w >> n as a multiply-high, so the shift runs on the FMA pipe instead of the
+ * ALU pipe (LOP3/PRMT/SHF share the ALU pipe, the bottleneck here). Inline
+ * PTX so that the compiler does not turn it back into a shift. */
+template <int N> __device__ __forceinline__ uint32_t cbk_shr_fma(uint32_t w) {
+    if constexpr (N == 0) {
+        return w;
+    } else {
+        uint32_t d;
+        asm("mul.hi.u32 %0, %1, %2;" : "=r"(d) : "r"(w), "r"(1u << (32 - N)));
+        return d;
+    }
 }
-template <int S>
-__device__ __forceinline__ uint32_t cbk_lookup2s(uint32_t w, uint32_t lo, uint32_t hi) {
-    return cbk_prmt(lo, hi, cbk_sel<S>(w, w >> 2, w >> 4));
+
+/* Both PRMT selectors of a word for index position j at once:
+ * U = 17 * ((w >> 2j) & 0x03030303) + 0x40404040. Its low half is the
+ * selector for bytes 0-1 and its high half the one for bytes 2-3 (each half
+ * is < 0x8000, so no carry crosses). One LOP3 + one IMAD for two lookups. */
+template <int J> __device__ __forceinline__ uint32_t cbk_sel2(uint32_t w) {
+    return (cbk_shr_fma<2 * J>(w) & 0x03030303u) * 0x11u + 0x40404040u;
 }
 
 /* The 4 A-fragment registers of MMA number qi (0..15) of a group, for the two
- * rows (words w0: row g, w1: row g+8) of one 16-row tile. */
+ * rows (words w0: row g, w1: row g+8) of one 16-row tile. Per two weights:
+ * half a LOP3 and one PRMT on the ALU pipe; the rest on the FMA pipe. */
 template <int QI>
 __device__ __forceinline__ void cbk_afrag(const uint4 &q0, const uint4 &q1, uint32_t lo0, uint32_t hi0,
                                           uint32_t lo1, uint32_t hi1, uint32_t &a0, uint32_t &a1,
@@ -342,10 +350,11 @@ __device__ __forceinline__ void cbk_afrag(const uint4 &q0, const uint4 &q1, uint
     constexpr int J = QI >> 2, MM = QI & 3;
     const uint32_t w0 = MM == 0 ? q0.x : MM == 1 ? q0.y : MM == 2 ? q0.z : q0.w;
     const uint32_t w1 = MM == 0 ? q1.x : MM == 1 ? q1.y : MM == 2 ? q1.z : q1.w;
-    a0 = cbk_lookup2s<2 * J>(w0, lo0, hi0);      /* row g,   columns 4qi, 4qi+1 */
-    a1 = cbk_lookup2s<2 * J>(w1, lo1, hi1);      /* row g+8, columns 4qi, 4qi+1 */
-    a2 = cbk_lookup2s<16 + 2 * J>(w0, lo0, hi0); /* row g,   columns 4qi+2, 4qi+3 */
-    a3 = cbk_lookup2s<16 + 2 * J>(w1, lo1, hi1); /* row g+8, columns 4qi+2, 4qi+3 */
+    const uint32_t u0 = cbk_sel2<J>(w0), u1 = cbk_sel2<J>(w1);
+    a0 = cbk_prmt(lo0, hi0, u0);                  /* row g,   columns 4qi, 4qi+1 */
+    a1 = cbk_prmt(lo1, hi1, u1);                  /* row g+8, columns 4qi, 4qi+1 */
+    a2 = cbk_prmt(lo0, hi0, cbk_shr_fma<16>(u0)); /* row g,   columns 4qi+2, 4qi+3 */
+    a3 = cbk_prmt(lo1, hi1, cbk_shr_fma<16>(u1)); /* row g+8, columns 4qi+2, 4qi+3 */
 }
 
 /* cbk_afrag for a qi that is a constant only after loop unrolling. */
@@ -695,42 +704,56 @@ __device__ __forceinline__ void cbk_load_xgroup(const float *xb, int c0, int col
 }
 
 /*
- * v6: v4's fragment mapping and split-K block (WK warps over one 16-row tile,
+ * v6: v4's fragment mapping and split-K block (WK warps over MT 16-row tiles,
  * each lane U groups per step), minus everything that made v4 wait: no shared
  * staging of x and no barrier before the math. A lane issues its weight loads
  * and its own x loads together at the start of a step, so one memory round
  * trip covers both; the next step's weights are loaded before this step's
  * math (one-ahead prefetch). Lanes whose batch column g >= nb load vector
  * nb-1 instead of zeros (no predication; those D columns are never stored).
- * Two accumulator sets halve the chain of dependent mma.sync.
+ * The MT tiles share each x fragment (x loads and fp16 conversion per weight
+ * fall by MT); two accumulator sets per tile halve the mma.sync chains.
  */
-template <int WK, int U, int MINB = 1> /* MINB: blocks per SM the register budget must allow */
+template <int WK, int U, int MINB = 1, int MT = 1> /* MINB: blocks/SM the register budget must allow */
 __global__ void __launch_bounds__(WK * 32, MINB)
     cbk_gemv_v6(CbView m, const float *__restrict__ x, int nb, float *__restrict__ y, int vec) {
-    __shared__ float red[WK][16][OPC_CBK_MAX_BATCH + 1];
+    __shared__ float red[WK][MT * 16][OPC_CBK_MAX_BATCH + 1];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int g = lane >> 2, t = lane & 3;
-    const int row0 = blockIdx.x * 16;
-    const int r0 = row0 + g, r1 = row0 + g + 8;
-    const bool v0 = r0 < m.rows, v1 = r1 < m.rows;
-    uint32_t lo0 = 0u, hi0 = 0u, lo1 = 0u, hi1 = 0u;
-    if (v0) cbk_row_planes(m, r0, lo0, hi0);
-    if (v1) cbk_row_planes(m, r1, lo1, hi1);
-    const uint4 *p0 = m.idx + (size_t)(v0 ? r0 : 0) * m.groups;
-    const uint4 *p1 = m.idx + (size_t)(v1 ? r1 : 0) * m.groups;
+    const int row0 = blockIdx.x * MT * 16;
+    uint32_t lo[MT][2], hi[MT][2];
+    const uint4 *rp[MT][2];
+    bool rv[MT][2];
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            const int r = row0 + mt * 16 + g + 8 * h;
+            rv[mt][h] = r < m.rows;
+            lo[mt][h] = hi[mt][h] = 0u;
+            if (rv[mt][h]) cbk_row_planes(m, r, lo[mt][h], hi[mt][h]);
+            rp[mt][h] = m.idx + (size_t)(rv[mt][h] ? r : 0) * m.groups;
+        }
     const float *xb = x + (size_t)(g < nb ? g : nb - 1) * m.cols;
     const bool xvec = vec != 0;
     constexpr int STEP = WK * 4 * U; /* groups per block step */
 
-    float acc[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
-    uint4 q[U][2], qn[U][2];
-    auto load_q = [&](int gb, uint4 (&d)[U][2]) {
+    float acc[2][MT][4];
+#pragma unroll
+    for (int i = 0; i < 2; i++)
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) acc[i][mt][0] = acc[i][mt][1] = acc[i][mt][2] = acc[i][mt][3] = 0.0f;
+    uint4 q[U][MT][2], qn[U][MT][2];
+    auto load_q = [&](int gb, uint4 (&d)[U][MT][2]) {
 #pragma unroll
         for (int u = 0; u < U; u++) {
             const int G = gb + (u * WK + warp) * 4 + t;
-            const bool ok = G < m.groups;
-            d[u][0] = (ok && v0) ? __ldcs(p0 + G) : make_uint4(0u, 0u, 0u, 0u);
-            d[u][1] = (ok && v1) ? __ldcs(p1 + G) : make_uint4(0u, 0u, 0u, 0u);
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                for (int h = 0; h < 2; h++)
+                    d[u][mt][h] = (G < m.groups && rv[mt][h]) ? __ldcs(rp[mt][h] + G)
+                                                              : make_uint4(0u, 0u, 0u, 0u);
         }
     };
     load_q(0, q);
@@ -742,22 +765,30 @@ __global__ void __launch_bounds__(WK * 32, MINB)
             uint32_t bx[32];
             cbk_load_xgroup(xb, G * 64, m.cols, xvec, bx); /* zero past cols, also for G >= groups */
 #pragma unroll
-            for (int qi = 0; qi < 16; qi++) {
-                uint32_t a0, a1, a2, a3;
-                cbk_afrag_rt(qi, q[u][0], q[u][1], lo0, hi0, lo1, hi1, a0, a1, a2, a3);
-                cbk_mma16816(acc[qi & 1], a0, a1, a2, a3, bx[2 * qi], bx[2 * qi + 1]);
-            }
+            for (int qi = 0; qi < 16; qi++)
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    uint32_t a0, a1, a2, a3;
+                    cbk_afrag_rt(qi, q[u][mt][0], q[u][mt][1], lo[mt][0], hi[mt][0], lo[mt][1], hi[mt][1],
+                                 a0, a1, a2, a3);
+                    cbk_mma16816(acc[qi & 1][mt], a0, a1, a2, a3, bx[2 * qi], bx[2 * qi + 1]);
+                }
         }
 #pragma unroll
-        for (int u = 0; u < U; u++) q[u][0] = qn[u][0], q[u][1] = qn[u][1];
+        for (int u = 0; u < U; u++)
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++) q[u][mt][0] = qn[u][mt][0], q[u][mt][1] = qn[u][mt][1];
     }
 
-    red[warp][g][2 * t] = acc[0][0] + acc[1][0];
-    red[warp][g][2 * t + 1] = acc[0][1] + acc[1][1];
-    red[warp][g + 8][2 * t] = acc[0][2] + acc[1][2];
-    red[warp][g + 8][2 * t + 1] = acc[0][3] + acc[1][3];
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) {
+        red[warp][mt * 16 + g][2 * t] = acc[0][mt][0] + acc[1][mt][0];
+        red[warp][mt * 16 + g][2 * t + 1] = acc[0][mt][1] + acc[1][mt][1];
+        red[warp][mt * 16 + g + 8][2 * t] = acc[0][mt][2] + acc[1][mt][2];
+        red[warp][mt * 16 + g + 8][2 * t + 1] = acc[0][mt][3] + acc[1][mt][3];
+    }
     __syncthreads();
-    for (int rl = warp; rl < 16; rl += WK) {
+    for (int rl = warp; rl < MT * 16; rl += WK) {
         const int r = row0 + rl;
         if (r >= m.rows) break; /* warp-uniform */
         float tot = 0.0f;

@@ -71,8 +71,8 @@ opc_status opc_cuda_cb_gemv(const opc_cuda_cb_matrix *m, const float *x, int64_t
 /* Kernel choice for opc_cuda_cb_gemv_with (tests and benchmarks; callers
  * normally use opc_cuda_cb_gemv = AUTO). Values are stable. */
 typedef enum opc_cuda_cb_kernel {
-    OPC_CUDA_CB_AUTO = 0,     /* the fastest measured for the shape (docs/RESULTS.md) */
-    OPC_CUDA_CB_DIRECT = 1,   /* tensor cores, x loaded per lane (lab v6) */
+    OPC_CUDA_CB_AUTO = 0,     /* currently SLAB: the fastest measured (docs/RESULTS.md) */
+    OPC_CUDA_CB_DIRECT = 1,   /* tensor cores, x loaded per lane (lab v6; slower, kept for study) */
     OPC_CUDA_CB_SLAB = 2,     /* tensor cores, x staged in shared memory by slabs (lab v4) */
     OPC_CUDA_CB_CUDACORE = 3  /* no tensor cores, one launch per x vector (lab v2) */
 } opc_cuda_cb_kernel;

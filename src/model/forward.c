@@ -217,7 +217,10 @@ void opc_matmul(const opc_weight *w, const float *X, int64_t T, float *Y, int n_
     const int64_t nrb = (rows + MM_RB - 1) / MM_RB;
     const int use_avx2 = g_have_avx2;
     int nth = n_threads > 0 ? n_threads : omp_get_max_threads();
-    if (rows * cols * T < 32768) nth = 1; /* tiny (stories260K): threads cost more than they save */
+    /* Below ~256K multiply-adds (~30 us on one core) a fork/join costs more
+     * than it saves, and on an oversubscribed machine a barrier can wait
+     * milliseconds for a descheduled thread (stories260K, small k/v matrices). */
+    if (rows * cols * T < (1 << 18)) nth = 1;
     /* Token tiles outside, row blocks inside: a tile of X stays in L2 while
      * every row block of W streams past it. */
 #pragma omp parallel num_threads(nth)
@@ -623,7 +626,11 @@ static void attention(opc_forward *f, const float *q, const float *kc, const flo
     const int64_t group = c->n_heads / c->n_kv_heads;
     const float scale = (float)(1.0 / sqrt((double)hd));
     const int64_t work = n * nh;
-#pragma omp parallel for num_threads(f->n_threads) schedule(dynamic, 1)
+    /* ~2*hd flops per (query, key) pair for scores and again for values; below
+     * ~64K flops a parallel region's fork/join costs more than it saves
+     * (stories260K decode), and on an oversubscribed machine much more. */
+    const int par = (double)work * (double)(pos + n) * (double)hd * 4.0 > 65536.0;
+#pragma omp parallel for num_threads(f->n_threads) schedule(dynamic, 1) if (par)
     for (int64_t wi = 0; wi < work; wi++) {
         const int64_t t = wi / nh, h = wi % nh, kvh = h / group;
         const int64_t last = pos + t; /* attends to keys 0..last */

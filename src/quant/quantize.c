@@ -57,6 +57,8 @@ typedef struct row_ws {
     float *xbuf, *wbuf; /* (cols) gathered values/weights of non-outlier columns */
     float *deq;         /* (cols) dequantized row */
     uint8_t *mask;      /* (cols) 1 = outlier column */
+    double *wu;         /* (cols) GPTQ: the row with error feedback applied */
+    float *stored;      /* (cols) GPTQ: the value represented at each column */
 } row_ws;
 
 static void row_ws_free(row_ws *w) {
@@ -65,6 +67,8 @@ static void row_ws_free(row_ws *w) {
     free(w->wbuf);
     free(w->deq);
     free(w->mask);
+    free(w->wu);
+    free(w->stored);
 }
 
 static opc_status row_ws_init(row_ws *w, int64_t cols) {
@@ -74,7 +78,9 @@ static opc_status row_ws_init(row_ws *w, int64_t cols) {
     w->wbuf = malloc((size_t)cols * sizeof(float));
     w->deq = malloc((size_t)cols * sizeof(float));
     w->mask = calloc((size_t)cols, 1);
-    if (st || !w->xbuf || !w->wbuf || !w->deq || !w->mask) {
+    w->wu = malloc((size_t)cols * sizeof *w->wu);
+    w->stored = malloc((size_t)cols * sizeof *w->stored);
+    if (st || !w->xbuf || !w->wbuf || !w->deq || !w->mask || !w->wu || !w->stored) {
         row_ws_free(w);
         return opc_error(OPC_ERR_NOMEM, "cannot allocate quantizer scratch for %lld columns", (long long)cols);
     }
@@ -134,6 +140,159 @@ static void fit_row(const float *w, const float *imp, int64_t cols, const opc_qm
     memset(idx_row, 0, (size_t)row_bytes);
     for (int64_t c = 0; c < cols; c++)
         opc_cb_set_index(idx_row, p->index_bits, c, (uint32_t)opc_kmeans_nearest(cbf, k, w[c]));
+}
+
+
+/* ---------------------------------------------------------- GPTQ ------- */
+
+/* U = upper Cholesky factor of (H + lambda I)^-1, i.e. (H + lambda I)^-1 = U^T U.
+ * With J the order reversal, J H J = M M^T (M lower) gives
+ * H^-1 = (J M^-1 J)^T (J M^-1 J), and J M^-1 J is upper triangular: one
+ * Cholesky and one triangular inverse, no explicit inverse of H.
+ * lambda = damp * mean(diag H), raised tenfold until H is positive definite. */
+static opc_status gptq_factor(const float *H, int64_t n, double damp, double **out) {
+    *out = NULL;
+    double *M = malloc((size_t)(n * n) * sizeof *M), *U = calloc((size_t)(n * n), sizeof *U);
+    if (!M || !U) {
+        free(M);
+        free(U);
+        return opc_error(OPC_ERR_NOMEM, "gptq: cannot allocate %lld x %lld factors", (long long)n, (long long)n);
+    }
+    double mean = 0.0;
+    for (int64_t i = 0; i < n; i++) mean += H[i * n + i];
+    mean = mean > 0.0 ? mean / (double)n : 1.0;
+    double lambda = (damp > 0.0 ? damp : 0.01) * mean;
+    for (int attempt = 0; attempt < 6; attempt++, lambda *= 10.0) {
+        /* M = J (H + lambda I) J, lower Cholesky in place */
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t j = 0; j <= i; j++) M[i * n + j] = (double)H[(n - 1 - i) * n + (n - 1 - j)] + (i == j ? lambda : 0.0);
+        int ok = 1;
+        for (int64_t j = 0; j < n && ok; j++) {
+            double d = M[j * n + j];
+            for (int64_t t = 0; t < j; t++) d -= M[j * n + t] * M[j * n + t];
+            if (!(d > 0.0)) {
+                ok = 0;
+                break;
+            }
+            d = sqrt(d);
+            M[j * n + j] = d;
+#pragma omp parallel for schedule(static)
+            for (int64_t i = j + 1; i < n; i++) {
+                double v = M[i * n + j];
+                for (int64_t t = 0; t < j; t++) v -= M[i * n + t] * M[j * n + t];
+                M[i * n + j] = v / d;
+            }
+        }
+        if (!ok) continue;
+        /* Linv = M^-1 (lower), column by column; U[i][j] = Linv[n-1-i][n-1-j] */
+#pragma omp parallel for schedule(dynamic, 8)
+        for (int64_t j = 0; j < n; j++) {
+            double *col = malloc((size_t)n * sizeof *col);
+            if (!col) continue; /* caught below: U stays 0 on the diagonal */
+            for (int64_t i = 0; i < j; i++) col[i] = 0.0;
+            col[j] = 1.0 / M[j * n + j];
+            for (int64_t i = j + 1; i < n; i++) {
+                double v = 0.0;
+                for (int64_t t = j; t < i; t++) v -= M[i * n + t] * col[t];
+                col[i] = v / M[i * n + i];
+            }
+            for (int64_t i = j; i < n; i++) U[(n - 1 - i) * n + (n - 1 - j)] = col[i];
+            free(col);
+        }
+        free(M);
+        for (int64_t i = 0; i < n; i++)
+            if (!(U[i * n + i] > 0.0)) {
+                free(U);
+                return opc_error(OPC_ERR_NOMEM, "gptq: factorisation scratch allocation failed");
+            }
+        *out = U;
+        return OPC_OK;
+    }
+    free(M);
+    free(U);
+    return opc_error(OPC_ERR_INVALID_ARG, "gptq: Hessian is not positive definite even with damping");
+}
+
+/* One GPTQ pass over a row: round column c to its nearest codebook value
+ * (outlier columns: keep the current value exactly), then spread the
+ * rounding error over the columns after c. wu (cols) is scratch; stored[c]
+ * receives the value represented at c. */
+static void gptq_row(const float *w, int64_t cols, const double *U, const float *cbf, int32_t k, int32_t bits,
+                     const uint8_t *mask, double *wu, uint8_t *idx_row, uint64_t row_bytes, float *stored) {
+    for (int64_t c = 0; c < cols; c++) wu[c] = w[c];
+    memset(idx_row, 0, (size_t)row_bytes);
+    for (int64_t c = 0; c < cols; c++) {
+        float x = (float)wu[c];
+        int32_t j = opc_kmeans_nearest(cbf, k, x);
+        opc_cb_set_index(idx_row, bits, c, (uint32_t)j);
+        double q = mask && mask[c] ? wu[c] : (double)cbf[j];
+        stored[c] = (float)q;
+        const double *u = U + c * cols;
+        double e = (wu[c] - q) / u[c];
+        if (e != 0.0)
+            for (int64_t t = c + 1; t < cols; t++) wu[t] -= e * u[t];
+    }
+}
+
+/* Least-squares codebook for fixed assignments in the H metric:
+ * minimise (w - q)^T H (w - q) over the k values, outlier columns fixed at
+ * stored[c]. Normal equations A c = b (k x k), solved by Gaussian
+ * elimination; entries with no column keep their value. */
+static void gptq_refit(const float *w, int64_t cols, const float *H, const uint8_t *idx_row, int32_t bits,
+                       const uint8_t *mask, const float *stored, int32_t k, float *cbf) {
+    double A[OPC_KMEANS_MAX_K][OPC_KMEANS_MAX_K + 1];
+    memset(A, 0, sizeof A);
+    for (int64_t a = 0; a < cols; a++) {
+        if (mask && mask[a]) continue;
+        uint32_t ia = opc_cb_get_index(idx_row, bits, a);
+        const float *h = H + a * cols;
+        double rhs = 0.0;
+        for (int64_t b = 0; b < cols; b++) {
+            if (mask && mask[b]) {
+                rhs += (double)h[b] * ((double)w[b] - (double)stored[b]); /* fixed part of the residual */
+            } else {
+                A[ia][opc_cb_get_index(idx_row, bits, b)] += h[b];
+                rhs += (double)h[b] * (double)w[b];
+            }
+        }
+        A[ia][k] += rhs;
+    }
+    double tr = 0.0;
+    for (int32_t i = 0; i < k; i++) tr += A[i][i];
+    for (int32_t i = 0; i < k; i++) {
+        if (A[i][i] == 0.0) { /* unused entry: keep it */
+            for (int32_t j = 0; j <= k; j++) A[i][j] = 0.0;
+            A[i][i] = 1.0;
+            A[i][k] = cbf[i];
+        } else {
+            A[i][i] += 1e-9 * tr / k;
+        }
+    }
+    for (int32_t col = 0; col < k; col++) { /* elimination with partial pivoting */
+        int32_t piv = col;
+        for (int32_t r = col + 1; r < k; r++)
+            if (fabs(A[r][col]) > fabs(A[piv][col])) piv = r;
+        if (A[piv][col] == 0.0) return; /* singular: keep the old codebook */
+        if (piv != col)
+            for (int32_t j = 0; j <= k; j++) {
+                double t = A[col][j];
+                A[col][j] = A[piv][j];
+                A[piv][j] = t;
+            }
+        for (int32_t r = 0; r < k; r++) {
+            if (r == col) continue;
+            double f = A[r][col] / A[col][col];
+            if (f != 0.0)
+                for (int32_t j = col; j <= k; j++) A[r][j] -= f * A[col][j];
+        }
+    }
+    for (int32_t i = 0; i < k; i++) {
+        double v = A[i][k] / A[i][i];
+        if (!(fabs(v) <= FP16_MAX)) return; /* not finite / out of range: keep the old codebook */
+        cbf[i] = (float)v;
+    }
+    for (int32_t i = 0; i < k; i++) cbf[i] = opc_fp16_to_fp32(opc_fp32_to_fp16(cbf[i]));
+    qsort(cbf, (size_t)k, sizeof *cbf, cmp_float);
 }
 
 /* ---------------------------------------------------------- one matrix - */
@@ -333,6 +492,40 @@ opc_status opc_quantize_matrix(const float *W, int64_t rows, int64_t cols, const
         }
     }
 
+    if (p->hessian) {
+        /* Pass 4 (GPTQ): per row, error-feedback rounding with the pass-1/3
+         * codebook, least-squares refit of the codebook in the H metric,
+         * error-feedback rounding again. Outliers keep the value GPTQ has
+         * driven them to (stored as a delta from their codebook entry). */
+        double *U = NULL;
+        st = gptq_factor(p->hessian, cols, p->damp, &U);
+        if (st) goto done;
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 4)
+        for (int64_t r = 0; r < rows; r++) {
+            if (p->interrupt && *p->interrupt) continue;
+            row_ws *w = &ws[omp_get_thread_num()];
+            const float *wr = W + (uint64_t)r * (uint64_t)cols;
+            float *cbf = cbf_all + (uint64_t)r * (uint64_t)k;
+            uint8_t *ir = out->idx + (uint64_t)r * rb;
+            uint32_t a = n_out ? out->ol_rowptr[r] : 0, b = n_out ? out->ol_rowptr[r + 1] : 0;
+            for (uint32_t i = a; i < b; i++) w->mask[out->ol_col[i]] = 1;
+            gptq_row(wr, cols, U, cbf, k, p->index_bits, w->mask, w->wu, ir, rb, w->stored);
+            gptq_refit(wr, cols, p->hessian, ir, p->index_bits, w->mask, w->stored, k, cbf);
+            gptq_row(wr, cols, U, cbf, k, p->index_bits, w->mask, w->wu, ir, rb, w->stored);
+            for (int32_t j = 0; j < k; j++) out->codebook[(uint64_t)r * (uint64_t)k + (uint64_t)j] = opc_fp32_to_fp16(cbf[j]);
+            for (uint32_t i = a; i < b; i++) {
+                uint16_t c = out->ol_col[i];
+                w->mask[c] = 0;
+                out->ol_val[i] = opc_fp32_to_fp16(w->stored[c] - cbf[opc_cb_get_index(ir, p->index_bits, c)]);
+            }
+        }
+        free(U);
+        if (p->interrupt && *p->interrupt) {
+            st = opc_error(OPC_ERR_INTERRUPTED, "quantization interrupted");
+            goto done;
+        }
+    }
+
     opc_cb_matrix *m = &out->m;
     m->rows = rows;
     m->cols = cols;
@@ -386,8 +579,13 @@ done:
 
 void opc_importance_free(opc_importance *imp) {
     if (!imp) return;
-    for (int32_t i = 0; i < imp->n; i++) free(imp->sumsq ? imp->sumsq[i] : NULL);
+    for (int32_t i = 0; i < imp->n; i++) {
+        free(imp->sumsq ? imp->sumsq[i] : NULL);
+        if (imp->hess && imp->hess_owner && imp->hess_owner[i] == i) free(imp->hess[i]);
+    }
     free(imp->sumsq);
+    free(imp->hess);
+    free(imp->hess_owner);
     free(imp->names);
     free(imp->cols);
     free(imp->count);
@@ -410,10 +608,25 @@ int opc_importance_get(const opc_importance *imp, const char *name, int64_t cols
     return 1;
 }
 
+const float *opc_importance_hessian(const opc_importance *imp, const char *name, int64_t cols) {
+    if (!imp || !imp->hess) return NULL;
+    int32_t i = imp_find(imp, name);
+    if (i < 0 && !strcmp(name, "token_embd.weight")) i = imp_find(imp, "output.weight");
+    if (i < 0 || imp->cols[i] != cols || imp->count[i] == 0) return NULL;
+    return imp->hess[i];
+}
+
 typedef struct calib_state {
     opc_importance *imp;
     int32_t cap;
     int failed;
+    int with_hessian;
+    /* the previous hook call's X, to share one Hessian among q/k/v (and
+     * gate/up), which see the same input */
+    float *last_x;
+    size_t last_cap;
+    int last_n, last_cols;
+    int32_t last_owner;
 } calib_state;
 
 /* Activation hook: sum x^2 per input column of the named weight. Runs on the
@@ -435,7 +648,11 @@ static void calib_hook(void *user, int layer, const char *name, const float *X, 
             if (c) imp->sumsq = c;
             void *d = realloc(imp->count, (size_t)cap * sizeof *imp->count);
             if (d) imp->count = d;
-            if (!a || !b || !c || !d) {
+            void *e = realloc(imp->hess, (size_t)cap * sizeof *imp->hess);
+            if (e) imp->hess = e;
+            void *g = realloc(imp->hess_owner, (size_t)cap * sizeof *imp->hess_owner);
+            if (g) imp->hess_owner = g;
+            if (!a || !b || !c || !d || !e || !g) {
                 cs->failed = 1;
                 return;
             }
@@ -450,6 +667,8 @@ static void calib_hook(void *user, int layer, const char *name, const float *X, 
         snprintf(imp->names[i], OPC_MAX_NAME, "%s", name);
         imp->cols[i] = cols;
         imp->count[i] = 0;
+        imp->hess[i] = NULL;
+        imp->hess_owner[i] = -1;
         imp->n++;
     }
     if (imp->cols[i] != cols) return;
@@ -459,16 +678,71 @@ static void calib_hook(void *user, int layer, const char *name, const float *X, 
         for (int c = 0; c < cols; c++) s[c] += (double)x[c] * (double)x[c];
     }
     imp->count[i] += n;
+    if (!cs->with_hessian) return;
+
+    size_t nx = (size_t)n * (size_t)cols;
+    int same = cs->last_owner >= 0 && n == cs->last_n && cols == cs->last_cols &&
+               !memcmp(cs->last_x, X, nx * sizeof *X);
+    if (same && (imp->hess_owner[i] < 0 || imp->hess_owner[i] == cs->last_owner)) {
+        /* same input as the previous weight: its Hessian already has these rows */
+        imp->hess_owner[i] = cs->last_owner;
+        imp->hess[i] = imp->hess[cs->last_owner];
+        return;
+    }
+    if (imp->hess_owner[i] < 0) {
+        imp->hess[i] = calloc((size_t)cols * (size_t)cols, sizeof(float));
+        if (!imp->hess[i]) {
+            cs->failed = 1;
+            return;
+        }
+        imp->hess_owner[i] = i;
+    }
+    int32_t o = imp->hess_owner[i];
+    float *H = imp->hess[o];
+    /* upper triangle of sum x x^T; rows of H updated in parallel */
+#pragma omp parallel for schedule(dynamic, 16)
+    for (int a = 0; a < cols; a++) {
+        float *h = H + (size_t)a * (size_t)cols;
+        for (int t = 0; t < n; t++) {
+            const float *x = X + (size_t)t * (size_t)cols;
+            float xa = x[a];
+            if (xa == 0.0f) continue;
+            for (int b = a; b < cols; b++) h[b] += xa * x[b];
+        }
+    }
+    if (nx > cs->last_cap) {
+        float *nb = realloc(cs->last_x, nx * sizeof *nb);
+        if (!nb) {
+            cs->failed = 1;
+            return;
+        }
+        cs->last_x = nb;
+        cs->last_cap = nx;
+    }
+    memcpy(cs->last_x, X, nx * sizeof *X);
+    cs->last_n = n;
+    cs->last_cols = cols;
+    cs->last_owner = o;
 }
 
 static opc_status calib_finish(calib_state *cs, opc_status st) {
     if (st == OPC_OK && cs->failed) st = opc_error(OPC_ERR_NOMEM, "calibration: cannot allocate statistics");
+    free(cs->last_x);
+    opc_importance *imp = cs->imp;
+    if (st == OPC_OK && imp->hess) /* mirror the upper triangles: full symmetric matrices */
+        for (int32_t i = 0; i < imp->n; i++) {
+            if (imp->hess_owner[i] != i) continue;
+            float *H = imp->hess[i];
+            int64_t c = imp->cols[i];
+            for (int64_t a = 0; a < c; a++)
+                for (int64_t b = 0; b < a; b++) H[a * c + b] = H[b * c + a];
+        }
     if (st != OPC_OK) opc_importance_free(cs->imp);
     return st;
 }
 
 opc_status opc_calibrate_sampled(const opc_model_desc *d, int32_t n_tokens, int32_t seq_len, uint64_t seed,
-                                 int32_t n_threads, volatile sig_atomic_t *interrupt,
+                                 int32_t n_threads, int with_hessian, volatile sig_atomic_t *interrupt,
                                  opc_calib_progress_fn progress, void *progress_user, opc_importance *out) {
     memset(out, 0, sizeof *out);
     if (n_tokens < 1 || seq_len < 2)
@@ -482,7 +756,7 @@ opc_status opc_calibrate_sampled(const opc_model_desc *d, int32_t n_tokens, int3
         opc_forward_free(f);
         return opc_error(OPC_ERR_NOMEM, "calibration: cannot allocate logits");
     }
-    calib_state cs = {out, 0, 0};
+    calib_state cs = {out, 0, 0, with_hessian, NULL, 0, 0, 0, -1};
     opc_forward_set_act_hook(f, calib_hook, &cs);
     int32_t start = d->vocab.bos_id >= 0 && d->vocab.bos_id < vocab ? d->vocab.bos_id : 0;
     uint64_t rng = mix64(seed ^ 0xCA11B8A7Eull);
@@ -523,7 +797,7 @@ opc_status opc_calibrate_sampled(const opc_model_desc *d, int32_t n_tokens, int3
 }
 
 opc_status opc_calibrate_tokens(const opc_model_desc *d, const int32_t *tokens, int64_t n_tokens, int32_t seq_len,
-                                int32_t n_threads, volatile sig_atomic_t *interrupt,
+                                int32_t n_threads, int with_hessian, volatile sig_atomic_t *interrupt,
                                 opc_calib_progress_fn progress, void *progress_user, opc_importance *out) {
     memset(out, 0, sizeof *out);
     if (n_tokens < 1 || seq_len < 1)
@@ -537,7 +811,7 @@ opc_status opc_calibrate_tokens(const opc_model_desc *d, const int32_t *tokens, 
         opc_forward_free(f);
         return opc_error(OPC_ERR_NOMEM, "calibration: cannot allocate logits");
     }
-    calib_state cs = {out, 0, 0};
+    calib_state cs = {out, 0, 0, with_hessian, NULL, 0, 0, 0, -1};
     opc_forward_set_act_hook(f, calib_hook, &cs);
     for (int64_t at = 0; at < n_tokens && st == OPC_OK; at += seq_len) {
         if (interrupt && *interrupt) {
@@ -759,7 +1033,11 @@ opc_status opc_quantize_tensor(const opc_tensor *src, int32_t tensor_index, cons
     }
     opc_qmatrix_params mp = {ib, k, p->method, p->outlier_frac, imp,
                              mix64(p->seed ^ (0xB17F00Dull * (uint64_t)(tensor_index + 1))), p->n_init,
-                             p->n_threads, p->interrupt};
+                             p->n_threads, p->interrupt, NULL, 0.0};
+    if (p->gptq && p->method != OPC_QUANT_RTN) {
+        mp.hessian = opc_importance_hessian(p->importance, src->name, cols);
+        if (!mp.hessian) opc_log(OPC_LOG_WARN, "tensor %s: no calibration Hessian, no error feedback", src->name);
+    }
     st = opc_quantize_matrix(w, rows, cols, &mp, qm);
     free(imp);
     opc_aligned_free(w);

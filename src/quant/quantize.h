@@ -56,6 +56,14 @@ typedef struct opc_qmatrix_params {
     int32_t n_init;         /* k-means starts per row (<= 0: 3) */
     int32_t n_threads;      /* <= 0: OpenMP default */
     volatile sig_atomic_t *interrupt; /* polled; set -> OPC_ERR_INTERRUPTED */
+    /* GPTQ-style error feedback: the layer's input Hessian H = sum x x^T
+     * (cols, cols), or NULL for none. With it, each row's weights are
+     * rounded to the codebook column by column, the rounding error is
+     * pushed onto the remaining columns through the upper Cholesky factor
+     * of (H + damp I)^-1, the codebook is refitted by least squares in the H
+     * metric, and the row is rounded once more. */
+    const float *hessian;
+    double damp;            /* relative damping: damp * mean(diag H) (<= 0: 0.01) */
 } opc_qmatrix_params;
 
 /* A quantized matrix that owns its arrays; `m` is the view over them. */
@@ -87,6 +95,9 @@ typedef struct opc_importance {
     char (*names)[OPC_MAX_NAME]; /* (n) */
     int64_t *cols;               /* (n) */
     double **sumsq;              /* (n) arrays of cols */
+    float **hess;                /* (n) (cols, cols) sum of x x^T (upper triangle filled), or NULL
+                                    when not collected; entries fed the same X share one matrix */
+    int32_t *hess_owner;         /* (n) index of the entry that owns hess[i] */
     int64_t *count;              /* (n) activation rows seen */
     int64_t n_tokens;            /* calibration tokens run */
 } opc_importance;
@@ -95,6 +106,9 @@ void opc_importance_free(opc_importance *imp); /* members only; NULL-safe */
 /* Column importance of `name` as floats into dst (cols); false if absent.
  * For token_embd.weight the output head's importance is used (tied). */
 int opc_importance_get(const opc_importance *imp, const char *name, int64_t cols, float *dst);
+/* The Hessian of `name` (full symmetric, cols x cols floats, owned by imp),
+ * or NULL when not collected. */
+const float *opc_importance_hessian(const opc_importance *imp, const char *name, int64_t cols);
 
 /* Data-free calibration: sample n_tokens tokens from the model itself
  * (from BOS, temperature 1, seeded; restarting every seq_len tokens) while
@@ -104,14 +118,19 @@ int opc_importance_get(const opc_importance *imp, const char *name, int64_t cols
 typedef void (*opc_calib_progress_fn)(void *user, int64_t tokens_done, int64_t tokens_total);
 
 opc_status opc_calibrate_sampled(const opc_model_desc *d, int32_t n_tokens, int32_t seq_len,
-                                 uint64_t seed, int32_t n_threads, volatile sig_atomic_t *interrupt,
+                                 uint64_t seed, int32_t n_threads, int with_hessian,
+                                 volatile sig_atomic_t *interrupt,
                                  opc_calib_progress_fn progress, void *progress_user,
                                  opc_importance *out);
+
+/* with_hessian: also sum x x^T per linear layer input (for GPTQ; memory
+ * grows with cols^2 per distinct input: ~400 MB for SmolLM2-135M). */
 
 /* Calibration on given token ids (e.g. an encoded --calib file), in
  * sequences of seq_len tokens. */
 opc_status opc_calibrate_tokens(const opc_model_desc *d, const int32_t *tokens, int64_t n_tokens,
-                                int32_t seq_len, int32_t n_threads, volatile sig_atomic_t *interrupt,
+                                int32_t seq_len, int32_t n_threads, int with_hessian,
+                                volatile sig_atomic_t *interrupt,
                                 opc_calib_progress_fn progress, void *progress_user,
                                 opc_importance *out);
 
@@ -131,6 +150,7 @@ typedef struct opc_quant_params {
     const char *keep_fp16;    /* extra comma-separated glob patterns kept as f16 (NULL: none) */
     const char *overrides;    /* comma-separated PATTERN=BITS (BITS 1.58/2/3/4/16); first match wins */
     const opc_importance *importance; /* NULL: uniform importance */
+    int gptq;                 /* error feedback with the calibration Hessians (needs them) */
     int32_t n_threads;
     uint64_t seed;
     int32_t n_init;           /* k-means starts per row (<= 0: 3) */

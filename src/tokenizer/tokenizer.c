@@ -716,6 +716,8 @@ static void merge_symbols(const opc_tokenizer *t, scratch *sc, int32_t n, const 
 typedef struct emitter {
     int32_t *ids;
     size_t cap, n;
+    opc_piece_fn on_piece; /* opc_tokenizer_pretokenize: report pieces instead of encoding them */
+    void *user;
 } emitter;
 
 static void emit(emitter *em, int32_t id) {
@@ -768,7 +770,13 @@ static opc_status bpe_word(const opc_tokenizer *t, scratch *sc, const uint8_t *w
 static opc_status presplit(const opc_tokenizer *t, scratch *sc, int level, const uint8_t *text, size_t n,
                            emitter *em) {
     if (n == 0) return OPC_OK;
-    if (level >= t->n_re) return bpe_word(t, sc, text, n, em);
+    if (level >= t->n_re) {
+        if (em->on_piece) {
+            em->on_piece((const char *)text, n, em->user);
+            return OPC_OK;
+        }
+        return bpe_word(t, sc, text, n, em);
+    }
     opc_status st;
     size_t pos = 0, last = 0;
     while (pos <= n) {
@@ -915,6 +923,7 @@ static opc_status encode_into(const opc_tokenizer *t, const char *text, size_t l
             prev_special = 0;
         }
         if (sid >= 0) {
+            if (em->on_piece) em->on_piece(text + i, t->text_len[sid], em->user);
             emit(em, sid);
             prev_special = 1;
             i += t->text_len[sid] - 1;
@@ -933,13 +942,23 @@ opc_status opc_tokenizer_encode(const opc_tokenizer *t, const char *text, size_t
     if (n_out) *n_out = 0;
     if (!t || (!text && len) || (!ids && cap))
         return opc_error(OPC_ERR_INVALID_ARG, "tokenizer: encode: NULL argument");
-    emitter em = {ids, cap, 0};
+    emitter em = {ids, cap, 0, NULL, NULL};
     opc_status st = encode_into(t, text ? text : "", len, opts, &em);
     if (n_out) *n_out = em.n;
     if (st) return st;
     if (em.n > cap)
         return opc_error(OPC_ERR_INVALID_ARG, "tokenizer: %zu tokens do not fit in a buffer of %zu", em.n, cap);
     return OPC_OK;
+}
+
+opc_status opc_tokenizer_pretokenize(const opc_tokenizer *t, const char *text, size_t len, int parse_special,
+                                     opc_piece_fn fn, void *user) {
+    if (!t || !fn || (!text && len)) return opc_error(OPC_ERR_INVALID_ARG, "tokenizer: pretokenize: NULL argument");
+    if (t->kind != OPC_VOCAB_BPE_BYTELEVEL)
+        return opc_error(OPC_ERR_UNSUPPORTED, "tokenizer: pretokenize: only byte-level vocabularies split text");
+    emitter em = {NULL, 0, 0, fn, user};
+    opc_encode_opts o = {0, parse_special};
+    return encode_into(t, text ? text : "", len, &o, &em);
 }
 
 opc_status opc_tokenizer_encode_alloc(const opc_tokenizer *t, const char *text, size_t len,

@@ -43,6 +43,13 @@ const char *opc_tokenizer_token_bytes(const opc_tokenizer *t, int32_t id, size_t
 opc_status opc_tokenizer_encode_alloc(const opc_tokenizer *t, const char *text, size_t len,
                                       const opc_encode_opts *opts, int32_t **ids, size_t *n);
 
+/* Byte-level vocabularies: call fn for every pre-token the regex split makes
+ * of text (special tokens matched as in encode come as one piece each), in
+ * order, without encoding them. For tests and tools; SPM returns UNSUPPORTED. */
+typedef void (*opc_piece_fn)(const char *piece, size_t len, void *user);
+opc_status opc_tokenizer_pretokenize(const opc_tokenizer *t, const char *text, size_t len, int parse_special,
+                                     opc_piece_fn fn, void *user);
+
 /* The token's text as stored in the vocabulary ("Ġthe", "▁the", "<0x0A>"); NULL for an invalid id. */
 const char *opc_tokenizer_token_text(const opc_tokenizer *t, int32_t id, size_t *len);
 /* Longest opc_tokenizer_token_bytes(): size opc_detok_push's buffer as this + 8. */
