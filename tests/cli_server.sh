@@ -87,5 +87,19 @@ else
 fi
 grep -q "stopped" "$work/err.txt" || { echo "FAIL: no clean-shutdown message"; rc=1; }
 if [ $rc != 0 ]; then echo "--- server stderr (tail)"; tail -n 30 "$work/err.txt"; fi
+
+# SIGINT (Ctrl-C) stops it too, even though a shell starts background jobs
+# with SIGINT ignored
+"$bin" serve "$model" --port 0 --threads 1 >"$work/out2.txt" 2>"$work/err2.txt" &
+pid=$!
+for _ in $(seq 100); do grep -q "listening on" "$work/out2.txt" 2>/dev/null && break; sleep 0.1; done
+kill -INT "$pid"
+for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+if kill -0 "$pid" 2>/dev/null; then
+  echo "FAIL: server still running 10 s after SIGINT"; rc=1
+else
+  wait "$pid"; status=$?; pid=""
+  [ $status = 0 ] || { echo "FAIL: exit status $status after SIGINT"; cat "$work/err2.txt"; rc=1; }
+fi
 echo "cli_server: $(( $(date +%s) - start )) s, rc=$rc"
 exit $rc

@@ -15,6 +15,7 @@
 #include "tokenizer/tokenizer.h"
 
 #include <stdint.h>
+#include <sys/stat.h>
 
 /* ------------------------------------------------------------ helpers -- */
 
@@ -704,6 +705,46 @@ static void test_hf_json_spm(void) {
     opc_vocab_free(&v);
 }
 
+/* tokenizer_config.json beside tokenizer.json: BOS/EOS by name, add_bos_token, chat_template. */
+static void test_hf_json_config(void) {
+    char dir[1024], p[1200];
+    snprintf(dir, sizeof dir, "%s/tmp_tokcfg", OPC_BINARY_DIR);
+    mkdir(dir, 0755);
+    snprintf(p, sizeof p, "%s/tokenizer_config.json", dir);
+    FILE *f = fopen(p, "wb");
+    CHECK(f != NULL);
+    if (!f) return;
+    fputs("{\"add_bos_token\": true, \"bos_token\": {\"content\": \"<u>\"}, \"eos_token\": \"<eot>\","
+          " \"chat_template\": [{\"name\": \"tool_use\", \"template\": \"T\"},"
+          " {\"name\": \"default\", \"template\": \"{{ messages }}\"}]}", f);
+    fclose(f);
+    snprintf(p, sizeof p, "%s/tokenizer.json", dir);
+    f = fopen(p, "wb");
+    CHECK(f != NULL);
+    if (!f) return;
+    fputs(BL_JSON, f);
+    fclose(f);
+    opc_vocab v = {0};
+    opc_status st = opc_vocab_from_hf_json(p, &v);
+    CHECK_MSG(st == OPC_OK, "%s", opc_last_error());
+    CHECK_EQ_INT(v.bos_id, 11);
+    CHECK_EQ_INT(v.eos_id, 10);
+    CHECK_EQ_INT(v.add_bos, 1);
+    CHECK(v.chat_template && !strcmp(v.chat_template, "{{ messages }}"));
+    opc_vocab_free(&v);
+    /* a broken tokenizer_config.json is an error naming that file */
+    snprintf(p, sizeof p, "%s/tokenizer_config.json", dir);
+    f = fopen(p, "wb");
+    if (f) {
+        fputs("{\"add_bos_token\": tr", f);
+        fclose(f);
+    }
+    snprintf(p, sizeof p, "%s/tokenizer.json", dir);
+    CHECK(opc_vocab_from_hf_json(p, &v) == OPC_ERR_CORRUPT);
+    CHECK(strstr(opc_last_error(), "tokenizer_config.json") != NULL);
+    CHECK(v.tokens == NULL);
+}
+
 /* Malformed tokenizer.json files: each a clear status, never a crash. */
 static void test_hf_json_bad(void) {
     struct {
@@ -871,6 +912,7 @@ int main(void) {
     RUN(test_llama2c_bad);
     RUN(test_hf_json_bytelevel);
     RUN(test_hf_json_spm);
+    RUN(test_hf_json_config);
     RUN(test_hf_json_bad);
     RUN(test_invalid_utf8);
     RUN(test_bytes_absent);

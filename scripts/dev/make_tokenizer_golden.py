@@ -244,9 +244,14 @@ def smollm2_goldens():
     out = os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.tokenizer")
     os.makedirs(out, exist_ok=True)
     tok.save(os.path.join(out, "tokenizer.json"))
+    r = GGUFReader(GGUF)
+    tid = lambda k: int(r.fields[k].parts[-1][0])
+    cfg = {"add_bos_token": False,  # SmolLM2 adds no BOS
+           "bos_token": tokens[tid("tokenizer.ggml.bos_token_id")],
+           "eos_token": tokens[tid("tokenizer.ggml.eos_token_id")],
+           "chat_template": bytes(r.fields["tokenizer.chat_template"].parts[-1]).decode("utf-8")}
     with open(os.path.join(out, "tokenizer_config.json"), "w") as f:
-        json.dump({"add_bos_token": False, "bos_token": "<|im_start|>", "eos_token": "<|im_end|>",
-                   "chat_template": "{{ messages }}"}, f)
+        json.dump(cfg, f)
 
 
 # ------------------------------------------------------------- stories260K --

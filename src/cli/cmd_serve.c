@@ -133,6 +133,11 @@ int opc_cmd_serve(int argc, char **argv) {
     /* Block the shutdown signals before any thread exists: every thread
      * inherits the mask and only sigwait() below receives them. */
     sigset_t sigs;
+    /* A shell starts background jobs with SIGINT ignored, and an ignored
+     * signal never becomes pending for sigwait(): restore the default first
+     * (blocked, so the default action never runs). */
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGINT);
     sigaddset(&sigs, SIGTERM);

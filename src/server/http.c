@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <microhttpd.h>
 #include <netdb.h>
+#include <semaphore.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +32,10 @@
 /* A body this many times over the cap is not read to its end: the
  * connection is answered 413 at once (or dropped mid-upload). */
 #define BODY_DRAIN_FACTOR 16
+/* Requests parsed + tokenized at once. A parsed body can take many times its
+ * size (a 1 MiB array of token ids is ~30 MiB of cJSON nodes), so this bounds
+ * the transient memory of many simultaneous large requests. */
+#define PARSE_SLOTS 4
 
 struct opc_server {
     struct MHD_Daemon *d;
@@ -43,6 +48,7 @@ struct opc_server {
     atomic_int stopping;
     atomic_ullong next_id;
     long long started;
+    sem_t parse_sem; /* PARSE_SLOTS */
 };
 
 void opc_server_opts_default(opc_server_opts *o) {
@@ -71,6 +77,7 @@ typedef struct req_ctx {
     int has_early;     /* answer decided before the body arrived */
     opc_oai_error early;
     int status; /* HTTP status sent, for the log line */
+    int parse_held; /* holds one of srv->parse_sem */
     char method[8];
     char url[96];
     double t0;
@@ -327,9 +334,22 @@ static void stream_free(void *cls) {
 
 /* ========================================================= generation ==== */
 
+static void parse_acquire(req_ctx *rq) {
+    while (sem_wait(&rq->srv->parse_sem) != 0 && errno == EINTR) {
+    }
+    rq->parse_held = 1;
+}
+
+static void parse_release(req_ctx *rq) {
+    if (!rq->parse_held) return;
+    rq->parse_held = 0;
+    sem_post(&rq->srv->parse_sem);
+}
+
 static enum MHD_Result fail(req_ctx *rq, struct MHD_Connection *c, opc_oai_req *r,
                             int32_t *ids, int http, const char *type, const char *code,
                             const char *param, const char *msg) {
+    parse_release(rq);
     opc_oai_error err;
     opc_oai_fail(&err, http, type, code, param, "%s", msg);
     opc_oai_req_free(r);
@@ -344,8 +364,10 @@ static enum MHD_Result handle_generate(req_ctx *rq, struct MHD_Connection *c) {
     opc_oai_req r;
     opc_oai_error err;
     char msg[512];
+    parse_acquire(rq);
     if (opc_oai_parse(kind, rq->body ? rq->body : "", rq->len, e->n_ctx, e->n_vocab, &r, &err)) {
         opc_oai_req_free(&r);
+        parse_release(rq);
         return send_error(rq, c, &err);
     }
     if (r.model && strcmp(r.model, e->model_id) != 0) {
@@ -432,6 +454,7 @@ static enum MHD_Result handle_generate(req_ctx *rq, struct MHD_Connection *c) {
     ids = NULL;
     int stream = r.stream, include_usage = r.include_usage;
     opc_oai_req_free(&r); /* the job holds copies of everything it needs */
+    parse_release(rq);
     if (st != OPC_OK)
         return fail(rq, c, &r, NULL, 500, "server_error", NULL, "", opc_last_error());
     opc_submit_result sr = opc_sched_submit(s->sched, job);
@@ -630,6 +653,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     (void)c;
     req_ctx *rq = *con_cls;
     if (!rq) return;
+    parse_release(rq);
     opc_log(OPC_LOG_INFO, "serve: %s %s -> %d%s (%.3f s)", rq->method, rq->url, rq->status,
             toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (connection ended early)",
             opc_time_s() - rq->t0);
@@ -671,6 +695,10 @@ opc_status opc_server_start(const opc_server_opts *o, opc_engine *engine, opc_se
     snprintf(s->api_key, sizeof s->api_key, "%s", o->api_key ? o->api_key : "");
     s->o.api_key = s->api_key;
     s->started = (long long)time(NULL);
+    if (sem_init(&s->parse_sem, 0, PARSE_SLOTS) != 0) {
+        free(s);
+        return opc_error(OPC_ERR_INTERNAL, "serve: sem_init failed");
+    }
 
     struct addrinfo hints, *ai = NULL;
     memset(&hints, 0, sizeof hints);
@@ -681,6 +709,7 @@ opc_status opc_server_start(const opc_server_opts *o, opc_engine *engine, opc_se
     snprintf(port, sizeof port, "%d", o->port);
     int gai = getaddrinfo(s->host, port, &hints, &ai);
     if (gai != 0 || !ai) {
+        sem_destroy(&s->parse_sem);
         free(s);
         return opc_error(OPC_ERR_INVALID_ARG, "serve: --host %s: %s", o->host ? o->host : "",
                          gai_strerror(gai));
@@ -689,6 +718,7 @@ opc_status opc_server_start(const opc_server_opts *o, opc_engine *engine, opc_se
     opc_status st = opc_sched_init(&s->sched, engine, o->queue_cap);
     if (st != OPC_OK) {
         freeaddrinfo(ai);
+        sem_destroy(&s->parse_sem);
         free(s);
         return st;
     }
@@ -708,6 +738,7 @@ opc_status opc_server_start(const opc_server_opts *o, opc_engine *engine, opc_se
         opc_sched_free(s->sched);
         opc_status e = opc_error(OPC_ERR_IO, "serve: cannot listen on %s:%d: %s", s->host,
                                  o->port, err ? strerror(err) : "libmicrohttpd refused");
+        sem_destroy(&s->parse_sem);
         free(s);
         return e;
     }
@@ -725,5 +756,6 @@ void opc_server_stop(opc_server *s, double grace_s) {
     opc_sched_shutdown(s->sched, grace_s);
     MHD_stop_daemon(s->d); /* joins every connection thread */
     opc_sched_free(s->sched);
+    sem_destroy(&s->parse_sem);
     free(s);
 }
