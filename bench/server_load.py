@@ -3,6 +3,7 @@ failures allowed, server memory before and after, throughput per concurrency.
 
     python3 bench/server_load.py BIN MODEL [--requests 200] [--clients 16]
                                  [--parallel 4] [--max-tokens 32] [--sweep 1,4,16]
+                                 [--threads N] [--device cpu|cuda]
 
 Starts the server itself on a free loopback port, sends one warm-up request,
 reads VmRSS from /proc/PID/status ("before"), runs the load (half streaming,
@@ -108,12 +109,13 @@ def main():
     ap.add_argument("--ctx", type=int, default=256)
     ap.add_argument("--max-tokens", type=int, default=32)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--sweep", default="", help="comma-separated client counts, e.g. 1,4,16")
     a = ap.parse_args()
 
     port = free_port()
     cmd = [a.bin, "serve", a.model, "--port", str(port), "--parallel", str(a.parallel),
-           "--ctx", str(a.ctx), "--queue", str(max(64, a.clients * 2))]
+           "--ctx", str(a.ctx), "--queue", str(max(64, a.clients * 2)), "--device", a.device]
     if a.threads:
         cmd += ["--threads", str(a.threads)]
     srv = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -163,7 +165,7 @@ def main():
             srv.wait()
 
     print(f"- load: {a.requests} requests from {a.clients} concurrent clients "
-          f"(half streaming), max_tokens {a.max_tokens}, --parallel {a.parallel}, "
+          f"(half streaming), max_tokens {a.max_tokens}, --device {a.device}, --parallel {a.parallel}, "
           f"--ctx {a.ctx}: **{ok} ok, {failed} failed**, {toks} tokens in {secs:.2f} s "
           f"({toks / secs:.1f} tokens/s, {ok / secs:.1f} requests/s)")
     print(f"- server RSS: {rss0 / 1024:.1f} MiB before (after start-up and one warm-up "

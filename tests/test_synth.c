@@ -313,6 +313,33 @@ static void test_head_bits(void) {
     h = d ? opc_model_desc_find(d, "output.weight") : NULL;
     CHECK(h && h->type == OPC_TYPE_F16);
     opc_model_desc_free(d);
+    d = NULL;
+
+    /* --embd-bits: a codebook embedding, which a tied model also reads as its head */
+    p = opc_synth_defaults();
+    p.shape = "tiny";
+    p.n_layers = 1;
+    p.embd_bits = 2.0f;
+    p.outlier_frac = 0.01;
+    CHECK_EQ_INT(opc_synth_write(path, &p, NULL), OPC_OK);
+    CHECK_EQ_INT(opc_model_desc_open(path, &d), OPC_OK);
+    const opc_tensor *e = d ? opc_model_desc_find(d, "token_embd.weight") : NULL;
+    CHECK(e && e->type == OPC_TYPE_CB2 && e->cb.k == 4 && e->cb.n_outliers > 0 && e->shape[0] == 512);
+    if (e) CHECK_EQ_INT(opc_cb_validate(&e->cb, e->name), OPC_OK);
+    opc_forward *f = NULL;
+    if (d) CHECK_EQ_INT(opc_forward_init(&f, d, 16, 4, 2), OPC_OK);
+    if (f) {
+        float logits[512];
+        int32_t tok = 'a';
+        CHECK_EQ_INT(opc_forward_run(f, &tok, 1, 0, logits, OPC_LOGITS_LAST), OPC_OK);
+        int finite = 1;
+        for (int i = 0; i < 512; i++) finite &= isfinite(logits[i]) != 0;
+        CHECK(finite);
+    }
+    opc_forward_free(f);
+    opc_model_desc_free(d);
+    p.embd_bits = 5.0f;
+    CHECK_EQ_INT(opc_synth_write(path, &p, NULL), OPC_ERR_INVALID_ARG);
     unlink(path);
 }
 

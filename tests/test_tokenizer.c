@@ -442,6 +442,34 @@ static void test_smollm2_gguf_cases(void) {
     CHECK(run_case_file(t, "tests/golden/tok_smollm2_cases.txt", 0, 1) >= 20);
     CHECK_EQ_INT(opc_tokenizer_find(t, "<|im_start|>"), 1);
     CHECK(opc_tokenizer_is_special(t, 1));
+    /* streaming: " 😀" is two tokens, " \xF0\x9F\x98" and "\x80"; the first may emit only the space */
+    int32_t ids[8];
+    size_t n = 0;
+    opc_encode_opts o = {0, 0};
+    CHECK(opc_tokenizer_encode(t, " \xF0\x9F\x98\x80", 5, &o, ids, 8, &n) == OPC_OK && n == 2);
+    if (n == 2) {
+        opc_detok d;
+        opc_detok_init(&d, t);
+        char out[64];
+        size_t k = opc_detok_push(&d, ids[0], 0, out, sizeof out);
+        CHECK(k == 1 && out[0] == ' ');
+        k = opc_detok_push(&d, ids[1], 0, out, sizeof out);
+        CHECK(k == 4 && !memcmp(out, "\xF0\x9F\x98\x80", 4));
+        CHECK_EQ_INT(opc_detok_flush(&d, out, sizeof out), 0);
+        /* an unfinished character at the end comes out raw on flush */
+        opc_detok_init(&d, t);
+        CHECK_EQ_INT(opc_detok_push(&d, ids[0], 0, out, sizeof out), 1);
+        CHECK(opc_detok_flush(&d, out, sizeof out) == 3 && !memcmp(out, "\xF0\x9F\x98", 3));
+    }
+    /* control tokens vanish with skip_special, come out as text without */
+    char *txt = NULL;
+    int32_t chat[] = {1, 4093, 2};
+    CHECK(opc_tokenizer_decode(t, chat, 3, 1, &txt, NULL) == OPC_OK && txt && !strcmp(txt, "user"));
+    free(txt);
+    CHECK(opc_tokenizer_decode(t, chat, 3, 0, &txt, NULL) == OPC_OK && txt && !strcmp(txt, "<|im_start|>user<|im_end|>"));
+    free(txt);
+    int32_t badid = 49152;
+    CHECK(opc_tokenizer_decode(t, &badid, 1, 0, &txt, NULL) == OPC_ERR_INVALID_ARG);
     opc_tokenizer_free(t);
 }
 

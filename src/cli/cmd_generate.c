@@ -12,6 +12,9 @@
 #include "model/model.h"
 #include "model/sampler.h"
 #include "tokenizer/tokenizer.h"
+#ifdef OPC_HAVE_CUDA
+#include "cuda/forward_cuda.h"
+#endif
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,7 +35,18 @@ static void usage(FILE *f) {
             "  --threads N        OpenMP threads (default: all cores)\n"
             "  --ctx N            context size (default: prompt + max-tokens)\n"
             "  --batch N          prefill batch size (default 512)\n"
-            "  --verbose          print model, memory and timing details to stderr\n");
+            "  --verbose          print model, memory and timing details to stderr\n"
+            "  --device D         cpu (default) or cuda (the whole forward pass on the GPU)\n");
+}
+
+/* One forward call, last logits: on the CPU (f) or, with --device cuda, the GPU (g). */
+static opc_status run_fwd(opc_forward *f, struct opc_cuda_forward *g, const int32_t *t, int32_t n,
+                          int32_t pos, float *logits) {
+#ifdef OPC_HAVE_CUDA
+    if (g) return opc_cuda_forward_run(g, t, n, pos, logits, OPC_LOGITS_LAST);
+#endif
+    (void)g;
+    return opc_forward_run(f, t, n, pos, logits, OPC_LOGITS_LAST);
 }
 
 static int parse_int(const char *s, const char *opt, long lo, long hi, long *out) {
@@ -61,7 +75,7 @@ int opc_cmd_generate(int argc, char **argv) {
     const char *model = NULL, *prompt = NULL, *system = NULL;
     long max_tokens = 128, top_k = 40, threads = 0, ctx = 0, batch = 512, seed = 0;
     double temp = 0.0, top_p = 0.95;
-    int chat = 0, verbose = 0;
+    int chat = 0, verbose = 0, use_cuda = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const int has = i + 1 < argc;
@@ -106,6 +120,19 @@ int opc_cmd_generate(int argc, char **argv) {
         } else if (!strcmp(a, "--batch") || !strcmp(a, "-b")) {
             NEXT();
             if (!parse_int(argv[i], a, 1, 1 << 16, &batch)) return 2;
+        } else if (!strcmp(a, "--device")) {
+            NEXT();
+            if (strcmp(argv[i], "cpu") && strcmp(argv[i], "cuda")) {
+                fprintf(stderr, "opacc1ty generate: --device must be cpu or cuda, got '%s'\n", argv[i]);
+                return 2;
+            }
+            use_cuda = !strcmp(argv[i], "cuda");
+#ifndef OPC_HAVE_CUDA
+            if (use_cuda) {
+                fprintf(stderr, "opacc1ty generate: built without CUDA (no nvcc): --device cuda is unavailable\n");
+                return 2;
+            }
+#endif
         } else if (!strcmp(a, "--chat")) {
             chat = 1;
         } else if (!strcmp(a, "--verbose") || !strcmp(a, "-v")) {
@@ -132,6 +159,7 @@ int opc_cmd_generate(int argc, char **argv) {
     opc_model_desc *d = NULL;
     opc_tokenizer *tok = NULL;
     opc_forward *f = NULL;
+    struct opc_cuda_forward *gf = NULL; /* --device cuda */
     opc_sampler smp = {0};
     char *text = NULL, *piece = NULL;
     int32_t *ids = NULL;
@@ -200,12 +228,18 @@ int opc_cmd_generate(int argc, char **argv) {
     ids = grown;
 
     long mb = batch < (long)n_prompt ? batch : (long)n_prompt;
-    if ((st = opc_forward_init(&f, d, (int32_t)ctx, (int32_t)mb, (int32_t)threads)) != OPC_OK) {
+#ifdef OPC_HAVE_CUDA
+    if (use_cuda)
+        st = opc_cuda_forward_init(&gf, d, (int32_t)ctx, (int32_t)mb);
+    else
+#endif
+        st = opc_forward_init(&f, d, (int32_t)ctx, (int32_t)mb, (int32_t)threads);
+    if (st != OPC_OK) {
         rc = opc_cli_fail(st, model);
         goto done;
     }
     t_load = opc_time_s() - t_load;
-    if (verbose) {
+    if (verbose && f) {
         opc_forward_mem m = opc_forward_memory(f);
         const opc_config *c = &d->cfg;
         fprintf(stderr,
@@ -232,7 +266,7 @@ int opc_cmd_generate(int argc, char **argv) {
     }
 
     double t0 = opc_time_s();
-    if ((st = opc_forward_run(f, ids, (int32_t)n_prompt, 0, logits, OPC_LOGITS_LAST)) != OPC_OK) {
+    if ((st = run_fwd(f, gf, ids, (int32_t)n_prompt, 0, logits)) != OPC_OK) {
         rc = opc_cli_fail(st, "prefill");
         goto done;
     }
@@ -269,7 +303,7 @@ int opc_cmd_generate(int argc, char **argv) {
             stop = "context full";
             break;
         }
-        if ((st = opc_forward_run(f, &ids[pos], 1, pos, logits, OPC_LOGITS_LAST)) != OPC_OK) {
+        if ((st = run_fwd(f, gf, &ids[pos], 1, pos, logits)) != OPC_OK) {
             rc = opc_cli_fail(st, "decode");
             goto done;
         }
@@ -291,6 +325,9 @@ int opc_cmd_generate(int argc, char **argv) {
 done:
     opc_sampler_free(&smp);
     opc_forward_free(f);
+#ifdef OPC_HAVE_CUDA
+    opc_cuda_forward_free(gf);
+#endif
     opc_tokenizer_free(tok);
     opc_model_desc_free(d);
     free(text);

@@ -40,7 +40,7 @@ static void serve_usage(FILE *f) {
             "  --threads N        CPU threads per forward pass (default: all)\n"
             "  --max-body BYTES   request body limit (default 1048576)\n"
             "  --model-id NAME    the name clients pass as \"model\" (default: file stem)\n"
-            "  --device cpu       the only backend the server drives today\n"
+            "  --device cpu|cuda  forward pass on the CPU (default) or one CUDA GPU\n"
             "  -v, --verbose      log every request to stderr\n");
 }
 
@@ -61,7 +61,7 @@ int opc_cmd_serve(int argc, char **argv) {
     const char *model = NULL;
     opc_server_opts so;
     opc_server_opts_default(&so);
-    opc_engine_model_opts eo = {0, 1, 0, NULL};
+    opc_engine_model_opts eo = {0, 1, 0, NULL, OPC_ENGINE_CPU};
     const char *env_key = getenv("OPACC1TY_API_KEY");
     if (env_key && *env_key) so.api_key = env_key;
     int verbose = 0;
@@ -104,9 +104,10 @@ int opc_cmd_serve(int argc, char **argv) {
                 if (parse_int(a, val, 64, INT_MAX, &v)) return 2;
                 so.max_body = (size_t)v;
             } else if (!strcmp(a, "--device")) {
-                if (strcmp(val, "cpu") != 0) {
-                    fprintf(stderr, "opacc1ty serve: --device %s: only 'cpu' is supported by the "
-                                    "server so far\n", val);
+                if (!strcmp(val, "cpu")) eo.device = OPC_ENGINE_CPU;
+                else if (!strcmp(val, "cuda")) eo.device = OPC_ENGINE_CUDA;
+                else {
+                    fprintf(stderr, "opacc1ty serve: --device must be 'cpu' or 'cuda', got '%s'\n", val);
                     return 2;
                 }
             } else {
@@ -155,8 +156,9 @@ int opc_cmd_serve(int argc, char **argv) {
         return opc_cli_fail(st, "serve");
     }
     int colon = strchr(so.host, ':') != NULL; /* IPv6 literal */
-    printf("opacc1ty serve: model '%s' (ctx %d, %d slot%s) loaded in %.2f s\n", engine->model_id,
-           (int)engine->n_ctx, (int)engine->n_slots, engine->n_slots == 1 ? "" : "s",
+    printf("opacc1ty serve: model '%s' (ctx %d, %d slot%s, %s) loaded in %.2f s\n",
+           engine->model_id, (int)engine->n_ctx, (int)engine->n_slots,
+           engine->n_slots == 1 ? "" : "s", eo.device == OPC_ENGINE_CUDA ? "cuda" : "cpu",
            opc_time_s() - t0);
     printf("opacc1ty serve: listening on http://%s%s%s:%d%s\n", colon ? "[" : "", so.host,
            colon ? "]" : "", opc_server_port(srv), so.api_key ? " (API key required)" : "");

@@ -42,6 +42,8 @@ static void usage(FILE *f) {
                "  --outliers F     fraction of each codebook tensor stored as sparse outliers\n"
                "                   (default 0; at most 0.5)\n"
                "  --head-bits B    untied output head: 16 (default, as `quantize` keeps it) or 1.58/2/3/4\n"
+               "  --embd-bits B    token embedding: 16 (default, as `quantize`) or 1.58/2/3/4; for a\n"
+               "                   tied head (smollm2, llama3.2-1b) this is also the head's format\n"
                "  --seed S         random seed (default 1); same seed, same bytes\n"
                "  --threads N      OpenMP threads (default: all)\n"
                "  --quiet          no progress bar\n");
@@ -108,7 +110,7 @@ int opc_cmd_synth(int argc, char **argv) {
         if (!v) {
             if (!strcmp(a, "--shape") || !strcmp(a, "--bits") || !strcmp(a, "-o") || !strcmp(a, "--output") ||
                 !strcmp(a, "--layers") || !strcmp(a, "--outliers") || !strcmp(a, "--head-bits") ||
-                !strcmp(a, "--seed") || !strcmp(a, "--threads")) {
+                !strcmp(a, "--embd-bits") || !strcmp(a, "--seed") || !strcmp(a, "--threads")) {
                 fprintf(stderr, "opacc1ty synth: %s needs a value\n", a);
                 return 2;
             }
@@ -130,6 +132,11 @@ int opc_cmd_synth(int argc, char **argv) {
         } else if (!strcmp(a, "--head-bits")) {
             if (!parse_float(v, &p.head_bits) || !valid_bits(p.head_bits)) {
                 fprintf(stderr, "opacc1ty synth: --head-bits must be 1.58, 2, 3, 4 or 16 (got '%s')\n", v);
+                return 2;
+            }
+        } else if (!strcmp(a, "--embd-bits")) {
+            if (!parse_float(v, &p.embd_bits) || !valid_bits(p.embd_bits)) {
+                fprintf(stderr, "opacc1ty synth: --embd-bits must be 1.58, 2, 3, 4 or 16 (got '%s')\n", v);
                 return 2;
             }
         } else if (!strcmp(a, "--layers")) {
@@ -179,7 +186,8 @@ int opc_cmd_synth(int argc, char **argv) {
         return 2;
     }
     if (st) return opc_cli_fail(st, shape);
-    if (p.outlier_frac > 0.0 && p.bits > 15.0f && (cfg.tied_embeddings || p.head_bits > 15.0f)) {
+    if (p.outlier_frac > 0.0 && p.bits > 15.0f && p.embd_bits > 15.0f &&
+        (cfg.tied_embeddings || p.head_bits > 15.0f)) {
         fprintf(stderr, "opacc1ty synth: --outliers needs codebook weights (--bits 1.58, 2, 3 or 4)\n");
         return 2;
     }

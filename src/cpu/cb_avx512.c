@@ -79,6 +79,28 @@ AI __m512 outliers_into(const opc_cb_matrix *m, int64_t r, const float *x, __m51
     return _mm512_add_ps(acc, _mm512_castps128_ps512(_mm_set_ps(s3, s2, s1, s0)));
 }
 
+/* One packed group g for NR rows and N tokens: dequantize once, then one
+ * FMA per 16 columns, row and token. xg points at token 0's 64 activations
+ * of this group; token t's are xs floats further on. */
+AI void group_step(int bits, int NR, int N, int NA, const uint8_t *p0, const uint8_t *p1,
+                   int64_t g, __m512 tb0, __m512 tb1, const float *xg, int64_t xs, __m512 *acc0,
+                   __m512 *acc1) {
+    const uint64_t gb = bits == 2 ? 16 : 32;
+    __m512 w0[4], w1[4];
+    deq_group(bits, p0 + (uint64_t)g * gb, tb0, w0);
+    if (NR == 2) deq_group(bits, p1 + (uint64_t)g * gb, tb1, w1);
+#pragma GCC unroll 8
+    for (int t = 0; t < N; t++) {
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; j++) {
+            __m512 xv = _mm512_loadu_ps(xg + t * xs + 16 * j);
+            int a = t * NA + (j % NA);
+            acc0[a] = _mm512_fmadd_ps(w0[j], xv, acc0[a]);
+            if (NR == 2) acc1[a] = _mm512_fmadd_ps(w1[j], xv, acc1[a]);
+        }
+    }
+}
+
 /* One tile: NR rows (1 or 2) x N tokens (1..8) over groups [g0, g1), plus
  * the zero-padded tail group when `tail`. NA accumulators per (row, token)
  * so that even a single token has 4 independent FMA chains per row (FMA
@@ -99,32 +121,18 @@ AI void tile(int bits, int NR, int N, const opc_cb_matrix *m, int64_t r, const f
         acc0[a] = _mm512_setzero_ps();
         acc1[a] = _mm512_setzero_ps();
     }
-    int64_t gend = g1 + (tail ? 1 : 0);
-    for (int64_t g = g0; g < gend; g++) {
-        __m512 w0[4], w1[4];
-        /* Software prefetch of the same group PF_ROWS rows below: the
-         * data the next tiles will read. Measured: without it one thread
-         * streamed 2-bit weights at ~7.5 GB/s (too few misses in flight,
-         * 16 bytes of index feed 64 columns of work), with it ~16 GB/s. */
-        _mm_prefetch((const char *)(p0 + (uint64_t)g * gb + PF_ROWS * m->row_bytes), _MM_HINT_T0);
-        if (NR == 2)
-            _mm_prefetch((const char *)(p1 + (uint64_t)g * gb + PF_ROWS * m->row_bytes),
-                         _MM_HINT_T0);
-        deq_group(bits, p0 + (uint64_t)g * gb, tb0, w0);
-        if (NR == 2) deq_group(bits, p1 + (uint64_t)g * gb, tb1, w1);
-        int is_tail = g == g1;
-#pragma GCC unroll 8
-        for (int t = 0; t < N; t++) {
-            const float *xt = is_tail ? xpad + t * OPC_CB_GROUP : X + t * cols + g * OPC_CB_GROUP;
-#pragma GCC unroll 4
-            for (int j = 0; j < 4; j++) {
-                __m512 xv = _mm512_loadu_ps(xt + 16 * j);
-                int a = t * NA + (j % NA);
-                acc0[a] = _mm512_fmadd_ps(w0[j], xv, acc0[a]);
-                if (NR == 2) acc1[a] = _mm512_fmadd_ps(w1[j], xv, acc1[a]);
-            }
-        }
+    /* Software prefetch of the same group PF_ROWS rows below: the data the
+     * next tiles will read. Measured: without it one thread streamed 2-bit
+     * weights at ~7.5 GB/s (too few misses in flight: 16 bytes of index feed
+     * 64 columns of work), with it ~16 GB/s. */
+    const uint64_t pf = PF_ROWS * m->row_bytes;
+    for (int64_t g = g0; g < g1; g++) {
+        _mm_prefetch((const char *)(p0 + (uint64_t)g * gb + pf), _MM_HINT_T0);
+        if (NR == 2) _mm_prefetch((const char *)(p1 + (uint64_t)g * gb + pf), _MM_HINT_T0);
+        group_step(bits, NR, N, NA, p0, p1, g, tb0, tb1, X + g * OPC_CB_GROUP, cols, acc0, acc1);
     }
+    if (tail) /* zero-padded copy of the last partial group, stride 64 */
+        group_step(bits, NR, N, NA, p0, p1, g1, tb0, tb1, xpad, OPC_CB_GROUP, acc0, acc1);
     /* Decode: fuse the sparse outliers into the accumulators (one pass
      * over the row, no second reduction); X is the whole activation row. */
     if (N == 1 && ol) {

@@ -201,8 +201,12 @@ static void axpy_f32(float *y, float a, const float *x, int64_t n) {
     axpy_scalar(y, a, x, n);
 }
 
-#define MM_RB 16  /* rows per work item: 4 register tiles, 16 rows of W stay in L1 */
-#define MM_TT 96  /* tokens per tile: a (96, 1536) fp32 tile is 576 KB, fits L2 */
+/* Work item = MM_RB rows of W (4 register tiles; 37-98 KB of fp32 for
+ * SmolLM2's 576/1536 columns) against a tile of MM_TT tokens of X (216-576 KB):
+ * together they fit a 1 MB L2, so each weight row block is read from memory
+ * once per token tile and each activation tile once per row block. */
+#define MM_RB 16
+#define MM_TT 96
 
 void opc_matmul(const opc_weight *w, const float *X, int64_t T, float *Y, int n_threads) {
     if (w->type == OPC_TYPE_CB2 || w->type == OPC_TYPE_CB4) {

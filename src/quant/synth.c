@@ -93,6 +93,7 @@ opc_synth_params opc_synth_defaults(void) {
     p.shape = "smollm2";
     p.bits = 2.0f;
     p.head_bits = 16.0f;
+    p.embd_bits = 16.0f;
     p.seed = 1;
     return p;
 }
@@ -230,7 +231,7 @@ static void spec_set(tspec *t, const char *name, opc_type type, int32_t k, int64
 /* Canonical order: embedding, then per layer the order the forward pass
  * reads them, then the final norm and the head. *n_out tensors in *out (freed by caller). */
 static opc_status build_plan(const opc_config *c, opc_type wtype, int32_t wk, opc_type htype, int32_t hk,
-                             tspec **out, int32_t *n_out) {
+                             opc_type etype, int32_t ek, tspec **out, int32_t *n_out) {
     int32_t n = 1 + 9 * c->n_layers + 1 + (c->tied_embeddings ? 0 : 1);
     tspec *p = calloc((size_t)n, sizeof *p);
     if (!p) return opc_error(OPC_ERR_NOMEM, "synth: cannot allocate the tensor plan");
@@ -239,7 +240,7 @@ static opc_status build_plan(const opc_config *c, opc_type wtype, int32_t wk, op
             kvd = (int64_t)c->n_kv_heads * c->head_dim;
     int32_t i = 0;
     char nm[OPC_MAX_NAME];
-    spec_set(&p[i++], "token_embd.weight", OPC_TYPE_F16, 0, c->vocab_size, dim, sig);
+    spec_set(&p[i++], "token_embd.weight", etype, ek, c->vocab_size, dim, sig);
     for (int32_t l = 0; l < c->n_layers; l++) {
 #define W(suffix, type, k, r, cl)                                                        \
     snprintf(nm, sizeof nm, "blk.%d." suffix, (int)l);                                   \
@@ -549,19 +550,23 @@ opc_status opc_synth_write(const char *path, const opc_synth_params *p, opc_synt
     double t0 = opc_time_s();
     const synth_shape *shape = find_shape(p->shape);
     if (!shape) return unknown_shape(p->shape);
-    opc_type wtype, htype;
-    int32_t wk, hk;
+    opc_type wtype, htype, etype;
+    int32_t wk, hk, ek;
     if (!bits_type(p->bits, &wtype, &wk))
         return opc_error(OPC_ERR_INVALID_ARG, "synth: bits %g: must be 1.58, 2, 3, 4 or 16", (double)p->bits);
     if (!bits_type(p->head_bits, &htype, &hk))
         return opc_error(OPC_ERR_INVALID_ARG, "synth: head bits %g: must be 1.58, 2, 3, 4 or 16",
                          (double)p->head_bits);
+    if (!bits_type(p->embd_bits, &etype, &ek))
+        return opc_error(OPC_ERR_INVALID_ARG, "synth: embedding bits %g: must be 1.58, 2, 3, 4 or 16",
+                         (double)p->embd_bits);
     if (!(p->outlier_frac >= 0.0 && p->outlier_frac <= 0.5))
         return opc_error(OPC_ERR_INVALID_ARG, "synth: outlier fraction %g out of range [0, 0.5]", p->outlier_frac);
     opc_config cfg;
     opc_status st = opc_synth_config(p->shape, p->n_layers, &cfg);
     if (st) return st;
-    if (p->outlier_frac > 0.0 && wtype == OPC_TYPE_F16 && (cfg.tied_embeddings || htype == OPC_TYPE_F16))
+    if (p->outlier_frac > 0.0 && wtype == OPC_TYPE_F16 && etype == OPC_TYPE_F16 &&
+        (cfg.tied_embeddings || htype == OPC_TYPE_F16))
         return opc_error(OPC_ERR_INVALID_ARG, "synth: outliers need codebook weights (bits 1.58/2/3/4, not 16)");
 
     tspec *plan = NULL;
@@ -569,7 +574,7 @@ opc_status opc_synth_write(const char *path, const opc_synth_params *p, opc_synt
     opc_vocab vocab;
     memset(&vocab, 0, sizeof vocab);
     opc_bf2_writer *w = NULL;
-    st = build_plan(&cfg, wtype, wk, htype, hk, &plan, &n);
+    st = build_plan(&cfg, wtype, wk, htype, hk, etype, ek, &plan, &n);
     if (st == OPC_OK) st = opc_synth_vocab(cfg.vocab_size, shape->pre, &vocab);
     if (st == OPC_OK) st = opc_bf2_writer_open(&w, path);
     run_ctx x = {p, p->n_threads > 0 ? p->n_threads : omp_get_max_threads(), 0, 0, n};

@@ -13,8 +13,9 @@
  *     Lloyd-Max levels of a Gaussian, scaled by a per-row std around 0.02
  *     (Llama's init), jittered and sorted; or plain f16 for bits = 16;
  *   - optional sparse outliers (CSR, sorted columns, fp16 deltas of 2..6 std);
- *   - token_embd f16 random, an untied output head f16 (as `quantize` keeps it
- *     by default) unless head_bits says otherwise, norms f32 near 1;
+ *   - token_embd f16 random and an untied output head f16 (as `quantize` keeps
+ *     them by default) unless embd_bits / head_bits say otherwise, norms f32
+ *     near 1;
  *   - a synthetic byte-level vocabulary: the 256 GPT-2 byte tokens, BOS, EOS,
  *     then unique filler tokens up to vocab_size, no merges.
  *
@@ -42,6 +43,8 @@ typedef struct opc_synth_params {
     const char *shape;   /* a name from opc_synth_shape_name() */
     float bits;          /* 1.58, 2, 3, 4 (codebooks) or 16 (plain f16) */
     float head_bits;     /* untied output.weight: 16 (default, like `quantize`) or 1.58/2/3/4 */
+    float embd_bits;     /* token_embd.weight: 16 (default, like `quantize`) or 1.58/2/3/4; with a
+                            tied head this decides how the head is read per token */
     int32_t n_layers;    /* > 0 overrides the shape's layer count */
     double outlier_frac; /* [0, 0.5]: fraction of each codebook tensor stored as outliers */
     uint64_t seed;
@@ -51,7 +54,7 @@ typedef struct opc_synth_params {
     void *progress_user;
 } opc_synth_params;
 
-/* bits 2, head 16, no layer override, no outliers, seed 1, default threads. */
+/* bits 2, head and embedding 16, no layer override, no outliers, seed 1, default threads. */
 opc_synth_params opc_synth_defaults(void);
 
 /* The known shapes, for usage text: index 0..n-1, NULL past the end.

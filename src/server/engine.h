@@ -25,7 +25,7 @@
 /* Sampling parameters of one request (already validated by the server). */
 typedef struct opc_srv_sampling {
     float temperature; /* 0 = greedy */
-    float top_p;       /* (0, 1] */
+    float top_p;       /* [0, 1]; 1 = no nucleus cut (a request's 0 arrives as temperature 0) */
     uint64_t seed;
 } opc_srv_sampling;
 
@@ -56,7 +56,8 @@ struct opc_engine {
 
     /* Render chat messages with the model's chat template (generation prompt
      * appended) and tokenize the result; cap/n as for encode. Returns
-     * UNSUPPORTED when the model has no usable chat template. */
+     * NOT_FOUND (no template) or UNSUPPORTED (a template family we cannot
+     * render) when the model cannot chat; the server answers those with 400. */
     opc_status (*chat_encode)(opc_engine *e, const opc_chat_msg *msgs, size_t n_msgs,
                               int32_t *ids, size_t cap, size_t *n);
 
@@ -86,14 +87,20 @@ static inline void opc_engine_free(opc_engine *e) {
 
 /* ------------------------------------------------- the real engine ---- */
 
-/* The model engine: opc_model_desc + CPU forward pass + sampler + tokenizer +
- * chat template (engine_model.c). Each slot owns an opc_forward handle (its
- * own KV cache); slots are decoded one after another inside step(). */
+typedef enum opc_engine_device {
+    OPC_ENGINE_CPU = 0, /* src/model/forward.h */
+    OPC_ENGINE_CUDA     /* src/cuda/forward_cuda.h; only in builds with OPC_HAVE_CUDA */
+} opc_engine_device;
+
+/* The model engine: opc_model_desc + forward pass (CPU or CUDA) + sampler +
+ * tokenizer + chat template (engine_model.c). Each slot owns a forward handle
+ * (its own KV cache); slots are decoded one after another inside step(). */
 typedef struct opc_engine_model_opts {
     int32_t n_ctx;     /* <= 0: min(model's trained context, 2048) */
     int32_t n_slots;   /* >= 1 */
-    int32_t n_threads; /* <= 0: OpenMP default */
+    int32_t n_threads; /* CPU: <= 0 means OpenMP's default */
     const char *model_id; /* NULL: the file name without directory and extension */
+    opc_engine_device device;
 } opc_engine_model_opts;
 
 opc_status opc_engine_model_open(const char *model_path, const opc_engine_model_opts *o,

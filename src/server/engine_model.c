@@ -8,16 +8,20 @@
  * step, so the last token of a request (max_tokens, EOS, stop string) never
  * costs a forward pass whose logits nobody reads.
  *
- * Slots do not share a forward handle: opc_forward holds one sequence's KV
- * cache and its own copy of the (dequantized) weights, so memory grows with
- * --parallel. Decode steps of different slots run one after another (the
- * forward pass has no multi-sequence batch); each one uses all threads.
+ * Slots do not share a forward handle: a handle (CPU opc_forward or CUDA
+ * opc_cuda_forward) holds one sequence's KV cache and its own copy of the
+ * weights it converts at init, so memory grows with --parallel. Decode steps
+ * of different slots run one after another (neither forward pass has a
+ * multi-sequence batch); each one uses the whole CPU / GPU.
  */
 #include "engine.h"
 
 #include "../model/forward.h"
 #include "../model/sampler.h"
 #include "../tokenizer/tokenizer.h"
+#ifdef OPC_HAVE_CUDA
+#include "../cuda/forward_cuda.h"
+#endif
 
 #include <pthread.h>
 #include <stdio.h>
@@ -31,7 +35,8 @@
 #define DEFAULT_CTX_CAP 2048
 
 typedef struct slot {
-    opc_forward *fwd;
+    opc_forward *fwd;      /* CPU handle, or NULL */
+    void *gpu;             /* opc_cuda_forward handle (OPC_ENGINE_CUDA), or NULL */
     opc_sampler smp; /* re-initialised per request (seed, temperature) */
     int smp_ready;
     opc_detok dt;
@@ -55,6 +60,15 @@ typedef struct model_engine {
     int32_t eog[2]; /* EOS and the chat family's end-of-turn token; -1 when absent */
     slot *slots;    /* (n_slots) */
 } model_engine;
+
+/* One forward call on whichever backend the slot runs. */
+static opc_status slot_run(slot *sl, const int32_t *tokens, int32_t n, int32_t pos, float *logits,
+                           opc_logits_mode mode) {
+#ifdef OPC_HAVE_CUDA
+    if (sl->gpu) return opc_cuda_forward_run(sl->gpu, tokens, n, pos, logits, mode);
+#endif
+    return opc_forward_run(sl->fwd, tokens, n, pos, logits, mode);
+}
 
 static opc_status me_encode(opc_engine *e, const char *text, size_t len, int32_t *ids, size_t cap,
                             size_t *n) {
@@ -120,9 +134,9 @@ static opc_status me_step(opc_engine *e, const int32_t *slots, int32_t n, opc_en
             int32_t c = sl->n_prompt - sl->pos;
             if (c > PREFILL_CHUNK) c = PREFILL_CHUNK;
             int last = sl->pos + c == sl->n_prompt;
-            opc_status st = opc_forward_run(sl->fwd, sl->prompt + sl->pos, c, sl->pos,
-                                            last ? sl->logits : NULL,
-                                            last ? OPC_LOGITS_LAST : OPC_LOGITS_NONE);
+            opc_status st = slot_run(sl, sl->prompt + sl->pos, c, sl->pos,
+                                     last ? sl->logits : NULL,
+                                     last ? OPC_LOGITS_LAST : OPC_LOGITS_NONE);
             if (st != OPC_OK) return st;
             sl->pos += c;
             if (!last) {
@@ -134,8 +148,7 @@ static opc_status me_step(opc_engine *e, const int32_t *slots, int32_t n, opc_en
             if (sl->pos >= e->n_ctx)
                 return opc_error(OPC_ERR_INVALID_ARG, "serve: slot %d: context of %d is full",
                                  (int)slots[k], (int)e->n_ctx);
-            opc_status st = opc_forward_run(sl->fwd, &sl->pending, 1, sl->pos, sl->logits,
-                                            OPC_LOGITS_LAST);
+            opc_status st = slot_run(sl, &sl->pending, 1, sl->pos, sl->logits, OPC_LOGITS_LAST);
             if (st != OPC_OK) return st;
             sl->pos++;
             sl->pending = -1;
@@ -166,6 +179,9 @@ static void me_destroy(opc_engine *e) {
     if (m->slots) {
         for (int32_t i = 0; i < e->n_slots; i++) {
             opc_forward_free(m->slots[i].fwd);
+#ifdef OPC_HAVE_CUDA
+            opc_cuda_forward_free(m->slots[i].gpu);
+#endif
             if (m->slots[i].smp_ready) opc_sampler_free(&m->slots[i].smp);
             free(m->slots[i].logits);
             free(m->slots[i].text);
@@ -201,6 +217,10 @@ opc_status opc_engine_model_open(const char *model_path, const opc_engine_model_
     *out = NULL;
     if (!o || o->n_slots < 1 || o->n_slots > 256)
         return opc_error(OPC_ERR_INVALID_ARG, "serve: --parallel must be in 1..256");
+#ifndef OPC_HAVE_CUDA
+    if (o->device == OPC_ENGINE_CUDA)
+        return opc_error(OPC_ERR_UNSUPPORTED, "serve: this build has no CUDA backend (no nvcc at build time)");
+#endif
     model_engine *m = calloc(1, sizeof *m);
     if (!m) return opc_error(OPC_ERR_NOMEM, "serve: out of memory");
     pthread_mutex_init(&m->tok_mu, NULL);
@@ -263,6 +283,15 @@ opc_status opc_engine_model_open(const char *model_path, const opc_engine_model_
             st = opc_error(OPC_ERR_NOMEM, "serve: out of memory for slot %d logits", (int)i);
             goto fail;
         }
+#ifdef OPC_HAVE_CUDA
+        if (o->device == OPC_ENGINE_CUDA) {
+            opc_cuda_forward *g = NULL;
+            st = opc_cuda_forward_init(&g, m->desc, ctx, PREFILL_CHUNK);
+            sl->gpu = g;
+            if (st != OPC_OK) goto fail;
+            continue;
+        }
+#endif
         st = opc_forward_init(&sl->fwd, m->desc, ctx, PREFILL_CHUNK, o->n_threads);
         if (st != OPC_OK) goto fail;
     }

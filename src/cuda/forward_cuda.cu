@@ -1,0 +1,660 @@
+/*
+ * forward_cuda.cu — the Llama-family forward pass on the GPU (forward_cuda.h).
+ *
+ *   x = embed(tokens)                                        (n, dim)
+ *   per layer l:
+ *     xb = rmsnorm(x [+= pending residual]) · attn_norm        (add fused in)
+ *     q, k, v = xb W{q,k,v}ᵀ                                   GEMV (n <= 8) or GEMM
+ *     (+bias) rotate-half RoPE on q, k; k, v -> fp16 cache rows pos..pos+n-1
+ *     a = causal GQA attention over the cache                  split-K for n <= 8
+ *     x += a Woᵀ ; xb = rmsnorm(x) · ffn_norm
+ *     pending = (silu(xb Wgateᵀ) * (xb Wupᵀ)) Wdownᵀ
+ *   logits = rmsnorm(x + pending) · output_norm · Woutᵀ
+ *
+ * Same order of operations as the CPU reference (src/model/forward.c).
+ * Sections: handle + weight upload, init/free, the pass, run + CUDA graph.
+ */
+#include "forward_cuda.h"
+
+#include "cuda_api.h"
+#include "ops.cuh"
+
+#include "../core/half.h"
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+using namespace opc_cudafwd;
+
+/* ===================================================== the handle ====== */
+
+enum { W_Q, W_K, W_V, W_O, W_GATE, W_UP, W_DOWN, W_COUNT };
+static const char *const g_wname[W_COUNT] = {"attn_q", "attn_k", "attn_v", "attn_output",
+                                             "ffn_gate", "ffn_up", "ffn_down"};
+
+enum { WK_NONE = 0, WK_DENSE, WK_CB };
+
+/* A weight as the GPU pass uses it. */
+typedef struct gweight {
+    int kind;               /* WK_DENSE: w16; WK_CB: cb/cbd */
+    int shared;             /* a copy of another gweight (tied head): not freed */
+    int64_t rows, cols;
+    __half *w16;            /* device (rows, cols) fp16 */
+    opc_cuda_cb_matrix cb;  /* device packed codebook matrix (bits 2 or 4) */
+    CbDev cbd;
+} gweight;
+
+typedef struct glayer {
+    gweight w[W_COUNT];
+    float *attn_norm, *ffn_norm; /* device (dim) */
+    float *bq, *bk, *bv;         /* device (q_dim), (kv_dim), (kv_dim) or NULL */
+} glayer;
+
+#define GBIG_MAX_BATCH 8 /* batches up to this use the GEMV kernels */
+
+struct opc_cuda_forward {
+    opc_config cfg;
+    char path[1024];
+    int32_t ctx, max_batch, q_dim, kv_dim;
+    cudaStream_t stream;
+    cublasHandle_t blas;
+    void *blas_ws;
+
+    gweight embd, head;
+    float *out_norm; /* device (dim) */
+    glayer *layers;  /* host array (n_layers) of device weights */
+
+    float *rope_cos, *rope_sin; /* device (ctx, head_dim/2) */
+    __half *kcache, *vcache;    /* device (n_layers, ctx, kv_dim) */
+
+    /* activations for up to max_batch tokens, device */
+    float *x, *xb32, *q, *k, *v, *att32, *xo, *hb, *hb2; /* (B, dim|q_dim|kv_dim|hidden) */
+    __half *xb16, *att16, *hb16;                         /* fp16 copies: cuBLAS inputs */
+    float *logits;                                       /* (B, vocab) */
+    float *part;    /* attention split partials (min(B,8), n_heads, splits_max, hd + 2) */
+    __half *dq16;   /* dequantized codebook matrix for the GEMM path (largest CB matrix) */
+    int32_t *d_in;  /* device (1 + B): [0] = pos, then the tokens */
+    int32_t *h_in;  /* pinned host staging of d_in */
+    int splits_max, chunk;
+
+    int use_graph, graph_failed, decode_eager;
+    cudaGraphExec_t graph;
+
+    opc_cuda_forward_mem mem;
+    void **dev; /* device allocations to free */
+    int32_t n_dev, cap_dev;
+};
+
+static opc_status cuda_err(cudaError_t e, const char *what) {
+    return opc_error(OPC_ERR_CUDA, "cuda forward: %s: %s (%s)", what, cudaGetErrorString(e),
+                     cudaGetErrorName(e));
+}
+
+/* The launch error (if any) of the kernels just queued. */
+static opc_status kcheck(const char *what) {
+    cudaError_t e = cudaGetLastError();
+    return e == cudaSuccess ? OPC_OK : cuda_err(e, what);
+}
+
+static opc_status blas_err(cublasStatus_t s, const char *what) {
+    return opc_error(OPC_ERR_CUDA, "cuda forward: %s: cuBLAS status %d", what, (int)s);
+}
+
+/* cudaMalloc `bytes`, remembered for opc_cuda_forward_free. */
+static opc_status dev_alloc(opc_cuda_forward *f, void **p, uint64_t bytes, const char *what) {
+    *p = NULL;
+    if (bytes == 0) bytes = 16;
+    if (f->n_dev == f->cap_dev) {
+        int32_t cap = f->cap_dev ? 2 * f->cap_dev : 256;
+        void **n = (void **)realloc(f->dev, (size_t)cap * sizeof *n);
+        if (!n) return opc_error(OPC_ERR_NOMEM, "cuda forward: cannot grow allocation list");
+        f->dev = n, f->cap_dev = cap;
+    }
+    cudaError_t e = cudaMalloc(p, (size_t)bytes);
+    if (e != cudaSuccess) {
+        *p = NULL;
+        return opc_error(OPC_ERR_CUDA, "cuda forward: cannot allocate %llu device bytes for %s: %s",
+                         (unsigned long long)bytes, what, cudaGetErrorString(e));
+    }
+    f->dev[f->n_dev++] = *p;
+    return OPC_OK;
+}
+
+/* ------------------------------------------------------ weight upload -- */
+
+/* Copy a codebook matrix of any width (2 or 4 bits) to the device. The
+ * 2-bit case goes through opc_cuda_cb_upload (the GEMV kernel's own checks);
+ * 4-bit indices have no tensor-core kernel, so they are copied here with the
+ * same arrays. Freed with opc_cuda_cb_free either way. */
+static opc_status upload_cb(const opc_cb_matrix *h, opc_cuda_cb_matrix *d) {
+    if (h->bits == 2) return opc_cuda_cb_upload(h, d);
+    memset(d, 0, sizeof *d);
+    opc_status st = opc_cb_validate(h, "cuda forward");
+    if (st != OPC_OK) return st;
+    uint64_t idx_bytes, cb_bytes, ptr_bytes = 0, ol_bytes = 0;
+    if (!opc_mul_ok((uint64_t)h->rows, h->row_bytes, &idx_bytes) ||
+        !opc_mul_ok((uint64_t)h->rows, (uint64_t)h->k * 2u, &cb_bytes) ||
+        (h->n_outliers && (!opc_mul_ok((uint64_t)h->rows + 1, 4, &ptr_bytes) ||
+                           !opc_mul_ok(h->n_outliers, 2, &ol_bytes))))
+        return opc_error(OPC_ERR_UNSUPPORTED, "cuda forward: codebook matrix size overflows");
+    opc_cuda_cb_matrix m;
+    memset(&m, 0, sizeof m);
+    m.rows = h->rows, m.cols = h->cols, m.bits = h->bits, m.k = h->k;
+    m.row_bytes = h->row_bytes, m.n_outliers = h->n_outliers;
+    struct {
+        void **dst;
+        const void *src;
+        uint64_t n;
+    } arr[5] = {{(void **)&m.idx, h->idx, idx_bytes},
+                {(void **)&m.codebook, h->codebook, cb_bytes},
+                {(void **)&m.ol_rowptr, h->ol_rowptr, ptr_bytes},
+                {(void **)&m.ol_col, h->ol_col, ol_bytes},
+                {(void **)&m.ol_val, h->ol_val, ol_bytes}};
+    for (int i = 0; i < 5 && st == OPC_OK; i++) {
+        if (arr[i].n == 0) continue;
+        st = opc_cuda_alloc(arr[i].dst, (size_t)arr[i].n);
+        if (st == OPC_OK) st = opc_cuda_to_device(*arr[i].dst, arr[i].src, (size_t)arr[i].n);
+    }
+    if (st != OPC_OK) {
+        opc_cuda_cb_free(&m);
+        return st;
+    }
+    *d = m;
+    return OPC_OK;
+}
+
+/* Dequantize a (rows, cols) tensor of any block type on the host, row by row,
+ * to fp16 and upload it. f16 tensors are copied as they are. */
+static opc_status upload_dense(opc_cuda_forward *f, const opc_tensor *t, int64_t rows, int64_t cols,
+                               __half **out) {
+    const opc_type_traits *tr = opc_type_get(t->type);
+    if (!tr || (!tr->to_float && t->type != OPC_TYPE_F32))
+        return opc_error(OPC_ERR_UNSUPPORTED, "%s: tensor %s: type %s has no dequantizer", f->path,
+                         t->name, tr ? tr->name : "?");
+    uint64_t rb, need, nel;
+    opc_status st = opc_type_row_bytes(t->type, cols, &rb);
+    if (st != OPC_OK) return opc_error_wrap(st, "%s: tensor %s: ", f->path, t->name);
+    if (!opc_mul_ok(rb, (uint64_t)rows, &need) || need > t->nbytes || !t->data ||
+        !opc_mul_ok((uint64_t)rows, (uint64_t)cols, &nel))
+        return opc_error(OPC_ERR_CORRUPT, "%s: tensor %s: %llu data bytes, need %llu for (%lld, %lld) %s",
+                         f->path, t->name, (unsigned long long)t->nbytes, (unsigned long long)need,
+                         (long long)rows, (long long)cols, tr->name);
+    st = dev_alloc(f, (void **)out, nel * 2u, t->name);
+    if (st != OPC_OK) return st;
+    f->mem.weights += nel * 2u;
+    if (t->type == OPC_TYPE_F16) {
+        cudaError_t e = cudaMemcpy(*out, t->data, (size_t)need, cudaMemcpyHostToDevice);
+        return e == cudaSuccess ? OPC_OK : cuda_err(e, t->name);
+    }
+    /* ~8 MB of fp16 per host->device copy */
+    int64_t chunk = (int64_t)((8u << 20) / ((uint64_t)cols * 2u));
+    if (chunk < 1) chunk = 1;
+    if (chunk > rows) chunk = rows;
+    float *row = (float *)malloc((size_t)cols * sizeof(float));
+    uint16_t *stage = (uint16_t *)malloc((size_t)chunk * (size_t)cols * 2u);
+    if (!row || !stage) {
+        free(row), free(stage);
+        return opc_error(OPC_ERR_NOMEM, "cuda forward: staging buffer for %s", t->name);
+    }
+    const uint8_t *src = (const uint8_t *)t->data;
+    for (int64_t r0 = 0; r0 < rows && st == OPC_OK; r0 += chunk) {
+        const int64_t r1 = r0 + chunk < rows ? r0 + chunk : rows;
+        for (int64_t r = r0; r < r1; r++) {
+            if (t->type == OPC_TYPE_F32)
+                memcpy(row, src + (uint64_t)r * rb, (size_t)cols * sizeof(float));
+            else
+                tr->to_float(src + (uint64_t)r * rb, row, cols);
+            uint16_t *o = stage + (r - r0) * cols;
+            for (int64_t c = 0; c < cols; c++) o[c] = opc_fp32_to_fp16(row[c]);
+        }
+        cudaError_t e = cudaMemcpy(*out + r0 * cols, stage, (size_t)(r1 - r0) * (size_t)cols * 2u,
+                                   cudaMemcpyHostToDevice);
+        if (e != cudaSuccess) st = cuda_err(e, t->name);
+    }
+    free(row);
+    free(stage);
+    return st;
+}
+
+static opc_status prep_weight(opc_cuda_forward *f, const opc_model_desc *d, const char *name,
+                              int64_t rows, int64_t cols, gweight *w) {
+    const opc_tensor *t;
+    memset(w, 0, sizeof *w);
+    opc_status st = opc_model_desc_require(d, name, rows, cols, &t);
+    if (st != OPC_OK) return st;
+    w->rows = rows, w->cols = cols;
+    if (t->type == OPC_TYPE_CB2 || t->type == OPC_TYPE_CB4) {
+        if (t->cb.rows != rows || t->cb.cols != cols)
+            return opc_error(OPC_ERR_CORRUPT, "%s: tensor %s: codebook view is (%lld, %lld), expected (%lld, %lld)",
+                             f->path, name, (long long)t->cb.rows, (long long)t->cb.cols,
+                             (long long)rows, (long long)cols);
+        st = upload_cb(&t->cb, &w->cb);
+        if (st != OPC_OK) return opc_error_wrap(st, "%s: tensor %s: ", f->path, name);
+        w->kind = WK_CB;
+        w->cbd = cb_dev(&w->cb);
+        f->mem.weights += (uint64_t)rows * t->cb.row_bytes + (uint64_t)rows * (uint64_t)t->cb.k * 2u +
+                          t->cb.n_outliers * 4u;
+        return OPC_OK;
+    }
+    w->kind = WK_DENSE;
+    return upload_dense(f, t, rows, cols, &w->w16);
+}
+
+/* A 1-D vector (norm weight, bias) as fp32 on the device. required = 0:
+ * *out = NULL when the tensor is absent. */
+static opc_status prep_vec(opc_cuda_forward *f, const opc_model_desc *d, const char *name, int64_t n,
+                           int required, float **out) {
+    *out = NULL;
+    if (!required && !opc_model_desc_find(d, name)) return OPC_OK;
+    const opc_tensor *t;
+    opc_status st = opc_model_desc_require(d, name, n, 0, &t);
+    if (st != OPC_OK) return st;
+    uint64_t rb;
+    st = opc_type_row_bytes(t->type, n, &rb);
+    if (st != OPC_OK) return opc_error_wrap(st, "%s: tensor %s: ", f->path, name);
+    if (rb > t->nbytes || !t->data)
+        return opc_error(OPC_ERR_CORRUPT, "%s: tensor %s: %llu data bytes, need %llu", f->path, name,
+                         (unsigned long long)t->nbytes, (unsigned long long)rb);
+    float *h = (float *)malloc((size_t)n * sizeof(float));
+    if (!h) return opc_error(OPC_ERR_NOMEM, "cuda forward: %s", name);
+    st = opc_dequantize(t->type, t->data, h, n);
+    if (st == OPC_OK) st = dev_alloc(f, (void **)out, (uint64_t)n * 4u, name);
+    if (st == OPC_OK) {
+        cudaError_t e = cudaMemcpy(*out, h, (size_t)n * sizeof(float), cudaMemcpyHostToDevice);
+        if (e != cudaSuccess) st = cuda_err(e, name);
+        f->mem.weights += (uint64_t)n * 4u;
+    }
+    free(h);
+    return st;
+}
+
+/* Inverse frequency of rotary pair i: the same function as the CPU path's
+ * rope_inv_freq (src/model/forward.c, HF's "default"/"linear"/"llama3"
+ * rope_init), so both tables are bit-identical. */
+static double rope_inv_freq(const opc_config *c, int i) {
+    double inv = pow((double)c->rope_theta, -2.0 * i / (double)c->head_dim);
+    if (c->rope_scaling == OPC_ROPE_SCALING_LINEAR && c->rope_factor > 0) {
+        inv /= c->rope_factor;
+    } else if (c->rope_scaling == OPC_ROPE_SCALING_LLAMA3 && c->rope_factor > 0) {
+        const double factor = c->rope_factor, lo = c->rope_low_freq_factor,
+                     hi = c->rope_high_freq_factor, old = (double)c->rope_orig_max_pos;
+        const double lo_wavelen = old / lo, hi_wavelen = old / hi;
+        const double wavelen = 2.0 * 3.14159265358979323846 / inv;
+        if (wavelen > lo_wavelen) {
+            inv = inv / factor;
+        } else if (wavelen >= hi_wavelen) {
+            double smooth = (old / wavelen - lo) / (hi - lo);
+            inv = (1.0 - smooth) * inv / factor + smooth * inv;
+        }
+    }
+    return inv;
+}
+
+static void free_weight(gweight *w) {
+    /* dense weights are in the allocation list; codebook arrays are not */
+    if (w->kind == WK_CB && !w->shared) opc_cuda_cb_free(&w->cb);
+    memset(w, 0, sizeof *w);
+}
+
+/* ========================================================= init/free === */
+
+extern "C" void opc_cuda_forward_free(opc_cuda_forward *f) {
+    if (!f) return;
+    if (f->stream) cudaStreamSynchronize(f->stream);
+    if (f->graph) cudaGraphExecDestroy(f->graph);
+    if (f->layers) {
+        for (int32_t l = 0; l < f->cfg.n_layers; l++) {
+            for (int w = 0; w < W_COUNT; w++) free_weight(&f->layers[l].w[w]);
+        }
+        free(f->layers);
+    }
+    free_weight(&f->head);
+    free_weight(&f->embd);
+    for (int32_t i = 0; i < f->n_dev; i++) cudaFree(f->dev[i]);
+    free(f->dev);
+    if (f->h_in) cudaFreeHost(f->h_in);
+    if (f->blas) cublasDestroy(f->blas);
+    if (f->stream) cudaStreamDestroy(f->stream);
+    free(f);
+}
+
+extern "C" opc_status opc_cuda_forward_init(opc_cuda_forward **out, const opc_model_desc *d,
+                                            int32_t ctx, int32_t max_batch) {
+    *out = NULL;
+    if (!d) return opc_error(OPC_ERR_INVALID_ARG, "cuda forward: no model");
+    if (ctx <= 0 || max_batch <= 0 || ctx > (1 << 22) || max_batch > (1 << 16))
+        return opc_error(OPC_ERR_INVALID_ARG, "cuda forward: ctx %d / max_batch %d out of range", ctx,
+                         max_batch);
+    opc_status st = opc_config_validate(&d->cfg, d->path);
+    if (st != OPC_OK) return st;
+    const opc_config *c = &d->cfg;
+    if (c->head_dim > kMaxHeadDim || c->head_dim % 2)
+        return opc_error(OPC_ERR_UNSUPPORTED, "%s: head_dim %d: the CUDA attention takes even sizes <= %d",
+                         d->path, c->head_dim, kMaxHeadDim);
+    if (opc_cuda_device_count() <= 0) return opc_error(OPC_ERR_CUDA, "cuda forward: no CUDA device");
+
+    opc_cuda_forward *f = (opc_cuda_forward *)calloc(1, sizeof *f);
+    if (!f) return opc_error(OPC_ERR_NOMEM, "cuda forward: cannot allocate handle");
+    f->cfg = *c;
+    snprintf(f->path, sizeof f->path, "%s", d->path);
+    f->ctx = ctx;
+    f->max_batch = max_batch < ctx ? max_batch : ctx;
+    f->q_dim = c->n_heads * c->head_dim;
+    f->kv_dim = c->n_kv_heads * c->head_dim;
+    const char *env = getenv("OPC_CUDA_GRAPH");
+    f->use_graph = !(env && !strcmp(env, "0"));
+    const int64_t dim = c->dim, hid = c->hidden_dim, qd = f->q_dim, kvd = f->kv_dim;
+    const int64_t vocab = c->vocab_size, hd = c->head_dim;
+    const uint64_t B = (uint64_t)f->max_batch;
+    char name[OPC_MAX_NAME];
+    cudaError_t e;
+    cublasStatus_t bs;
+    uint64_t max_cb = 0; /* largest codebook matrix, for the GEMM path's fp16 scratch */
+
+    if ((e = cudaStreamCreateWithFlags(&f->stream, cudaStreamNonBlocking)) != cudaSuccess) {
+        st = cuda_err(e, "stream");
+        goto fail;
+    }
+    if ((bs = cublasCreate(&f->blas)) != CUBLAS_STATUS_SUCCESS) {
+        st = blas_err(bs, "cublasCreate");
+        goto fail;
+    }
+    /* A fixed workspace: cuBLAS then allocates nothing while a graph is captured. */
+    if ((st = dev_alloc(f, &f->blas_ws, 32u << 20, "cuBLAS workspace")) != OPC_OK) goto fail;
+    if ((bs = cublasSetStream(f->blas, f->stream)) != CUBLAS_STATUS_SUCCESS ||
+        (bs = cublasSetWorkspace(f->blas, f->blas_ws, 32u << 20)) != CUBLAS_STATUS_SUCCESS) {
+        st = blas_err(bs, "cuBLAS set-up");
+        goto fail;
+    }
+
+    /* embedding and head */
+    {
+        const opc_tensor *out_t = opc_model_desc_find(d, "output.weight");
+        const int tied = c->tied_embeddings || !out_t;
+        if ((st = prep_weight(f, d, "token_embd.weight", vocab, dim, &f->embd)) != OPC_OK) goto fail;
+        if (tied) {
+            f->head = f->embd;
+            f->head.shared = 1;
+        } else if ((st = prep_weight(f, d, "output.weight", vocab, dim, &f->head)) != OPC_OK) {
+            goto fail;
+        }
+        if (f->head.kind == WK_CB) max_cb = (uint64_t)vocab * (uint64_t)dim;
+        if ((st = prep_vec(f, d, "output_norm.weight", dim, 1, &f->out_norm)) != OPC_OK) goto fail;
+    }
+
+    /* layers */
+    f->layers = (glayer *)calloc((size_t)c->n_layers, sizeof *f->layers);
+    if (!f->layers) {
+        st = opc_error(OPC_ERR_NOMEM, "cuda forward: cannot allocate %d layers", c->n_layers);
+        goto fail;
+    }
+    for (int32_t l = 0; l < c->n_layers; l++) {
+        glayer *L = &f->layers[l];
+        const int64_t shp[W_COUNT][2] = {{qd, dim},  {kvd, dim}, {kvd, dim}, {dim, qd},
+                                         {hid, dim}, {hid, dim}, {dim, hid}};
+        for (int w = 0; w < W_COUNT; w++) {
+            snprintf(name, sizeof name, "blk.%d.%s.weight", l, g_wname[w]);
+            if ((st = prep_weight(f, d, name, shp[w][0], shp[w][1], &L->w[w])) != OPC_OK) goto fail;
+            if (L->w[w].kind == WK_CB && (uint64_t)(shp[w][0] * shp[w][1]) > max_cb)
+                max_cb = (uint64_t)(shp[w][0] * shp[w][1]);
+        }
+        snprintf(name, sizeof name, "blk.%d.attn_norm.weight", l);
+        if ((st = prep_vec(f, d, name, dim, 1, &L->attn_norm)) != OPC_OK) goto fail;
+        snprintf(name, sizeof name, "blk.%d.ffn_norm.weight", l);
+        if ((st = prep_vec(f, d, name, dim, 1, &L->ffn_norm)) != OPC_OK) goto fail;
+        snprintf(name, sizeof name, "blk.%d.attn_q.bias", l);
+        if ((st = prep_vec(f, d, name, qd, c->attn_bias, &L->bq)) != OPC_OK) goto fail;
+        snprintf(name, sizeof name, "blk.%d.attn_k.bias", l);
+        if ((st = prep_vec(f, d, name, kvd, c->attn_bias, &L->bk)) != OPC_OK) goto fail;
+        snprintf(name, sizeof name, "blk.%d.attn_v.bias", l);
+        if ((st = prep_vec(f, d, name, kvd, c->attn_bias, &L->bv)) != OPC_OK) goto fail;
+    }
+
+    /* RoPE tables (ctx, head_dim/2), fp32 as on the CPU */
+    {
+        const int half = c->head_dim / 2;
+        const uint64_t nrope = (uint64_t)ctx * (uint64_t)half;
+        float *hc = (float *)malloc(nrope * sizeof(float)), *hs = (float *)malloc(nrope * sizeof(float));
+        if (!hc || !hs) {
+            free(hc), free(hs);
+            st = opc_error(OPC_ERR_NOMEM, "cuda forward: rope tables");
+            goto fail;
+        }
+        for (int i = 0; i < half; i++) {
+            const double inv = rope_inv_freq(c, i);
+            for (int32_t p = 0; p < ctx; p++) {
+                const double a = (double)p * inv;
+                hc[(uint64_t)p * half + i] = (float)cos(a);
+                hs[(uint64_t)p * half + i] = (float)sin(a);
+            }
+        }
+        st = dev_alloc(f, (void **)&f->rope_cos, nrope * 4u, "rope cos");
+        if (st == OPC_OK) st = dev_alloc(f, (void **)&f->rope_sin, nrope * 4u, "rope sin");
+        if (st == OPC_OK && ((e = cudaMemcpy(f->rope_cos, hc, nrope * 4u, cudaMemcpyHostToDevice)) != cudaSuccess ||
+                             (e = cudaMemcpy(f->rope_sin, hs, nrope * 4u, cudaMemcpyHostToDevice)) != cudaSuccess))
+            st = cuda_err(e, "rope tables");
+        free(hc), free(hs);
+        if (st != OPC_OK) goto fail;
+        f->mem.scratch += 2 * nrope * 4u;
+    }
+
+    /* KV cache (fp16) */
+    {
+        const uint64_t nkv = (uint64_t)c->n_layers * (uint64_t)ctx * (uint64_t)kvd;
+        if ((st = dev_alloc(f, (void **)&f->kcache, nkv * 2u, "key cache")) != OPC_OK) goto fail;
+        if ((st = dev_alloc(f, (void **)&f->vcache, nkv * 2u, "value cache")) != OPC_OK) goto fail;
+        f->mem.kv_cache = 2 * nkv * 2u;
+    }
+
+    /* Attention splits for decode: chunks of >= 64 keys, at most 32 splits,
+     * so a decode step has n_heads * splits blocks (e.g. 32 * 16 = 512 on an
+     * 8B shape at ctx 1024: several waves over 132 SMs). */
+    {
+        int64_t ch = ((int64_t)ctx + 31) / 32;
+        ch = ((ch + 63) / 64) * 64;
+        f->chunk = (int)ch;
+        f->splits_max = (int)(((int64_t)ctx + ch - 1) / ch);
+    }
+
+    /* activations */
+    {
+        const uint64_t B8 = B < GBIG_MAX_BATCH ? B : GBIG_MAX_BATCH;
+        const uint64_t npart = B8 * (uint64_t)c->n_heads * (uint64_t)f->splits_max * (uint64_t)(hd + 2);
+        struct {
+            void **p;
+            uint64_t bytes;
+            const char *what;
+        } bufs[] = {{(void **)&f->x, B * dim * 4, "x"},
+                    {(void **)&f->xb32, B * dim * 4, "xb"},
+                    {(void **)&f->xb16, B * dim * 2, "xb16"},
+                    {(void **)&f->q, B * qd * 4, "q"},
+                    {(void **)&f->k, B * kvd * 4, "k"},
+                    {(void **)&f->v, B * kvd * 4, "v"},
+                    {(void **)&f->att32, B * qd * 4, "att"},
+                    {(void **)&f->att16, B * qd * 2, "att16"},
+                    {(void **)&f->xo, B * dim * 4, "xo"},
+                    {(void **)&f->hb, B * hid * 4, "hb"},
+                    {(void **)&f->hb2, B * hid * 4, "hb2"},
+                    {(void **)&f->hb16, B * hid * 2, "hb16"},
+                    {(void **)&f->logits, B * vocab * 4, "logits"},
+                    {(void **)&f->part, npart * 4, "attention partials"},
+                    {(void **)&f->d_in, (B + 1) * 4, "tokens"},
+                    {(void **)&f->dq16, B > GBIG_MAX_BATCH ? max_cb * 2 : 0, "dequant scratch"}};
+        for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
+            if ((st = dev_alloc(f, bufs[i].p, bufs[i].bytes, bufs[i].what)) != OPC_OK) goto fail;
+            f->mem.scratch += bufs[i].bytes;
+        }
+        if ((e = cudaMallocHost((void **)&f->h_in, (size_t)(B + 1) * 4)) != cudaSuccess) {
+            f->h_in = NULL;
+            st = cuda_err(e, "pinned token buffer");
+            goto fail;
+        }
+    }
+    *out = f;
+    return OPC_OK;
+fail:
+    opc_cuda_forward_free(f);
+    return st;
+}
+
+extern "C" void opc_cuda_forward_set_graph(opc_cuda_forward *f, int on) {
+    if (f) f->use_graph = on != 0;
+}
+extern "C" const opc_config *opc_cuda_forward_config(const opc_cuda_forward *f) { return &f->cfg; }
+extern "C" int32_t opc_cuda_forward_ctx(const opc_cuda_forward *f) { return f->ctx; }
+extern "C" opc_cuda_forward_mem opc_cuda_forward_memory(const opc_cuda_forward *f) { return f->mem; }
+
+/* ========================================================== the pass === */
+
+/* Y (n, rows) = X (n, cols) Wᵀ. x32 and x16 are the same activations in
+ * fp32 (GEMV kernels) and fp16 (cuBLAS). */
+static opc_status linear(opc_cuda_forward *f, const gweight *w, const float *x32, const __half *x16,
+                         int n, float *y) {
+    if (w->kind == WK_CB && n <= GBIG_MAX_BATCH) {
+        if (w->cb.bits == 2) return opc_cuda_cb_gemv(&w->cb, x32, n, y, f->stream);
+        cb_gemv_generic(w->cbd, x32, n, y, f->stream);
+        return kcheck("codebook gemv");
+    }
+    const __half *W = w->w16;
+    if (w->kind == WK_CB) {
+        /* Batches > 8: one pass that writes the fp16 matrix (2 bytes/weight)
+         * lets cuBLAS run the tensor cores at full rate, instead of re-reading
+         * the packed matrix once per 8 tokens. */
+        cb_dequant_f16(w->cbd, f->dq16, f->stream);
+        opc_status st = kcheck("codebook dequantize");
+        if (st != OPC_OK) return st;
+        W = f->dq16;
+    }
+    /* Column-major view: Yᵀ (rows, n) = W (rows, cols) · Xᵀ (cols, n), where
+     * the row-major W buffer is Wᵀ in column-major with ld = cols. */
+    const float alpha = 1.0f, beta = 0.0f;
+    cublasStatus_t bs = cublasGemmEx(f->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)w->rows, n, (int)w->cols,
+                                     &alpha, W, CUDA_R_16F, (int)w->cols, x16, CUDA_R_16F,
+                                     (int)w->cols, &beta, y, CUDA_R_32F, (int)w->rows,
+                                     CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    return bs == CUBLAS_STATUS_SUCCESS ? OPC_OK : blas_err(bs, "cublasGemmEx");
+}
+
+/* One slice of n <= max_batch tokens whose position and ids are already in
+ * d_in. Only queues work on f->stream (also while a graph is captured). */
+static opc_status forward_slice(opc_cuda_forward *f, int n, opc_logits_mode mode) {
+    const opc_config *c = &f->cfg;
+    const int dim = c->dim, hid = c->hidden_dim, kvd = f->kv_dim;
+    const int32_t *d_pos = f->d_in, *d_tok = f->d_in + 1;
+    cudaStream_t s = f->stream;
+    const int splits = n <= GBIG_MAX_BATCH ? f->splits_max : 1;
+    const int chunk = splits == 1 ? f->ctx : f->chunk;
+    opc_status st;
+
+    embed(f->embd.kind == WK_DENSE ? f->embd.w16 : NULL, f->embd.kind == WK_CB ? &f->embd.cbd : NULL,
+          d_tok, n, dim, f->x, s);
+    if ((st = kcheck("embedding")) != OPC_OK) return st;
+    const float *pending = NULL; /* ffn output of the previous layer, added in the next norm */
+    for (int l = 0; l < c->n_layers; l++) {
+        glayer *L = &f->layers[l];
+        __half *kc = f->kcache + (int64_t)l * f->ctx * kvd, *vc = f->vcache + (int64_t)l * f->ctx * kvd;
+        add_rmsnorm(f->x, pending, L->attn_norm, f->xb32, f->xb16, n, dim, c->rms_eps, s);
+        if ((st = kcheck("rmsnorm")) != OPC_OK) return st;
+        if ((st = linear(f, &L->w[W_Q], f->xb32, f->xb16, n, f->q)) != OPC_OK) return st;
+        if ((st = linear(f, &L->w[W_K], f->xb32, f->xb16, n, f->k)) != OPC_OK) return st;
+        if ((st = linear(f, &L->w[W_V], f->xb32, f->xb16, n, f->v)) != OPC_OK) return st;
+        rope_store_kv(f->q, f->k, f->v, L->bq, L->bk, L->bv, f->rope_cos, f->rope_sin, kc, vc, d_pos,
+                      n, c->n_heads, c->n_kv_heads, c->head_dim, s);
+        if ((st = kcheck("rope")) != OPC_OK) return st;
+        attention(f->q, kc, vc, d_pos, n, c->n_heads, c->n_kv_heads, c->head_dim, splits, chunk,
+                  f->part, f->att32, f->att16, s);
+        if ((st = kcheck("attention")) != OPC_OK) return st;
+        if ((st = linear(f, &L->w[W_O], f->att32, f->att16, n, f->xo)) != OPC_OK) return st;
+        add_rmsnorm(f->x, f->xo, L->ffn_norm, f->xb32, f->xb16, n, dim, c->rms_eps, s);
+        if ((st = kcheck("rmsnorm")) != OPC_OK) return st;
+        if ((st = linear(f, &L->w[W_GATE], f->xb32, f->xb16, n, f->hb)) != OPC_OK) return st;
+        if ((st = linear(f, &L->w[W_UP], f->xb32, f->xb16, n, f->hb2)) != OPC_OK) return st;
+        swiglu(f->hb, f->hb16, f->hb, f->hb2, (int64_t)n * hid, s);
+        if ((st = kcheck("swiglu")) != OPC_OK) return st;
+        if ((st = linear(f, &L->w[W_DOWN], f->hb, f->hb16, n, f->xo)) != OPC_OK) return st;
+        pending = f->xo;
+    }
+    if (mode == OPC_LOGITS_NONE) return OPC_OK;
+    add_rmsnorm(f->x, pending, f->out_norm, f->xb32, f->xb16, n, dim, c->rms_eps, s);
+    if ((st = kcheck("output norm")) != OPC_OK) return st;
+    const int first = mode == OPC_LOGITS_LAST ? n - 1 : 0;
+    return linear(f, &f->head, f->xb32 + (int64_t)first * dim, f->xb16 + (int64_t)first * dim,
+                  n - first, f->logits);
+}
+
+/* Capture the decode step (n = 1, last logits) once. On any failure the
+ * handle falls back to launching the kernels directly. */
+static void capture_decode(opc_cuda_forward *f) {
+    cudaGraph_t g = NULL;
+    if (cudaStreamBeginCapture(f->stream, cudaStreamCaptureModeThreadLocal) != cudaSuccess) {
+        cudaGetLastError();
+        f->graph_failed = 1;
+        return;
+    }
+    opc_status st = forward_slice(f, 1, OPC_LOGITS_LAST);
+    cudaError_t e = cudaStreamEndCapture(f->stream, &g);
+    if (st == OPC_OK && e == cudaSuccess && g)
+        e = cudaGraphInstantiate(&f->graph, g, 0);
+    if (g) cudaGraphDestroy(g);
+    if (st != OPC_OK || e != cudaSuccess) {
+        cudaGetLastError();
+        f->graph = NULL;
+        f->graph_failed = 1;
+    }
+}
+
+extern "C" opc_status opc_cuda_forward_run(opc_cuda_forward *f, const int32_t *tokens, int32_t n,
+                                           int32_t pos, float *logits_out, opc_logits_mode mode) {
+    if (!f || !tokens || n <= 0 || pos < 0)
+        return opc_error(OPC_ERR_INVALID_ARG, "cuda forward: bad arguments (n %d, pos %d)", n, pos);
+    if ((int64_t)pos + n > f->ctx)
+        return opc_error(OPC_ERR_INVALID_ARG, "cuda forward: positions %d..%d exceed the context of %d",
+                         pos, pos + n - 1, f->ctx);
+    if (mode != OPC_LOGITS_NONE && !logits_out)
+        return opc_error(OPC_ERR_INVALID_ARG, "cuda forward: logits requested but no output buffer");
+    for (int32_t i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= f->cfg.vocab_size)
+            return opc_error(OPC_ERR_INVALID_ARG, "cuda forward: token %d at index %d is outside the vocabulary of %d",
+                             tokens[i], i, f->cfg.vocab_size);
+    const int64_t vocab = f->cfg.vocab_size;
+    opc_status st = OPC_OK;
+    for (int32_t s = 0; s < n && st == OPC_OK; s += f->max_batch) {
+        const int32_t m = n - s < f->max_batch ? n - s : f->max_batch;
+        const int last_slice = s + m == n;
+        const opc_logits_mode sm = mode == OPC_LOGITS_ALL ? OPC_LOGITS_ALL
+                                   : (mode == OPC_LOGITS_LAST && last_slice) ? OPC_LOGITS_LAST
+                                                                              : OPC_LOGITS_NONE;
+        const int decode = m == 1 && sm == OPC_LOGITS_LAST;
+        /* The first decode step runs directly (it warms up cuBLAS and the
+         * kernels' attributes); the second captures the graph. */
+        if (decode && f->use_graph && !f->graph && !f->graph_failed && f->decode_eager)
+            capture_decode(f);
+        f->h_in[0] = pos + s;
+        memcpy(f->h_in + 1, tokens + s, (size_t)m * sizeof *tokens);
+        cudaError_t e = cudaMemcpyAsync(f->d_in, f->h_in, (size_t)(m + 1) * 4, cudaMemcpyHostToDevice,
+                                        f->stream);
+        if (e != cudaSuccess) return cuda_err(e, "token upload");
+        if (decode && f->use_graph && f->graph) {
+            e = cudaGraphLaunch(f->graph, f->stream);
+            if (e != cudaSuccess) return cuda_err(e, "graph launch");
+        } else {
+            st = forward_slice(f, m, sm);
+            if (decode) f->decode_eager = 1;
+        }
+        if (st == OPC_OK && sm != OPC_LOGITS_NONE) {
+            const int64_t rows = sm == OPC_LOGITS_ALL ? m : 1;
+            float *lo = mode == OPC_LOGITS_ALL ? logits_out + (int64_t)s * vocab : logits_out;
+            e = cudaMemcpyAsync(lo, f->logits, (size_t)(rows * vocab) * sizeof(float),
+                                cudaMemcpyDeviceToHost, f->stream);
+            if (e != cudaSuccess) st = cuda_err(e, "logits download");
+        }
+        e = cudaStreamSynchronize(f->stream);
+        if (st == OPC_OK && e != cudaSuccess) st = cuda_err(e, "forward pass");
+    }
+    return st;
+}

@@ -1,0 +1,80 @@
+/*
+ * forward_cuda.h — the whole Llama-family forward pass on one CUDA GPU,
+ * mirroring the CPU reference (src/model/forward.h), which it must match.
+ *
+ * Usage:
+ *   opc_cuda_forward *f;
+ *   opc_cuda_forward_init(&f, desc, ctx, max_batch);
+ *   opc_cuda_forward_run(f, prompt, n_prompt, 0, logits, OPC_LOGITS_LAST);   // prefill
+ *   opc_cuda_forward_run(f, &tok, 1, n_prompt, logits, OPC_LOGITS_LAST);      // decode
+ *   opc_cuda_forward_free(f);
+ *
+ * What lives on the GPU (all uploaded by init; run allocates nothing):
+ *   - CB2 weights: packed as in the file (opc_cuda_cb_upload); batches of
+ *     <= 8 tokens use the 2-bit tensor-core GEMV (opc_cuda_cb_gemv), larger
+ *     batches dequantize the matrix to an fp16 scratch and call cuBLAS
+ *     (fp16 inputs, fp32 accumulate).
+ *   - CB4 weights (3/4-bit): packed; <= 8 tokens use a simple CUDA-core GEMV
+ *     (ops.cu), larger batches the same dequantize + cuBLAS path.
+ *   - every other weight type (f32, f16, bf16, GGUF blocks): dequantized once
+ *     on the host to fp16, multiplied with cuBLAS (cublasGemmEx, fp32 accumulate).
+ *   - norms and biases fp32; RoPE tables fp32, computed exactly as the CPU path;
+ *     KV cache fp16 (n_layers, ctx, n_kv_heads*head_dim) for K and for V.
+ * Activations are fp32 between operations; inputs of a cuBLAS multiply are
+ * rounded to fp16.
+ *
+ * Decode steps (n == 1) are captured once in a CUDA graph and replayed
+ * (positions and tokens are read from device memory), unless disabled with
+ * opc_cuda_forward_set_graph(f, 0) or the environment variable
+ * OPC_CUDA_GRAPH=0.
+ *
+ * Compiled only when nvcc is found (OPC_HAVE_CUDA). One handle must not be
+ * used by two threads at once.
+ */
+#ifndef OPC_FORWARD_CUDA_H
+#define OPC_FORWARD_CUDA_H
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#include "../model/forward.h"
+
+#include <stdint.h>
+
+typedef struct opc_cuda_forward opc_cuda_forward;
+
+/* Prepare the GPU forward pass for `d` (which may be freed afterwards: every
+ * weight is copied to the device). Errors: INVALID_ARG (ctx/max_batch),
+ * NOT_FOUND/CORRUPT (missing tensor or wrong shape), UNSUPPORTED (a weight
+ * type without a dequantizer, head_dim > 256 or odd), NOMEM, CUDA (no device,
+ * out of device memory). */
+opc_status opc_cuda_forward_init(opc_cuda_forward **out, const opc_model_desc *d, int32_t ctx,
+                                 int32_t max_batch);
+void opc_cuda_forward_free(opc_cuda_forward *f); /* NULL-safe */
+
+/* Same contract as opc_forward_run: tokens[0..n) at positions pos..pos+n-1;
+ * logits_out (host memory) as selected by mode. Synchronous: returns when the
+ * logits are on the host. */
+opc_status opc_cuda_forward_run(opc_cuda_forward *f, const int32_t *tokens, int32_t n, int32_t pos,
+                                float *logits_out, opc_logits_mode mode);
+
+/* Turn the decode-step CUDA graph on (default) or off. */
+void opc_cuda_forward_set_graph(opc_cuda_forward *f, int on);
+
+const opc_config *opc_cuda_forward_config(const opc_cuda_forward *f);
+int32_t opc_cuda_forward_ctx(const opc_cuda_forward *f);
+
+/* Device memory the handle owns, in bytes. */
+typedef struct opc_cuda_forward_mem {
+    uint64_t weights;  /* packed codebooks + fp16 dense weights + norms */
+    uint64_t kv_cache;
+    uint64_t scratch;  /* activations, attention partials, dequant scratch */
+} opc_cuda_forward_mem;
+opc_cuda_forward_mem opc_cuda_forward_memory(const opc_cuda_forward *f);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* OPC_FORWARD_CUDA_H */

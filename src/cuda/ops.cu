@@ -1,0 +1,403 @@
+/*
+ * ops.cu — element-wise and attention kernels of the CUDA forward pass:
+ * RMSNorm (with the residual add fused in), embedding lookup, RoPE + KV-cache
+ * store, causal GQA attention (flash-decoding split for decode, one block per
+ * query for prefill), SwiGLU, codebook dequantization to fp16 (for the
+ * cuBLAS prefill path) and a generic codebook GEMV for 4-bit indices.
+ *
+ * The CPU reference (src/model/forward.c) is the specification: same order of
+ * operations, fp32 arithmetic. Differences are the fp16 KV cache and the
+ * fp16 rounding of GEMM inputs, which the tests bound.
+ */
+#include "ops.cuh"
+
+#include <math.h>
+#include <string.h>
+
+namespace opc_cudafwd {
+
+CbDev cb_dev(const opc_cuda_cb_matrix *m) {
+    CbDev d;
+    d.idx = m->idx;
+    d.codebook = reinterpret_cast<const __half *>(m->codebook);
+    d.ol_rowptr = m->n_outliers ? m->ol_rowptr : NULL;
+    d.ol_col = m->ol_col;
+    d.ol_val = reinterpret_cast<const __half *>(m->ol_val);
+    d.rows = m->rows, d.cols = m->cols;
+    d.row_bytes = (int64_t)m->row_bytes;
+    d.bits = m->bits, d.k = m->k;
+    return d;
+}
+
+static unsigned grid_for(int64_t count, int threads) {
+    int64_t b = (count + threads - 1) / threads;
+    return (unsigned)(b > 65535 * 16 ? 65535 * 16 : b); /* grid-stride loops cover the rest */
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+/* Index of column c of a packed row (cb.h layout), device version of opc_cb_get_index. */
+__device__ __forceinline__ unsigned cb_index(const uint8_t *row, int bits, int64_t c) {
+    const int64_t g = c >> 6;
+    const int j = (int)(c & 63);
+    if (bits == 2) return (row[g * 16 + (j & 15)] >> (2 * (j >> 4))) & 3u;
+    return (row[g * 32 + (j & 31)] >> (4 * (j >> 5))) & 15u;
+}
+
+/* -------------------------------------------------------------- RMSNorm -- */
+
+/* One block per token row. 256 threads: dim <= 8192 gives each thread
+ * <= 32 elements, and the two passes over the row hit L1. */
+__global__ void k_add_rmsnorm(float *x, const float *xo, const float *w, float *out32,
+                              __half *out16, int dim, float eps) {
+    const int64_t t = blockIdx.x;
+    float *xr = x + t * dim;
+    float ss = 0.f;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+        float v = xr[i];
+        if (xo) {
+            v += xo[t * dim + i];
+            xr[i] = v; /* each thread re-reads only its own elements below */
+        }
+        ss += v * v;
+    }
+    __shared__ float red[32];
+    ss = warp_sum(ss);
+    if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = ss;
+    __syncthreads();
+    if (threadIdx.x < 32) {
+        float v = threadIdx.x < (blockDim.x >> 5) ? red[threadIdx.x] : 0.f;
+        v = warp_sum(v);
+        if (threadIdx.x == 0) red[0] = v;
+    }
+    __syncthreads();
+    const float scale = rsqrtf(red[0] / (float)dim + eps);
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+        float o = w[i] * (xr[i] * scale);
+        if (out32) out32[t * dim + i] = o;
+        if (out16) out16[t * dim + i] = __float2half_rn(o);
+    }
+}
+
+void add_rmsnorm(float *x, const float *xo, const float *w, float *out32, __half *out16, int n,
+                 int dim, float eps, cudaStream_t s) {
+    k_add_rmsnorm<<<n, 256, 0, s>>>(x, xo, w, out32, out16, dim, eps);
+}
+
+/* ------------------------------------------------------------ embedding -- */
+
+__global__ void k_embed(const __half *table, CbDev cb, int use_cb, const int32_t *tok, int n,
+                        int dim, float *x) {
+    const int t = blockIdx.y;
+    const int64_t r = tok[t];
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < dim; i += gridDim.x * blockDim.x) {
+        float v;
+        if (use_cb) {
+            v = __half2float(cb.codebook[r * cb.k + cb_index(cb.idx + r * cb.row_bytes, cb.bits, i)]);
+        } else {
+            v = __half2float(table[r * dim + i]);
+        }
+        x[(int64_t)t * dim + i] = v;
+    }
+    /* outliers of the row: sparse deltas, added after every plain value is
+     * written (one thread; a row has a handful) */
+    if (use_cb && cb.ol_rowptr && blockIdx.x == 0) {
+        __syncthreads();
+        if (threadIdx.x == 0)
+            for (uint32_t o = cb.ol_rowptr[r]; o < cb.ol_rowptr[r + 1]; o++) {
+                int c = cb.ol_col[o];
+                /* only columns this block wrote are certain to be visible; the
+                 * launch uses one block in x when outliers exist */
+                x[(int64_t)t * dim + c] += __half2float(cb.ol_val[o]);
+            }
+    }
+}
+
+void embed(const __half *table, const CbDev *cb, const int32_t *tok_dev, int n, int dim, float *x,
+           cudaStream_t s) {
+    CbDev d;
+    memset(&d, 0, sizeof d);
+    if (cb) d = *cb;
+    /* With outliers one block per token writes the whole row, so the
+     * block-local barrier orders the plain values before the deltas. */
+    const unsigned bx = (cb && cb->ol_rowptr) ? 1u : (unsigned)((dim + 255) / 256);
+    k_embed<<<dim3(bx, (unsigned)n), 256, 0, s>>>(table, d, cb != NULL, tok_dev, n, dim, x);
+}
+
+/* ----------------------------------------------------- codebook dequant -- */
+
+/* One thread per (row, group, plane): 16 columns for 2-bit (one byte
+ * plane of a 16-byte group), 32 for 4-bit (one nibble plane of 32 bytes). */
+__global__ void k_cb_dequant(CbDev m, __half *out) {
+    const int per = m.bits == 2 ? 16 : 32;      /* columns per thread */
+    const int planes = m.bits == 2 ? 4 : 2;     /* threads per 64-column group */
+    const int64_t groups = (m.cols + 63) / 64;
+    const int64_t total = m.rows * groups * planes;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        const int p = (int)(i % planes);
+        const int64_t g = (i / planes) % groups, r = i / planes / groups;
+        const uint8_t *src = m.idx + r * m.row_bytes + g * (m.bits == 2 ? 16 : 32);
+        const __half *cb = m.codebook + r * m.k;
+        __half *o = out + r * m.cols;
+        const int64_t c0 = g * 64 + (int64_t)p * per;
+        for (int j = 0; j < per; j++) {
+            const int64_t c = c0 + j;
+            if (c >= m.cols) break;
+            unsigned v = m.bits == 2 ? (src[j] >> (2 * p)) & 3u : (src[j] >> (4 * p)) & 15u;
+            o[c] = cb[v];
+        }
+    }
+}
+
+/* Outlier deltas, one thread per row, after k_cb_dequant (same stream). The
+ * sum cb + delta is rounded once to fp16, as the fp16 value read back is exact. */
+__global__ void k_cb_outliers(CbDev m, __half *out) {
+    for (int64_t r = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; r < m.rows;
+         r += (int64_t)gridDim.x * blockDim.x)
+        for (uint32_t o = m.ol_rowptr[r]; o < m.ol_rowptr[r + 1]; o++) {
+            __half *p = out + r * m.cols + m.ol_col[o];
+            *p = __float2half_rn(__half2float(*p) + __half2float(m.ol_val[o]));
+        }
+}
+
+void cb_dequant_f16(const CbDev &m, __half *out, cudaStream_t s) {
+    const int planes = m.bits == 2 ? 4 : 2;
+    const int64_t total = m.rows * ((m.cols + 63) / 64) * planes;
+    k_cb_dequant<<<grid_for(total, 256), 256, 0, s>>>(m, out);
+    if (m.ol_rowptr) k_cb_outliers<<<grid_for(m.rows, 128), 128, 0, s>>>(m, out);
+}
+
+/* ------------------------------------------------- generic codebook GEMV -- */
+
+/* One warp per row; each lane walks columns lane, lane+32, ... so the x
+ * loads of a warp are coalesced; the row's codebook (<= 16 fp16) is read
+ * through L1. nb accumulators in registers (compile-time bound 8). */
+__global__ void k_cb_gemv_generic(CbDev m, const float *x, int nb, float *y) {
+    const int64_t r = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    const int lane = threadIdx.x & 31;
+    if (r >= m.rows) return;
+    const uint8_t *row = m.idx + r * m.row_bytes;
+    const __half *cb = m.codebook + r * m.k;
+    float acc[8];
+#pragma unroll
+    for (int b = 0; b < 8; b++) acc[b] = 0.f;
+    for (int64_t c = lane; c < m.cols; c += 32) {
+        const float w = __half2float(cb[cb_index(row, m.bits, c)]);
+#pragma unroll
+        for (int b = 0; b < 8; b++)
+            if (b < nb) acc[b] += w * x[(int64_t)b * m.cols + c];
+    }
+    if (m.ol_rowptr)
+        for (uint32_t o = m.ol_rowptr[r] + lane; o < m.ol_rowptr[r + 1]; o += 32) {
+            const float dv = __half2float(m.ol_val[o]);
+            const int c = m.ol_col[o];
+#pragma unroll
+            for (int b = 0; b < 8; b++)
+                if (b < nb) acc[b] += dv * x[(int64_t)b * m.cols + c];
+        }
+#pragma unroll
+    for (int b = 0; b < 8; b++) {
+        float v = warp_sum(acc[b]);
+        if (b < nb && lane == 0) y[(int64_t)b * m.rows + r] = v;
+    }
+}
+
+void cb_gemv_generic(const CbDev &m, const float *x, int nb, float *y, cudaStream_t s) {
+    const int warps = 8;
+    k_cb_gemv_generic<<<(unsigned)((m.rows + warps - 1) / warps), warps * 32, 0, s>>>(m, x, nb, y);
+}
+
+/* --------------------------------------------------------- RoPE + cache -- */
+
+__global__ void k_rope_store_kv(float *q, const float *k, const float *v, const float *bq,
+                                const float *bk, const float *bv, const float *rc, const float *rs,
+                                __half *kc, __half *vc, const int32_t *pos_dev, int n_heads,
+                                int n_kv, int hd) {
+    const int t = blockIdx.x;
+    const int64_t p = (int64_t)*pos_dev + t;
+    const int half = hd / 2, qd = n_heads * hd, kvd = n_kv * hd;
+    const float *cs = rc + p * half, *sn = rs + p * half;
+    const int nq = n_heads * half, nk = n_kv * half;
+    for (int i = threadIdx.x; i < nq + nk + kvd; i += blockDim.x) {
+        if (i < nq + nk) {
+            const int isk = i >= nq;
+            const int ii = isk ? i - nq : i;
+            const int h = ii / half, j = ii % half;
+            const float *src = isk ? k + (int64_t)t * kvd : q + (int64_t)t * qd;
+            const float *b = isk ? bk : bq;
+            const int e0 = h * hd + j, e1 = e0 + half;
+            float a = src[e0], c = src[e1];
+            if (b) a += b[e0], c += b[e1];
+            const float r0 = a * cs[j] - c * sn[j], r1 = c * cs[j] + a * sn[j];
+            if (isk) {
+                kc[p * kvd + e0] = __float2half_rn(r0);
+                kc[p * kvd + e1] = __float2half_rn(r1);
+            } else {
+                q[(int64_t)t * qd + e0] = r0;
+                q[(int64_t)t * qd + e1] = r1;
+            }
+        } else {
+            const int e = i - nq - nk;
+            float val = v[(int64_t)t * kvd + e];
+            if (bv) val += bv[e];
+            vc[p * kvd + e] = __float2half_rn(val);
+        }
+    }
+}
+
+void rope_store_kv(float *q, const float *k, const float *v, const float *bq, const float *bk,
+                   const float *bv, const float *rope_cos, const float *rope_sin, __half *kc,
+                   __half *vc, const int32_t *pos_dev, int n, int n_heads, int n_kv, int hd,
+                   cudaStream_t s) {
+    k_rope_store_kv<<<n, 256, 0, s>>>(q, k, v, bq, bk, bv, rope_cos, rope_sin, kc, vc, pos_dev,
+                                      n_heads, n_kv, hd);
+}
+
+/* ------------------------------------------------------------ attention -- */
+
+/* Block = kAttnWarps warps for one (head, token, split). Each warp takes
+ * every kAttnWarps-th key of the block's range with an online softmax; lane
+ * l holds head elements l, l+32, ... (VPL of them), so a key row is read as
+ * one coalesced warp access. The warps' (max, sum, acc) are merged in shared
+ * memory. VPL = ceil(hd / 32) is a template parameter so acc[] stays in
+ * registers (run-time indexing would move it to local memory). */
+template <int VPL>
+__global__ void __launch_bounds__(kAttnWarps * 32)
+    k_attention(const float *q, const __half *kc, const __half *vc, const int32_t *pos_dev,
+                int n_heads, int n_kv, int hd, int splits, int chunk, float *part, float *out32,
+                __half *out16) {
+    const int h = blockIdx.x, t = blockIdx.y, sp = blockIdx.z;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int qd = n_heads * hd, kvd = n_kv * hd;
+    const int kvh = h / (n_heads / n_kv);
+    const int64_t last = (int64_t)*pos_dev + t; /* attends to keys 0..last */
+    const int64_t j0 = (int64_t)sp * chunk;
+    int64_t j1 = j0 + chunk;
+    if (j1 > last + 1) j1 = last + 1;
+    const float scale = rsqrtf((float)hd);
+
+    float qv[VPL], acc[VPL];
+#pragma unroll
+    for (int i = 0; i < VPL; i++) {
+        const int d = lane + 32 * i;
+        qv[i] = d < hd ? q[(int64_t)t * qd + h * hd + d] * scale : 0.f;
+        acc[i] = 0.f;
+    }
+    float m = -INFINITY, l = 0.f;
+    for (int64_t j = j0 + warp; j < j1; j += kAttnWarps) {
+        const __half *kr = kc + j * kvd + kvh * hd, *vr = vc + j * kvd + kvh * hd;
+        float sdot = 0.f;
+#pragma unroll
+        for (int i = 0; i < VPL; i++) {
+            const int d = lane + 32 * i;
+            if (d < hd) sdot += qv[i] * __half2float(kr[d]);
+        }
+        const float sc = warp_sum(sdot);
+        const float mn = fmaxf(m, sc);
+        const float corr = __expf(m - mn), pj = __expf(sc - mn); /* exp(-inf) = 0 on the first key */
+        l = l * corr + pj;
+#pragma unroll
+        for (int i = 0; i < VPL; i++) {
+            const int d = lane + 32 * i;
+            acc[i] = acc[i] * corr + (d < hd ? pj * __half2float(vr[d]) : 0.f);
+        }
+        m = mn;
+    }
+
+    __shared__ float sm_m[kAttnWarps], sm_l[kAttnWarps];
+    __shared__ float sm_acc[kAttnWarps][kMaxHeadDim];
+    if (lane == 0) sm_m[warp] = m, sm_l[warp] = l;
+#pragma unroll
+    for (int i = 0; i < VPL; i++) {
+        const int d = lane + 32 * i;
+        if (d < hd) sm_acc[warp][d] = acc[i];
+    }
+    __syncthreads();
+    float M = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < kAttnWarps; w++) M = fmaxf(M, sm_m[w]);
+    float L = 0.f, f[kAttnWarps];
+#pragma unroll
+    for (int w = 0; w < kAttnWarps; w++) {
+        f[w] = sm_m[w] == -INFINITY ? 0.f : __expf(sm_m[w] - M); /* a warp with no keys adds 0 */
+        L += sm_l[w] * f[w];
+    }
+    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+        float a = 0.f;
+#pragma unroll
+        for (int w = 0; w < kAttnWarps; w++) a += sm_acc[w][d] * f[w];
+        if (splits == 1) {
+            const float o = a / L;
+            out32[(int64_t)t * qd + h * hd + d] = o;
+            out16[(int64_t)t * qd + h * hd + d] = __float2half_rn(o);
+        } else {
+            float *pp = part + (((int64_t)t * n_heads + h) * splits + sp) * (hd + 2);
+            pp[2 + d] = a;
+            if (d == 0) pp[0] = M, pp[1] = L; /* M = -inf: this split had no keys */
+        }
+    }
+}
+
+/* Merge the splits of one (head, token): thread d owns output element d. */
+__global__ void k_attention_merge(const float *part, int n_heads, int hd, int splits, float *out32,
+                                  __half *out16) {
+    const int h = blockIdx.x, t = blockIdx.y;
+    const float *pp = part + ((int64_t)t * n_heads + h) * splits * (hd + 2);
+    float M = -INFINITY;
+    for (int s = 0; s < splits; s++) M = fmaxf(M, pp[s * (hd + 2)]);
+    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+        float L = 0.f, a = 0.f;
+        for (int s = 0; s < splits; s++) {
+            const float ms = pp[s * (hd + 2)];
+            if (ms == -INFINITY) continue;
+            const float f = __expf(ms - M);
+            L += pp[s * (hd + 2) + 1] * f;
+            a += pp[s * (hd + 2) + 2 + d] * f;
+        }
+        const float o = a / L;
+        out32[(int64_t)t * n_heads * hd + h * hd + d] = o;
+        out16[(int64_t)t * n_heads * hd + h * hd + d] = __float2half_rn(o);
+    }
+}
+
+void attention(const float *q, const __half *kc, const __half *vc, const int32_t *pos_dev, int n,
+               int n_heads, int n_kv, int hd, int splits, int chunk, float *part, float *out32,
+               __half *out16, cudaStream_t s) {
+    const dim3 grid((unsigned)n_heads, (unsigned)n, (unsigned)splits);
+    const int th = kAttnWarps * 32;
+    const int vpl = (hd + 31) / 32;
+    if (vpl <= 1)
+        k_attention<1><<<grid, th, 0, s>>>(q, kc, vc, pos_dev, n_heads, n_kv, hd, splits, chunk, part, out32, out16);
+    else if (vpl <= 2)
+        k_attention<2><<<grid, th, 0, s>>>(q, kc, vc, pos_dev, n_heads, n_kv, hd, splits, chunk, part, out32, out16);
+    else if (vpl <= 4)
+        k_attention<4><<<grid, th, 0, s>>>(q, kc, vc, pos_dev, n_heads, n_kv, hd, splits, chunk, part, out32, out16);
+    else
+        k_attention<8><<<grid, th, 0, s>>>(q, kc, vc, pos_dev, n_heads, n_kv, hd, splits, chunk, part, out32, out16);
+    if (splits > 1)
+        k_attention_merge<<<dim3((unsigned)n_heads, (unsigned)n), hd < 128 ? 128 : 256, 0, s>>>(
+            part, n_heads, hd, splits, out32, out16);
+}
+
+/* --------------------------------------------------------------- SwiGLU -- */
+
+__global__ void k_swiglu(float *h32, __half *h16, const float *g, const float *u, int64_t count) {
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < count;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        const float gv = g[i];
+        const float o = gv / (1.0f + __expf(-gv)) * u[i];
+        h32[i] = o;
+        h16[i] = __float2half_rn(o);
+    }
+}
+
+void swiglu(float *h32, __half *h16, const float *g, const float *u, int64_t count, cudaStream_t s) {
+    k_swiglu<<<grid_for(count, 256), 256, 0, s>>>(h32, h16, g, u, count);
+}
+
+} /* namespace opc_cudafwd */

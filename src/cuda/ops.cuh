@@ -1,0 +1,84 @@
+/*
+ * ops.cuh — the non-GEMV operations of the CUDA forward pass (ops.cu), as
+ * host-side launchers for forward_cuda.cu. Internal to src/cuda (C++ linkage).
+ *
+ * Every launcher is asynchronous on `s`, allocates nothing, and leaves the
+ * launch error to be read with cudaGetLastError() by the caller. Shapes are
+ * row-major, tokens outermost: (n, dim) means n rows of dim floats.
+ *
+ * Positions come from device memory (`pos_dev`, one int) rather than from a
+ * kernel argument, so the decode step can be captured once in a CUDA graph
+ * and replayed for every position.
+ */
+#ifndef OPC_CUDA_OPS_CUH
+#define OPC_CUDA_OPS_CUH
+
+#include "cuda_api.h"
+
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <stdint.h>
+
+namespace opc_cudafwd {
+
+/* Largest head_dim the attention kernels are compiled for (8 values per lane). */
+constexpr int kMaxHeadDim = 256;
+/* Keys per attention split for decode; see attention() below. */
+constexpr int kAttnWarps = 4;
+
+/* Codebook matrix (bits 2 or 4) in device memory, as plain values for kernels. */
+struct CbDev {
+    const uint8_t *idx;       /* (rows, row_bytes) */
+    const __half *codebook;   /* (rows, k) */
+    const uint32_t *ol_rowptr;/* (rows + 1) or NULL */
+    const uint16_t *ol_col;   /* (n_outliers) */
+    const __half *ol_val;     /* (n_outliers) */
+    int64_t rows, cols;
+    int64_t row_bytes;
+    int bits, k;
+};
+CbDev cb_dev(const opc_cuda_cb_matrix *m);
+
+/* x (n, dim) += xo (n, dim) when xo != NULL; then
+ * out32/out16 (n, dim) = x * rsqrt(mean(x^2) + eps) * w. */
+void add_rmsnorm(float *x, const float *xo, const float *w, float *out32, __half *out16, int n,
+                 int dim, float eps, cudaStream_t s);
+
+/* Embedding rows for tokens tok_dev (n): x (n, dim) fp32 from a dense fp16
+ * table (vocab, dim), or from a codebook matrix (exactly one is non-NULL). */
+void embed(const __half *table, const CbDev *cb, const int32_t *tok_dev, int n, int dim, float *x,
+           cudaStream_t s);
+
+/* Dequantize a codebook matrix (outliers included) to a dense fp16 (rows, cols). */
+void cb_dequant_f16(const CbDev &m, __half *out, cudaStream_t s);
+
+/* y (nb, rows) = x (nb, cols) W^T for any codebook width, CUDA cores, one warp
+ * per row; 1 <= nb <= 8. The simple, correct path for 4-bit indices. */
+void cb_gemv_generic(const CbDev &m, const float *x, int nb, float *y, cudaStream_t s);
+
+/* For token t of n at position p = *pos_dev + t: add the optional biases,
+ * rotate-half RoPE on q (n, n_heads*hd) in place and on k (n, n_kv*hd), and
+ * store k and v (n, n_kv*hd) as fp16 rows p of the layer's caches
+ * kc/vc (ctx, n_kv*hd). cos/sin tables: (ctx, hd/2). */
+void rope_store_kv(float *q, const float *k, const float *v, const float *bq, const float *bk,
+                   const float *bv, const float *rope_cos, const float *rope_sin, __half *kc,
+                   __half *vc, const int32_t *pos_dev, int n, int n_heads, int n_kv, int hd,
+                   cudaStream_t s);
+
+/* Causal GQA attention of n queries q (n, n_heads*hd) at positions
+ * *pos_dev + t over the cache rows 0..*pos_dev + t, into out32/out16
+ * (n, n_heads*hd). splits > 1: flash-decoding, each block takes `chunk`
+ * consecutive keys and writes (max, sum, acc[hd]) to `part`
+ * (n, n_heads, splits, hd + 2); a second kernel merges them. splits == 1:
+ * one block per (token, head) over all its keys, no `part` needed. */
+void attention(const float *q, const __half *kc, const __half *vc, const int32_t *pos_dev, int n,
+               int n_heads, int n_kv, int hd, int splits, int chunk, float *part, float *out32,
+               __half *out16, cudaStream_t s);
+
+/* h (n*hid) = silu(g) * u into h32 (may alias g) and h16. */
+void swiglu(float *h32, __half *h16, const float *g, const float *u, int64_t count, cudaStream_t s);
+
+} /* namespace opc_cudafwd */
+
+#endif /* OPC_CUDA_OPS_CUH */
