@@ -14,6 +14,8 @@
 #include "tokenizer/tokenizer.h"
 #ifdef OPC_HAVE_CUDA
 #include "cuda/forward_cuda.h"
+#else
+struct opc_cuda_forward; /* stays NULL without CUDA */
 #endif
 
 #include <stdio.h>

@@ -22,9 +22,8 @@
 static volatile sig_atomic_t g_interrupt;
 
 static void on_sigint(int sig) {
-    (void)sig;
     g_interrupt = 1;
-    signal(SIGINT, SIG_DFL); /* a second Ctrl-C kills at once */
+    signal(sig, SIG_DFL); /* a second Ctrl-C kills at once */
 }
 
 static void usage(FILE *f) {
@@ -38,7 +37,7 @@ static void usage(FILE *f) {
             "                      rtn (naive baseline: uniform levels between row min and max)\n"
             "  --gptq              GPTQ-style error feedback with the calibration Hessians (slower)\n"
             "  --calib FILE        calibration text (must not overlap evaluation text)\n"
-            "  --calib-tokens N    calibration tokens (default 1024; sampled from the model itself when\n"
+            "  --calib-tokens N    calibration tokens (default 256; sampled from the model itself when\n"
             "                      no --calib is given; 0 = no calibration, uniform importance)\n"
             "  --calib-ctx N       tokens per calibration sequence (default 256)\n"
             "  --keep-fp16 PATS    comma-separated tensor patterns stored as f16 (in addition to the\n"
@@ -109,7 +108,7 @@ static opc_status calib_from_file(const opc_model_desc *d, const char *path, int
 int opc_cmd_quantize(int argc, char **argv) {
     const char *model = NULL, *out = NULL, *calib = NULL;
     opc_quant_params p = opc_quant_defaults();
-    int32_t calib_tokens = 1024, calib_ctx = 256;
+    int32_t calib_tokens = 256, calib_ctx = 256;
     int verbose = 0, quiet = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -213,6 +212,7 @@ int opc_cmd_quantize(int argc, char **argv) {
     }
 
     signal(SIGINT, on_sigint);
+    signal(SIGTERM, on_sigint); /* `kill` too: stop cleanly, remove the temporary file */
     p.interrupt = &g_interrupt;
     opc_model_desc *d = NULL;
     opc_status st = opc_model_desc_open(model, &d);

@@ -206,7 +206,8 @@ int opc_cmd_synth(int argc, char **argv) {
 
     struct stat sb;
     unsigned long long fsize = stat(out, &sb) == 0 ? (unsigned long long)sb.st_size : 0ull;
-    printf("wrote %s: shape %s, %d layers, %g bits", out, shape, (int)cfg.n_layers, (double)p.bits);
+    printf("wrote %s: shape %s, %d layer%s, %g bits", out, shape, (int)cfg.n_layers, cfg.n_layers == 1 ? "" : "s",
+           (double)p.bits);
     if (p.outlier_frac > 0) printf(", %llu outliers", (unsigned long long)sum.n_outliers);
     printf("\n  %d tensors, %.3f M weights, file %.1f MiB (%.3f bits/weight incl. embedding), %.1f s\n",
            (int)sum.n_tensors, (double)sum.n_params / 1e6, (double)fsize / (1024.0 * 1024.0),

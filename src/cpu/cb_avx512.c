@@ -28,6 +28,9 @@
  * Both chosen by measurement (bench_cpu_gemv, docs/RESULTS.md). */
 #define PF_ROWS 8
 #define GEMV_CHUNK 4096
+/* Prefill: keep a token block's activations for one column chunk within
+ * ~256 KiB (L2). Larger chunks measured no better on the loaded dev VM. */
+#define XCHUNK_BYTES (256 * 1024)
 
 /* (16) fp32 table for row r: lane l = cb[l] (4-bit) or cb[l & 3] (2-bit);
  * entries >= k are 0 like the reference. The masked load never touches
@@ -206,7 +209,7 @@ void opc_cb_rows_avx512(const opc_cb_matrix *m, const float *X, int64_t T, float
             }
         }
         /* Column chunk: keep nb tokens x chunk columns of X within ~256 KiB (L2). */
-        int64_t chunk = nb == 1 ? GEMV_CHUNK / OPC_CB_GROUP : (256 * 1024 / 4 / nb) / OPC_CB_GROUP;
+        int64_t chunk = nb == 1 ? GEMV_CHUNK / OPC_CB_GROUP : (XCHUNK_BYTES / 4 / nb) / OPC_CB_GROUP;
         if (chunk < 1) chunk = 1;
         for (int64_t g0 = 0; g0 < nfull || (g0 == 0 && rem); g0 += chunk) {
             int64_t g1 = g0 + chunk < nfull ? g0 + chunk : nfull;

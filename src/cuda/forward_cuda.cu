@@ -4,11 +4,11 @@
  *   x = embed(tokens)                                        (n, dim)
  *   per layer l:
  *     xb = rmsnorm(x [+= pending residual]) · attn_norm        (add fused in)
- *     q, k, v = xb W{q,k,v}ᵀ                                   GEMV (n <= 8) or GEMM
+ *     q, k, v = xb W{q,k,v}ᵀ      one fused GEMV/GEMM when all three are 2-bit
  *     (+bias) rotate-half RoPE on q, k; k, v -> fp16 cache rows pos..pos+n-1
  *     a = causal GQA attention over the cache                  split-K for n <= 8
  *     x += a Woᵀ ; xb = rmsnorm(x) · ffn_norm
- *     pending = (silu(xb Wgateᵀ) * (xb Wupᵀ)) Wdownᵀ
+ *     pending = (silu(xb Wgateᵀ) * (xb Wupᵀ)) Wdownᵀ       gate|up fused likewise
  *   logits = rmsnorm(x + pending) · output_norm · Woutᵀ
  *
  * Same order of operations as the CPU reference (src/model/forward.c).
@@ -50,7 +50,9 @@ typedef struct gweight {
 } gweight;
 
 typedef struct glayer {
-    gweight w[W_COUNT];
+    gweight w[W_COUNT];  /* WK_NONE for the parts of a fused weight */
+    gweight qkv;         /* rows [Wq; Wk; Wv] when all three are CB2, else WK_NONE */
+    gweight gate_up;     /* rows [Wgate; Wup] when both are CB2, else WK_NONE */
     float *attn_norm, *ffn_norm; /* device (dim) */
     float *bq, *bk, *bv;         /* device (q_dim), (kv_dim), (kv_dim) or NULL */
 } glayer;
@@ -73,7 +75,9 @@ struct opc_cuda_forward {
     __half *kcache, *vcache;    /* device (n_layers, ctx, kv_dim) */
 
     /* activations for up to max_batch tokens, device */
-    float *x, *xb32, *q, *k, *v, *att32, *xo, *hb, *hb2; /* (B, dim|q_dim|kv_dim|hidden) */
+    float *x, *xb32, *att32, *xo, *hb; /* (B, dim|q_dim|dim|hidden) */
+    float *qkv; /* (B, q_dim + 2 kv_dim): fused rows [q|k|v], or q, k, v blocks of B rows */
+    float *gu;  /* (B, 2 hidden): fused rows [gate|up], or gate, up blocks of B rows */
     __half *xb16, *att16, *hb16;                         /* fp16 copies: cuBLAS inputs */
     float *logits;                                       /* (B, vocab) */
     float *part;    /* attention split partials (min(B,8), n_heads, splits_max, hd + 2) */
@@ -295,6 +299,88 @@ static double rope_inv_freq(const opc_config *c, int i) {
     return inv;
 }
 
+/* The CB2 view of a weight when it is one (shape checked), else NULL. */
+static opc_status cb2_part(opc_cuda_forward *f, const opc_model_desc *d, const char *name, int64_t rows,
+                           int64_t cols, const opc_cb_matrix **out) {
+    const opc_tensor *t;
+    *out = NULL;
+    opc_status st = opc_model_desc_require(d, name, rows, cols, &t);
+    if (st != OPC_OK) return st;
+    if (t->type != OPC_TYPE_CB2 || t->cb.bits != 2) return OPC_OK;
+    if (t->cb.rows != rows || t->cb.cols != cols)
+        return opc_error(OPC_ERR_CORRUPT, "%s: tensor %s: codebook view is (%lld, %lld), expected (%lld, %lld)",
+                         f->path, name, (long long)t->cb.rows, (long long)t->cb.cols, (long long)rows,
+                         (long long)cols);
+    st = opc_cb_validate(&t->cb, name);
+    if (st != OPC_OK) return opc_error_wrap(st, "%s: ", f->path);
+    *out = &t->cb;
+    return OPC_OK;
+}
+
+/* Upload the row-concatenation of np 2-bit matrices with equal cols as one
+ * matrix: one GEMV launch instead of np, and enough row tiles to fill the GPU
+ * for the small k/v projections. Codebooks are padded to the largest k with
+ * zeros (no index refers to them); the outlier CSR is re-based. */
+static opc_status upload_fused(opc_cuda_forward *f, const opc_cb_matrix *const *parts, int np,
+                               const char *what, gweight *w) {
+    opc_cb_matrix m;
+    memset(&m, 0, sizeof m);
+    memset(w, 0, sizeof *w);
+    m.cols = parts[0]->cols, m.bits = 2, m.row_bytes = parts[0]->row_bytes;
+    uint64_t nol = 0;
+    for (int i = 0; i < np; i++) {
+        m.rows += parts[i]->rows;
+        if (parts[i]->k > m.k) m.k = parts[i]->k;
+        nol += parts[i]->n_outliers;
+    }
+    if (nol > 0xFFFFFFFFull)
+        return opc_error(OPC_ERR_UNSUPPORTED, "cuda forward: %s: too many outliers to fuse", what);
+    uint8_t *idx = (uint8_t *)malloc((size_t)(m.rows * (int64_t)m.row_bytes));
+    uint16_t *cb = (uint16_t *)calloc((size_t)(m.rows * m.k), 2);
+    uint32_t *rp = nol ? (uint32_t *)malloc((size_t)(m.rows + 1) * 4) : NULL;
+    uint16_t *oc = nol ? (uint16_t *)malloc((size_t)nol * 2) : NULL;
+    uint16_t *ov = nol ? (uint16_t *)malloc((size_t)nol * 2) : NULL;
+    opc_status st = OPC_OK;
+    if (!idx || !cb || (nol && (!rp || !oc || !ov))) {
+        st = opc_error(OPC_ERR_NOMEM, "cuda forward: fusing %s", what);
+        goto out;
+    }
+    {
+        int64_t r0 = 0;
+        uint64_t o0 = 0;
+        for (int i = 0; i < np; i++) {
+            const opc_cb_matrix *p = parts[i];
+            memcpy(idx + r0 * (int64_t)m.row_bytes, p->idx, (size_t)(p->rows * (int64_t)p->row_bytes));
+            for (int64_t r = 0; r < p->rows; r++)
+                memcpy(cb + (r0 + r) * m.k, p->codebook + r * p->k, (size_t)p->k * 2);
+            if (nol) {
+                for (int64_t r = 0; r < p->rows; r++)
+                    rp[r0 + r] = (uint32_t)(o0 + (p->n_outliers ? p->ol_rowptr[r] : 0));
+                if (p->n_outliers) {
+                    memcpy(oc + o0, p->ol_col, (size_t)p->n_outliers * 2);
+                    memcpy(ov + o0, p->ol_val, (size_t)p->n_outliers * 2);
+                }
+            }
+            r0 += p->rows;
+            o0 += p->n_outliers;
+        }
+        if (nol) rp[m.rows] = (uint32_t)o0;
+    }
+    m.idx = idx, m.codebook = cb, m.n_outliers = nol, m.ol_rowptr = rp, m.ol_col = oc, m.ol_val = ov;
+    st = opc_cuda_cb_upload(&m, &w->cb);
+    if (st != OPC_OK) {
+        st = opc_error_wrap(st, "%s: %s: ", f->path, what);
+        goto out;
+    }
+    w->kind = WK_CB;
+    w->rows = m.rows, w->cols = m.cols;
+    w->cbd = cb_dev(&w->cb);
+    f->mem.weights += (uint64_t)m.rows * m.row_bytes + (uint64_t)m.rows * (uint64_t)m.k * 2u + nol * 4u;
+out:
+    free(idx), free(cb), free(rp), free(oc), free(ov);
+    return st;
+}
+
 static void free_weight(gweight *w) {
     /* dense weights are in the allocation list; codebook arrays are not */
     if (w->kind == WK_CB && !w->shared) opc_cuda_cb_free(&w->cb);
@@ -310,6 +396,8 @@ extern "C" void opc_cuda_forward_free(opc_cuda_forward *f) {
     if (f->layers) {
         for (int32_t l = 0; l < f->cfg.n_layers; l++) {
             for (int w = 0; w < W_COUNT; w++) free_weight(&f->layers[l].w[w]);
+            free_weight(&f->layers[l].qkv);
+            free_weight(&f->layers[l].gate_up);
         }
         free(f->layers);
     }
@@ -397,7 +485,26 @@ extern "C" opc_status opc_cuda_forward_init(opc_cuda_forward **out, const opc_mo
         glayer *L = &f->layers[l];
         const int64_t shp[W_COUNT][2] = {{qd, dim},  {kvd, dim}, {kvd, dim}, {dim, qd},
                                          {hid, dim}, {hid, dim}, {dim, hid}};
+        const opc_cb_matrix *part[W_COUNT];
         for (int w = 0; w < W_COUNT; w++) {
+            snprintf(name, sizeof name, "blk.%d.%s.weight", l, g_wname[w]);
+            if ((st = cb2_part(f, d, name, shp[w][0], shp[w][1], &part[w])) != OPC_OK) goto fail;
+        }
+        const int fuse_qkv = part[W_Q] && part[W_K] && part[W_V] && !getenv("OPC_CUDA_NO_FUSE");
+        const int fuse_gu = part[W_GATE] && part[W_UP] && !getenv("OPC_CUDA_NO_FUSE");
+        if (fuse_qkv) {
+            snprintf(name, sizeof name, "blk.%d.attn_qkv", l);
+            if ((st = upload_fused(f, part + W_Q, 3, name, &L->qkv)) != OPC_OK) goto fail;
+            if ((uint64_t)L->qkv.rows * (uint64_t)dim > max_cb) max_cb = (uint64_t)L->qkv.rows * (uint64_t)dim;
+        }
+        if (fuse_gu) {
+            snprintf(name, sizeof name, "blk.%d.ffn_gate_up", l);
+            if ((st = upload_fused(f, part + W_GATE, 2, name, &L->gate_up)) != OPC_OK) goto fail;
+            if ((uint64_t)L->gate_up.rows * (uint64_t)dim > max_cb)
+                max_cb = (uint64_t)L->gate_up.rows * (uint64_t)dim;
+        }
+        for (int w = 0; w < W_COUNT; w++) {
+            if ((fuse_qkv && w <= W_V) || (fuse_gu && (w == W_GATE || w == W_UP))) continue;
             snprintf(name, sizeof name, "blk.%d.%s.weight", l, g_wname[w]);
             if ((st = prep_weight(f, d, name, shp[w][0], shp[w][1], &L->w[w])) != OPC_OK) goto fail;
             if (L->w[w].kind == WK_CB && (uint64_t)(shp[w][0] * shp[w][1]) > max_cb)
@@ -472,14 +579,12 @@ extern "C" opc_status opc_cuda_forward_init(opc_cuda_forward **out, const opc_mo
         } bufs[] = {{(void **)&f->x, B * dim * 4, "x"},
                     {(void **)&f->xb32, B * dim * 4, "xb"},
                     {(void **)&f->xb16, B * dim * 2, "xb16"},
-                    {(void **)&f->q, B * qd * 4, "q"},
-                    {(void **)&f->k, B * kvd * 4, "k"},
-                    {(void **)&f->v, B * kvd * 4, "v"},
+                    {(void **)&f->qkv, B * (qd + 2 * kvd) * 4, "qkv"},
                     {(void **)&f->att32, B * qd * 4, "att"},
                     {(void **)&f->att16, B * qd * 2, "att16"},
                     {(void **)&f->xo, B * dim * 4, "xo"},
                     {(void **)&f->hb, B * hid * 4, "hb"},
-                    {(void **)&f->hb2, B * hid * 4, "hb2"},
+                    {(void **)&f->gu, B * 2 * hid * 4, "gate/up"},
                     {(void **)&f->hb16, B * hid * 2, "hb16"},
                     {(void **)&f->logits, B * vocab * 4, "logits"},
                     {(void **)&f->part, npart * 4, "attention partials"},
@@ -544,7 +649,7 @@ static opc_status linear(opc_cuda_forward *f, const gweight *w, const float *x32
  * d_in. Only queues work on f->stream (also while a graph is captured). */
 static opc_status forward_slice(opc_cuda_forward *f, int n, opc_logits_mode mode) {
     const opc_config *c = &f->cfg;
-    const int dim = c->dim, hid = c->hidden_dim, kvd = f->kv_dim;
+    const int dim = c->dim, hid = c->hidden_dim, qd = f->q_dim, kvd = f->kv_dim;
     const int32_t *d_pos = f->d_in, *d_tok = f->d_in + 1;
     cudaStream_t s = f->stream;
     const int splits = n <= GBIG_MAX_BATCH ? f->splits_max : 1;
@@ -560,21 +665,38 @@ static opc_status forward_slice(opc_cuda_forward *f, int n, opc_logits_mode mode
         __half *kc = f->kcache + (int64_t)l * f->ctx * kvd, *vc = f->vcache + (int64_t)l * f->ctx * kvd;
         add_rmsnorm(f->x, pending, L->attn_norm, f->xb32, f->xb16, n, dim, c->rms_eps, s);
         if ((st = kcheck("rmsnorm")) != OPC_OK) return st;
-        if ((st = linear(f, &L->w[W_Q], f->xb32, f->xb16, n, f->q)) != OPC_OK) return st;
-        if ((st = linear(f, &L->w[W_K], f->xb32, f->xb16, n, f->k)) != OPC_OK) return st;
-        if ((st = linear(f, &L->w[W_V], f->xb32, f->xb16, n, f->v)) != OPC_OK) return st;
-        rope_store_kv(f->q, f->k, f->v, L->bq, L->bk, L->bv, f->rope_cos, f->rope_sin, kc, vc, d_pos,
+        float *q = f->qkv, *k, *v;
+        int ldq, ldkv;
+        if (L->qkv.kind) { /* fused: row t of qkv is [q | k | v] */
+            if ((st = linear(f, &L->qkv, f->xb32, f->xb16, n, f->qkv)) != OPC_OK) return st;
+            k = q + qd, v = k + kvd, ldq = ldkv = qd + 2 * kvd;
+        } else { /* three blocks of max_batch rows */
+            k = q + (int64_t)f->max_batch * qd, v = k + (int64_t)f->max_batch * kvd, ldq = qd, ldkv = kvd;
+            if ((st = linear(f, &L->w[W_Q], f->xb32, f->xb16, n, q)) != OPC_OK) return st;
+            if ((st = linear(f, &L->w[W_K], f->xb32, f->xb16, n, k)) != OPC_OK) return st;
+            if ((st = linear(f, &L->w[W_V], f->xb32, f->xb16, n, v)) != OPC_OK) return st;
+        }
+        rope_store_kv(q, ldq, k, v, ldkv, L->bq, L->bk, L->bv, f->rope_cos, f->rope_sin, kc, vc, d_pos,
                       n, c->n_heads, c->n_kv_heads, c->head_dim, s);
         if ((st = kcheck("rope")) != OPC_OK) return st;
-        attention(f->q, kc, vc, d_pos, n, c->n_heads, c->n_kv_heads, c->head_dim, splits, chunk,
+        attention(q, ldq, kc, vc, d_pos, n, c->n_heads, c->n_kv_heads, c->head_dim, splits, chunk,
                   f->part, f->att32, f->att16, s);
         if ((st = kcheck("attention")) != OPC_OK) return st;
         if ((st = linear(f, &L->w[W_O], f->att32, f->att16, n, f->xo)) != OPC_OK) return st;
         add_rmsnorm(f->x, f->xo, L->ffn_norm, f->xb32, f->xb16, n, dim, c->rms_eps, s);
         if ((st = kcheck("rmsnorm")) != OPC_OK) return st;
-        if ((st = linear(f, &L->w[W_GATE], f->xb32, f->xb16, n, f->hb)) != OPC_OK) return st;
-        if ((st = linear(f, &L->w[W_UP], f->xb32, f->xb16, n, f->hb2)) != OPC_OK) return st;
-        swiglu(f->hb, f->hb16, f->hb, f->hb2, (int64_t)n * hid, s);
+        const float *g = f->gu, *u;
+        int ldg;
+        if (L->gate_up.kind) { /* fused: row t of gu is [gate | up] */
+            if ((st = linear(f, &L->gate_up, f->xb32, f->xb16, n, f->gu)) != OPC_OK) return st;
+            u = g + hid, ldg = 2 * hid;
+        } else {
+            u = g + (int64_t)f->max_batch * hid, ldg = hid;
+            if ((st = linear(f, &L->w[W_GATE], f->xb32, f->xb16, n, f->gu)) != OPC_OK) return st;
+            if ((st = linear(f, &L->w[W_UP], f->xb32, f->xb16, n, f->gu + (int64_t)f->max_batch * hid)) != OPC_OK)
+                return st;
+        }
+        swiglu(f->hb, f->hb16, g, u, ldg, n, hid, s);
         if ((st = kcheck("swiglu")) != OPC_OK) return st;
         if ((st = linear(f, &L->w[W_DOWN], f->hb, f->hb16, n, f->xo)) != OPC_OK) return st;
         pending = f->xo;

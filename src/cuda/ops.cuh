@@ -58,10 +58,11 @@ void cb_dequant_f16(const CbDev &m, __half *out, cudaStream_t s);
 void cb_gemv_generic(const CbDev &m, const float *x, int nb, float *y, cudaStream_t s);
 
 /* For token t of n at position p = *pos_dev + t: add the optional biases,
- * rotate-half RoPE on q (n, n_heads*hd) in place and on k (n, n_kv*hd), and
- * store k and v (n, n_kv*hd) as fp16 rows p of the layer's caches
- * kc/vc (ctx, n_kv*hd). cos/sin tables: (ctx, hd/2). */
-void rope_store_kv(float *q, const float *k, const float *v, const float *bq, const float *bk,
+ * rotate-half RoPE on q (n, n_heads*hd; rows ldq floats apart) in place and
+ * on k (n, n_kv*hd), and store k and v (rows ldkv apart) as fp16 rows p of
+ * the layer's caches kc/vc (ctx, n_kv*hd). cos/sin tables: (ctx, hd/2).
+ * The strides let q, k, v be column blocks of one fused QKV output. */
+void rope_store_kv(float *q, int ldq, const float *k, const float *v, int ldkv, const float *bq, const float *bk,
                    const float *bv, const float *rope_cos, const float *rope_sin, __half *kc,
                    __half *vc, const int32_t *pos_dev, int n, int n_heads, int n_kv, int hd,
                    cudaStream_t s);
@@ -72,12 +73,14 @@ void rope_store_kv(float *q, const float *k, const float *v, const float *bq, co
  * consecutive keys and writes (max, sum, acc[hd]) to `part`
  * (n, n_heads, splits, hd + 2); a second kernel merges them. splits == 1:
  * one block per (token, head) over all its keys, no `part` needed. */
-void attention(const float *q, const __half *kc, const __half *vc, const int32_t *pos_dev, int n,
+void attention(const float *q, int ldq, const __half *kc, const __half *vc, const int32_t *pos_dev, int n,
                int n_heads, int n_kv, int hd, int splits, int chunk, float *part, float *out32,
                __half *out16, cudaStream_t s);
 
-/* h (n*hid) = silu(g) * u into h32 (may alias g) and h16. */
-void swiglu(float *h32, __half *h16, const float *g, const float *u, int64_t count, cudaStream_t s);
+/* h (n, hid) = silu(g) * u into h32 (may alias g when ld == hid) and h16;
+ * g and u rows are ld floats apart (ld = 2*hid for a fused gate|up output). */
+void swiglu(float *h32, __half *h16, const float *g, const float *u, int ld, int n, int hid,
+            cudaStream_t s);
 
 } /* namespace opc_cudafwd */
 

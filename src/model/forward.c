@@ -14,6 +14,13 @@
  *
  * Sections: dispatch + kernels (fp32 matmul, dot, axpy), weight preparation
  * (dequantize at init), RoPE tables, init/free, the forward pass.
+ *
+ * No external BLAS: the blocked AVX2 kernel below ran a SmolLM2 ctx-512
+ * perplexity pass at 582 tok/s on the 2-core dev VM (~0.24 GFLOP per token:
+ * ~140 GFLOP/s, roughly 60% of two Zen 4 cores' fp32 FMA peak), decode
+ * is bound by reading the fp32 weights, and Debian's OpenBLAS would add a
+ * build dependency (and its own thread pool fighting OpenMP's) for at most
+ * the remaining prefill headroom.
  */
 #include "forward.h"
 

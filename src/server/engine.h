@@ -77,6 +77,12 @@ struct opc_engine {
     /* Worker thread only. Release a slot (after finish, error or cancel). */
     void (*end)(opc_engine *e, int32_t slot);
 
+    /* Optional (NULL: none). Worker thread only. How many leading tokens of
+     * ids[0..n) the free `slot` still holds in its KV cache from its last
+     * request; the scheduler gives a job the free slot with the longest match,
+     * so a chat that resends its history skips re-reading it. */
+    int32_t (*prefix)(opc_engine *e, int32_t slot, const int32_t *ids, size_t n);
+
     /* Free the engine and everything it owns (NULL-safe via opc_engine_free). */
     void (*destroy)(opc_engine *e);
 };

@@ -41,9 +41,11 @@ typedef struct slot {
     int smp_ready;
     opc_detok dt;
     float *logits;   /* (vocab) logits for the next sample */
-    int32_t *prompt; /* (n_ctx) this request's prompt ids */
+    int32_t *seq;    /* (n_ctx) the slot's token sequence: seq[0..pos) are in the KV
+                      * cache, seq[pos..n_prompt) is prompt still to be read */
     int32_t n_prompt;
-    int32_t pos;     /* tokens already in the KV cache */
+    int32_t pos;     /* tokens in the KV cache; kept after end() so the next request
+                      * that starts with the same tokens (a chat's history) reuses them */
     int32_t pending; /* sampled token not yet fed to the model, or -1 */
     char *text;      /* (text_cap) bytes of the last step's token */
     size_t text_cap; /* opc_tokenizer_max_token_bytes() + 8, as opc_detok_push asks */
@@ -100,6 +102,18 @@ static opc_status me_chat_encode(opc_engine *e, const opc_chat_msg *msgs, size_t
     return st;
 }
 
+/* Tokens at the start of ids[0..n) whose KV entries the slot already holds. */
+static size_t me_prefix_len(const slot *sl, const int32_t *ids, size_t n) {
+    size_t k = 0;
+    while (k < n && k < (size_t)sl->pos && sl->seq[k] == ids[k]) k++;
+    return k;
+}
+
+static int32_t me_prefix(opc_engine *e, int32_t si, const int32_t *ids, size_t n) {
+    model_engine *m = (model_engine *)e;
+    return (int32_t)me_prefix_len(&m->slots[si], ids, n);
+}
+
 static opc_status me_begin(opc_engine *e, int32_t si, const int32_t *ids, size_t n,
                            const opc_srv_sampling *s) {
     model_engine *m = (model_engine *)e;
@@ -119,8 +133,12 @@ static opc_status me_begin(opc_engine *e, int32_t si, const int32_t *ids, size_t
     sl->smp_ready = 1;
     opc_detok_init(&sl->dt, m->tok);
     sl->pending = -1;
-    sl->pos = 0;
-    memcpy(sl->prompt, ids, n * sizeof *ids);
+    /* keep the cached prefix this prompt shares with the slot's last sequence;
+     * at least one token is read again, for the logits */
+    int32_t keep = (int32_t)me_prefix_len(sl, ids, n);
+    if (keep > (int32_t)n - 1) keep = (int32_t)n - 1;
+    memcpy(sl->seq + keep, ids + keep, (n - (size_t)keep) * sizeof *ids);
+    sl->pos = keep; /* the forward pass overwrites positions >= pos */
     sl->n_prompt = (int32_t)n;
     return OPC_OK;
 }
@@ -134,7 +152,7 @@ static opc_status me_step(opc_engine *e, const int32_t *slots, int32_t n, opc_en
             int32_t c = sl->n_prompt - sl->pos;
             if (c > PREFILL_CHUNK) c = PREFILL_CHUNK;
             int last = sl->pos + c == sl->n_prompt;
-            opc_status st = slot_run(sl, sl->prompt + sl->pos, c, sl->pos,
+            opc_status st = slot_run(sl, sl->seq + sl->pos, c, sl->pos,
                                      last ? sl->logits : NULL,
                                      last ? OPC_LOGITS_LAST : OPC_LOGITS_NONE);
             if (st != OPC_OK) return st;
@@ -148,6 +166,7 @@ static opc_status me_step(opc_engine *e, const int32_t *slots, int32_t n, opc_en
             if (sl->pos >= e->n_ctx)
                 return opc_error(OPC_ERR_INVALID_ARG, "serve: slot %d: context of %d is full",
                                  (int)slots[k], (int)e->n_ctx);
+            sl->seq[sl->pos] = sl->pending;
             opc_status st = slot_run(sl, &sl->pending, 1, sl->pos, sl->logits, OPC_LOGITS_LAST);
             if (st != OPC_OK) return st;
             sl->pos++;
@@ -169,8 +188,8 @@ static opc_status me_step(opc_engine *e, const int32_t *slots, int32_t n, opc_en
 
 static void me_end(opc_engine *e, int32_t si) {
     model_engine *m = (model_engine *)e;
+    /* pos and seq stay: the cache is reused by a later request with the same start */
     m->slots[si].pending = -1;
-    m->slots[si].pos = 0;
     m->slots[si].n_prompt = 0;
 }
 
@@ -185,7 +204,7 @@ static void me_destroy(opc_engine *e) {
             if (m->slots[i].smp_ready) opc_sampler_free(&m->slots[i].smp);
             free(m->slots[i].logits);
             free(m->slots[i].text);
-            free(m->slots[i].prompt);
+            free(m->slots[i].seq);
         }
         free(m->slots);
     }
@@ -232,6 +251,7 @@ opc_status opc_engine_model_open(const char *model_path, const opc_engine_model_
     e->begin = me_begin;
     e->step = me_step;
     e->end = me_end;
+    e->prefix = me_prefix;
     e->n_slots = 0; /* counts constructed slots until the end, for destroy */
 
     opc_status st = opc_model_desc_open(model_path, &m->desc);
@@ -278,8 +298,8 @@ opc_status opc_engine_model_open(const char *model_path, const opc_engine_model_
         sl->logits = malloc((size_t)e->n_vocab * sizeof *sl->logits);
         sl->text_cap = opc_tokenizer_max_token_bytes(m->tok) + 8;
         sl->text = malloc(sl->text_cap);
-        sl->prompt = malloc((size_t)ctx * sizeof *sl->prompt);
-        if (!sl->logits || !sl->text || !sl->prompt) {
+        sl->seq = malloc((size_t)ctx * sizeof *sl->seq);
+        if (!sl->logits || !sl->text || !sl->seq) {
             st = opc_error(OPC_ERR_NOMEM, "serve: out of memory for slot %d logits", (int)i);
             goto fail;
         }

@@ -244,10 +244,21 @@ static void *worker_main(void *arg) {
             free_list(to_free);
             return NULL;
         }
-        /* 2. admit queued jobs into free slots (FIFO) */
+        /* 2. admit queued jobs into free slots (FIFO); each takes the free slot
+         *    whose cached tokens match the most of its prompt */
         int32_t n_fresh = 0;
-        for (int32_t i = 0; i < e->n_slots && s->head; i++) {
-            if (s->slot_job[i]) continue;
+        for (;;) {
+            if (!s->head) break;
+            int32_t i = -1, best = -1;
+            for (int32_t k = 0; k < e->n_slots; k++) {
+                if (s->slot_job[k]) continue;
+                int32_t m = e->prefix ? e->prefix(e, k, s->head->prompt, s->head->n_prompt) : 0;
+                if (m > best) {
+                    best = m;
+                    i = k;
+                }
+            }
+            if (i < 0) break;
             opc_srv_job *j = s->head;
             s->head = j->next;
             if (!s->head) s->tail = NULL;

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# cli_quantize.sh — `opacc1ty quantize` end to end on stories260K: the .bf2
+# opens (info), bad options exit 2 without creating output, and SIGINT
+# during a run exits non-zero leaving no output and no temporary file.
+#   usage: cli_quantize.sh BIN SOURCE_DIR     (exit 77 = skipped)
+set -u
+bin=$1 src=$2
+model="$src/../shared/models/stories260K/stories260K.bin"
+[ -f "$model" ] || { echo "skip: $model not found"; exit 77; }
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fail=0
+check() { if eval "$2"; then echo "ok   $1"; else echo "FAIL $1"; fail=1; fi; }
+
+out="$tmp/st.bf2"
+"$bin" quantize "$model" -o "$out" --quiet --calib-tokens 64 --threads 1 >"$tmp/q.log" 2>&1
+rc=$?
+check "quantize exits 0" "[ $rc = 0 ]"
+check "output exists" "[ -s '$out' ]"
+check "summary has all-in bpw" "grep -q 'bpw all-in' '$tmp/q.log'"
+check "info reads it" "'$bin' info '$out' >'$tmp/info.log' 2>&1 && grep -q 'cb2' '$tmp/info.log'"
+
+"$bin" quantize "$model" -o "$tmp/bad.bf2" --bits 5 >/dev/null 2>&1
+check "--bits 5 is a usage error" "[ $? = 2 ] && [ ! -e '$tmp/bad.bf2' ]"
+"$bin" quantize "$model" -o "$tmp/bad.bf2" --override 'attn_q=7' --calib-tokens 0 >/dev/null 2>&1
+check "bad --override fails without output" "[ $? != 0 ] && [ ! -e '$tmp/bad.bf2' ]"
+
+# SIGINT while calibrating/quantizing (long calibration so the signal lands mid-run)
+echo "previous" >"$tmp/int.bf2"
+"$bin" quantize "$model" -o "$tmp/int.bf2" --quiet --calib-tokens 200000 --threads 1 >/dev/null 2>&1 &
+pid=$!
+sleep 1
+kill -INT $pid
+wait $pid
+rc=$?
+check "SIGINT exits non-zero" "[ $rc != 0 ]"
+check "existing output untouched" "[ \"\$(cat '$tmp/int.bf2')\" = previous ]"
+check "no temporary file left" "! ls '$tmp'/int.bf2.tmp.* >/dev/null 2>&1"
+exit $fail
