@@ -775,7 +775,11 @@ static char *greedy_reference(const char *model, const char *prompt, int max_tok
     logits = malloc((size_t)d->cfg.vocab_size * sizeof *logits);
     opc_detok dt;
     opc_detok_init(&dt, tok);
+    dt.at_start = 0; /* a continuation: a leading "▁" is a real space */
     char piece[256];
+    int32_t all[512];
+    size_t n_all = n;
+    memcpy(all, ids, n * sizeof *ids);
     size_t len = 0;
     int32_t pos = (int32_t)n;
     if (opc_forward_run(f, ids, (int32_t)n, 0, logits, OPC_LOGITS_LAST)) goto done;
@@ -783,12 +787,26 @@ static char *greedy_reference(const char *model, const char *prompt, int max_tok
         int32_t t = opc_argmax(logits, d->cfg.vocab_size);
         if (t == opc_tokenizer_eos(tok)) break;
         (*n_gen)++;
+        if (n_all < 512) all[n_all++] = t;
         size_t k = opc_detok_push(&dt, t, 1, piece, sizeof piece);
         if (len + k < 8191) {
             memcpy(out + len, piece, k);
             len += k;
         }
         if (i + 1 < max_tokens && opc_forward_run(f, &t, 1, pos++, logits, OPC_LOGITS_LAST)) break;
+    }
+    {
+        /* prompt + completion must read as the decoding of the whole sequence
+         * (no space lost or added where the completion starts) */
+        char *whole = NULL;
+        size_t wl = 0;
+        CHECK(opc_tokenizer_decode(tok, all, n_all, 1, &whole, &wl) == OPC_OK);
+        char *joined = malloc(strlen(prompt) + len + 1);
+        snprintf(joined, strlen(prompt) + len + 1, "%s%s", prompt, out);
+        CHECK_MSG(whole && !strcmp(whole, joined), "decode(all) '%s' != prompt+text '%s'",
+                  whole ? whole : "(null)", joined);
+        free(joined);
+        free(whole);
     }
 done:
     free(logits);

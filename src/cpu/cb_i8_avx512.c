@@ -28,7 +28,7 @@
  *     |y - y_ref| <= sum_c |w_c - c0| s(c) / 2  (+ fp32 rounding),
  * the bound tests/test_cpu_kernels.c checks.
  */
-#pragma GCC target("avx512vnni")
+/* VNNI comes from CMake (files named *_i8_avx512.c get -mavx512vnni). */
 #include "cpu.h"
 
 #include "../core/half.h"

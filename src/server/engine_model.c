@@ -132,6 +132,10 @@ static opc_status me_begin(opc_engine *e, int32_t si, const int32_t *ids, size_t
     if (st != OPC_OK) return st;
     sl->smp_ready = 1;
     opc_detok_init(&sl->dt, m->tok);
+    /* The completion continues the prompt's text: a leading "▁" of the first
+     * generated piece is a real space here, not SentencePiece's dummy prefix
+     * (which the prompt's own first piece carried). */
+    sl->dt.at_start = 0;
     sl->pending = -1;
     /* keep the cached prefix this prompt shares with the slot's last sequence;
      * at least one token is read again, for the logits */
