@@ -84,6 +84,7 @@ struct opc_cuda_forward {
     __half *dq16;   /* dequantized codebook matrix for the GEMM path (largest CB matrix) */
     int32_t *d_in;  /* device (1 + B): [0] = pos, then the tokens */
     int32_t *h_in;  /* pinned host staging of d_in */
+    float *h_logits;/* pinned (vocab): last-row logits come back through it (faster than pageable) */
     int splits_max, chunk;
 
     int use_graph, graph_failed, decode_eager;
@@ -406,6 +407,7 @@ extern "C" void opc_cuda_forward_free(opc_cuda_forward *f) {
     for (int32_t i = 0; i < f->n_dev; i++) cudaFree(f->dev[i]);
     free(f->dev);
     if (f->h_in) cudaFreeHost(f->h_in);
+    if (f->h_logits) cudaFreeHost(f->h_logits);
     if (f->blas) cublasDestroy(f->blas);
     if (f->stream) cudaStreamDestroy(f->stream);
     free(f);
@@ -424,6 +426,9 @@ extern "C" opc_status opc_cuda_forward_init(opc_cuda_forward **out, const opc_mo
     if (c->head_dim > kMaxHeadDim || c->head_dim % 2)
         return opc_error(OPC_ERR_UNSUPPORTED, "%s: head_dim %d: the CUDA attention takes even sizes <= %d",
                          d->path, c->head_dim, kMaxHeadDim);
+    if (c->dim > 8192)
+        return opc_error(OPC_ERR_UNSUPPORTED, "%s: dim %d: the CUDA RMSNorm takes dim <= 8192", d->path,
+                         c->dim);
     if (opc_cuda_device_count() <= 0) return opc_error(OPC_ERR_CUDA, "cuda forward: no CUDA device");
 
     opc_cuda_forward *f = (opc_cuda_forward *)calloc(1, sizeof *f);
@@ -599,6 +604,11 @@ extern "C" opc_status opc_cuda_forward_init(opc_cuda_forward **out, const opc_mo
             st = cuda_err(e, "pinned token buffer");
             goto fail;
         }
+        if ((e = cudaMallocHost((void **)&f->h_logits, (size_t)vocab * 4)) != cudaSuccess) {
+            f->h_logits = NULL;
+            st = cuda_err(e, "pinned logits buffer");
+            goto fail;
+        }
     }
     *out = f;
     return OPC_OK;
@@ -771,12 +781,15 @@ extern "C" opc_status opc_cuda_forward_run(opc_cuda_forward *f, const int32_t *t
         if (st == OPC_OK && sm != OPC_LOGITS_NONE) {
             const int64_t rows = sm == OPC_LOGITS_ALL ? m : 1;
             float *lo = mode == OPC_LOGITS_ALL ? logits_out + (int64_t)s * vocab : logits_out;
-            e = cudaMemcpyAsync(lo, f->logits, (size_t)(rows * vocab) * sizeof(float),
-                                cudaMemcpyDeviceToHost, f->stream);
+            e = cudaMemcpyAsync(rows == 1 ? f->h_logits : lo, f->logits,
+                                (size_t)(rows * vocab) * sizeof(float), cudaMemcpyDeviceToHost, f->stream);
             if (e != cudaSuccess) st = cuda_err(e, "logits download");
         }
         e = cudaStreamSynchronize(f->stream);
         if (st == OPC_OK && e != cudaSuccess) st = cuda_err(e, "forward pass");
+        if (st == OPC_OK && sm != OPC_LOGITS_NONE && (sm == OPC_LOGITS_LAST || m == 1))
+            memcpy(mode == OPC_LOGITS_ALL ? logits_out + (int64_t)s * vocab : logits_out, f->h_logits,
+                   (size_t)vocab * sizeof(float));
     }
     return st;
 }

@@ -41,7 +41,7 @@ struct CbDev {
 CbDev cb_dev(const opc_cuda_cb_matrix *m);
 
 /* x (n, dim) += xo (n, dim) when xo != NULL; then
- * out32/out16 (n, dim) = x * rsqrt(mean(x^2) + eps) * w. */
+ * out32/out16 (n, dim) = x * rsqrt(mean(x^2) + eps) * w. dim <= 8192. */
 void add_rmsnorm(float *x, const float *xo, const float *w, float *out32, __half *out16, int n,
                  int dim, float eps, cudaStream_t s);
 
