@@ -22,9 +22,10 @@
 static void parse(const uint8_t *img, size_t n, uint32_t flags) {
     opc_model_desc *d = calloc(1, sizeof *d);
     if (!d) return;
-    (void)opc_bf2_load_mem(img, n, flags, "fuzz", d);
-    /* on success, touch every codebook view through the reference dequantizer */
-    for (int32_t i = 0; i < d->n_tensors; i++) {
+    opc_status st = opc_bf2_load_mem(img, n, flags, "fuzz", d);
+    /* on success, touch every codebook view through the reference dequantizer
+     * (a failed load leaves a partial description that only _free may touch) */
+    for (int32_t i = 0; st == OPC_OK && i < d->n_tensors; i++) {
         const opc_tensor *t = &d->tensors[i];
         if ((t->type == OPC_TYPE_CB2 || t->type == OPC_TYPE_CB4) && t->cb.cols <= 4096 && t->cb.rows <= 64) {
             float row[4096];

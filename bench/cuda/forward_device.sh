@@ -12,7 +12,7 @@ set -uo pipefail
 OUT=${OUT:-$PWD/out}
 mkdir -p "$OUT"
 WHAT=${1:-all}
-log() { printf '\n=== %s (%s)\n' "$*" "$(date -u +%H:%M:%S)"; }
+log() { printf '\n=== %s (%s)\n' "$*" "$(date -u +%H:%M:%S)" | tee -a "$OUT/bench.txt"; }
 B=build/gpu
 BENCH="$B/bench_cuda_forward"
 
@@ -20,8 +20,8 @@ log gpu
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,clocks.max.mem,driver_version --format=csv
 log build
 source scripts/gpu_env.sh
-cmake -S . -B $B -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 -DOPC_SERVER=OFF > "$OUT/cmake.txt" 2>&1 || { tail -30 "$OUT/cmake.txt"; exit 1; }
-cmake --build $B -j16 --target opacc1ty_cli test_cuda_forward test_cuda bench_cuda_forward > "$OUT/build.txt" 2>&1 || { grep -E "error|Error" "$OUT/build.txt" | head -30; exit 1; }
+cmake -S . -B $B -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 -DOPC_SERVER=OFF > /tmp/opc_cmake.txt 2>&1 || { tail -30 /tmp/opc_cmake.txt; exit 1; }
+cmake --build $B -j16 --target opacc1ty_cli test_cuda_forward test_cuda bench_cuda_forward > /tmp/opc_build.txt 2>&1 || { grep -E "error|Error" /tmp/opc_build.txt | head -30; exit 1; }
 echo built
 
 if [ "$WHAT" != bench ]; then
@@ -42,20 +42,20 @@ synth() { # NAME ARGS...
   timeout 200 $B/opacc1ty synth --shape llama3-8b -o $f --quiet "$@" 2>&1 | tail -2
 }
 log bench SmolLM2 2-bit
-timeout 100 $BENCH gpu_carry/smollm2-2bit.bf2 --pp 512 --tg 128 --reps 3 2>&1 | tee "$OUT/bench_smollm2.txt"
+timeout 100 $BENCH gpu_carry/smollm2-2bit.bf2 --pp 512 --tg 128 --reps 3 2>&1 | tee -a "$OUT/bench.txt"
 
 log llama3-8b 2-bit, f16 head
 synth l8b --bits 2
-timeout 150 $BENCH /tmp/l8b.bf2 --pp 512 --tg 128 --reps 3 2>&1 | tee "$OUT/bench_l8b_2bit.txt"
+timeout 150 $BENCH /tmp/l8b.bf2 --pp 512 --tg 128 --reps 3 2>&1 | tee -a "$OUT/bench.txt"
 log llama3-8b 2-bit, f16 head, QKV and gate/up not fused
-OPC_CUDA_NO_FUSE=1 timeout 150 $BENCH /tmp/l8b.bf2 --pp 512 --tg 128 --reps 3 2>&1 | tee "$OUT/bench_l8b_2bit_nofuse.txt"
+OPC_CUDA_NO_FUSE=1 timeout 150 $BENCH /tmp/l8b.bf2 --pp 512 --tg 128 --reps 3 2>&1 | tee -a "$OUT/bench.txt"
 log llama3-8b 2-bit, 2-bit head
 synth l8b --bits 2 --head-bits 2
-timeout 150 $BENCH /tmp/l8b.bf2 --pp 512 --tg 128 --reps 3 2>&1 | tee "$OUT/bench_l8b_2bit_head2.txt"
+timeout 150 $BENCH /tmp/l8b.bf2 --pp 512 --tg 128 --reps 3 2>&1 | tee -a "$OUT/bench.txt"
 log ncu per-kernel times, 2-layer 8B shape, 2-bit, one decode step
 synth l8b2 --bits 2 --layers 2
-timeout 120 ncu --clock-control none --metrics gpu__time_duration.sum --csv $BENCH /tmp/l8b2.bf2 --pp 16 --tg 3 --reps 1 > "$OUT/ncu_l8b2.csv" 2>/dev/null; echo "ncu rc=$?"
-python3 - "$OUT/ncu_l8b2.csv" <<'PY' 2>&1 | tee "$OUT/ncu_summary.txt"
+timeout 120 ncu --clock-control none --metrics gpu__time_duration.sum --csv $BENCH /tmp/l8b2.bf2 --pp 16 --tg 3 --reps 1 > /tmp/ncu_l8b2.csv 2>/dev/null; echo "ncu rc=$?"
+python3 - /tmp/ncu_l8b2.csv <<'PY' 2>&1 | tee "$OUT/ncu_summary.txt"
 import csv, sys, collections
 allr = list(csv.reader(open(sys.argv[1])))
 hi = next(i for i, r in enumerate(allr) if "Kernel Name" in r)
@@ -75,5 +75,5 @@ for k, (n, v) in sorted(tot.items(), key=lambda x: -x[1][1]):
 PY
 log llama3-8b f16
 synth l8b16 --bits 16
-timeout 200 $BENCH /tmp/l8b16.bf2 --pp 512 --tg 128 --reps 3 2>&1 | tee "$OUT/bench_l8b_f16.txt"
+timeout 200 $BENCH /tmp/l8b16.bf2 --pp 512 --tg 128 --reps 3 2>&1 | tee -a "$OUT/bench.txt"
 rm -f /tmp/*.bf2

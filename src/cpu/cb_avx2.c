@@ -38,7 +38,9 @@ AI void load_table(const opc_cb_matrix *m, int bits, int64_t r, __m256 *lo, __m2
     }
 }
 
-AI __m256i load8(const uint8_t *p) { return _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p)); }
+AI __m256i load8(const uint8_t *p) {
+    return _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p));
+}
 
 AI __m256 lut4(__m256i i, __m256 lo, __m256 hi) {
     __m256 a = _mm256_permutevar8x32_ps(lo, i);

@@ -5,17 +5,18 @@
  *
  * Dequantize-and-FMA, never materialising more than one 64-column group:
  *   - the row's k fp16 codebook entries are converted once into one ZMM
- *     "table" register; for 2-bit it is replicated (lane l = cb[l & 3]) so
- *     that vpermps, which reads only the low 4 bits of each lane index, can
- *     be fed the shifted bytes without an AND;
+ *     "table" register. 4-bit: vpermps reads the low 4 bits of each lane's
+ *     index. 2-bit: the 4 entries are repeated in every 128-bit lane (lane
+ *     l = cb[l & 3]) and the in-lane vpermilps reads only the low 2 bits, so
+ *     the shifted index bytes need no AND;
  *   - one 128-bit load + vpmovzxbd gives 16 lanes of index bytes; shifts by
- *     0/2/4/6 (2-bit) or 0/4 (4-bit) and one vpermps per 16 columns turn them
+ *     0/2/4/6 (2-bit) or 0/4 (4-bit) and one permute per 16 columns turn them
  *     into fp32 weights in registers; one FMA per 16 columns and token.
  *   - 2 rows at a time share every activation load; prefill reuses each
  *     dequantized group for a tile of up to 8 tokens (2 x 8 accumulators +
  *     8 weight vectors = 24 of the 32 ZMM registers).
- * Measured alternatives (masked adds per bit-plane, LUTs) are in
- * bench/bench_cpu_gemv.c and docs/RESULTS.md.
+ * Measured alternatives (masked adds per bit-plane, LUTs, int8 activations:
+ * cb_i8_avx512.c) are in bench/bench_cpu_gemv.c and docs/RESULTS.md.
  */
 #include "cpu.h"
 
@@ -40,7 +41,8 @@ AI __m512 load_table(const opc_cb_matrix *m, int bits, int64_t r) {
     __m256i h = _mm256_maskz_loadu_epi16((__mmask16)((1u << m->k) - 1u), cb);
     __m512 t = _mm512_cvtph_ps(h);
     if (bits == 2)
-        t = _mm512_permutexvar_ps(_mm512_set_epi32(3, 2, 1, 0, 3, 2, 1, 0, 3, 2, 1, 0, 3, 2, 1, 0), t);
+        t = _mm512_permutexvar_ps(
+            _mm512_set_epi32(3, 2, 1, 0, 3, 2, 1, 0, 3, 2, 1, 0, 3, 2, 1, 0), t);
     return t;
 }
 
@@ -209,7 +211,8 @@ void opc_cb_rows_avx512(const opc_cb_matrix *m, const float *X, int64_t T, float
             }
         }
         /* Column chunk: keep nb tokens x chunk columns of X within ~256 KiB (L2). */
-        int64_t chunk = nb == 1 ? GEMV_CHUNK / OPC_CB_GROUP : (XCHUNK_BYTES / 4 / nb) / OPC_CB_GROUP;
+        int64_t chunk =
+            nb == 1 ? GEMV_CHUNK / OPC_CB_GROUP : (XCHUNK_BYTES / 4 / nb) / OPC_CB_GROUP;
         if (chunk < 1) chunk = 1;
         for (int64_t g0 = 0; g0 < nfull || (g0 == 0 && rem); g0 += chunk) {
             int64_t g1 = g0 + chunk < nfull ? g0 + chunk : nfull;

@@ -16,7 +16,7 @@
 #include <string.h>
 
 static const char *const g_impl_names[OPC_CB_IMPL_COUNT] = {"auto", "scalar", "avx2", "avx512",
-                                                                  "avx512-i8"};
+                                                            "avx512-i8"};
 
 const char *opc_cb_impl_name(opc_cb_impl impl) {
     return (unsigned)impl < OPC_CB_IMPL_COUNT ? g_impl_names[impl] : "unknown";

@@ -1,15 +1,16 @@
 /*
  * cb_i8_avx512.c — opt-in 2-bit decode GEMV with int8 activations on
  * AVX-512 VNNI: bit-serial (as in T-MAC), with the tables folded into
- * vpdpbusd. Compiled with the AVX-512 flags (file name) plus VNNI (pragma);
+ * vpdpbusd. Compiled with the AVX-512 + VNNI flags (CMake, by file name);
  * used only when opc_cb_impl_available(OPC_CB_IMPL_AVX512_I8) and asked for
  * (opc_cpu_set_int8_activations, OPC_CB_KERNEL=avx512-i8): it approximates
  * the reference, the fp32 kernels match it within rounding.
  *
  * Why: the fp32 kernels spend 2-3 shuffle-class operations per 16 weights
- * on turning indices into floats (vpmovzxbd, vpsrld, vpermps). On Intel
- * cores those all queue on one port (measured: compute-bound at ~8 GB/s of
- * 2-bit weights per core); here no index is ever turned into a weight. With
+ * on turning indices into floats (vpmovzxbd, vpsrld, vpermps). On the
+ * Intel Xeon we measured they are compute-bound at ~7.5 GB/s of 2-bit
+ * weights per core (vpermps and vpmovzxbd share one port there; ~16 GB/s on
+ * the AMD dev VM); here no index is ever turned into a weight. With
  * idx = b0 + 2 b1 (k <= 4),
  *     cb[idx] = c0 + b0 (c1 - c0) + b1 (c2 - c0) + b0 b1 (c3 - c2 - c1 + c0)
  * so  y = c0 sum(x) + d1 P0 + d2 P1 + d3 P01,  P* = sums of x over the
@@ -61,7 +62,9 @@ static float quantize_x(const float *x, int64_t cols, int8_t *q, float *lscale) 
         int64_t cend = c0 + I8_BLOCK_GROUPS * 64 < ngroups * 64 ? c0 + I8_BLOCK_GROUPS * 64
                                                                  : ngroups * 64;
         for (int64_t c = c0; c < cend; c += 16) {
-            __mmask16 mk = c >= cols ? 0 : (cols - c >= 16 ? 0xffff : (__mmask16)((1u << (cols - c)) - 1u));
+            __mmask16 mk = c >= cols                ? 0
+                           : cols - c >= 16         ? 0xffff
+                                                    : (__mmask16)((1u << (cols - c)) - 1u);
             __m512 v = _mm512_maskz_loadu_ps(mk, x + c);
             __m512i iv = _mm512_cvtps_epi32(_mm512_mul_ps(v, vinv)); /* nearest-even */
             _mm_storeu_si128((__m128i *)(q + c), _mm512_cvtsepi32_epi8(iv));

@@ -53,7 +53,7 @@ int opc_cpu_get_threads(void);
 
 /* Y = X W^T with a forced implementation and thread count (nthreads <= 0:
  * opc_cpu_get_threads()). X: (T, cols) row-major, Y: (T, rows). m must be
- * valid (opc_cb_validate). Falls back to scalar when impl is unavailable. */
+ * valid (opc_cb_validate). An impl this CPU lacks falls back to AUTO's. */
 void opc_cb_matmul_impl(opc_cb_impl impl, const opc_cb_matrix *m, const float *X, int64_t T,
                         float *Y, int nthreads);
 

@@ -437,6 +437,7 @@ extern "C" opc_status opc_cuda_forward_init(opc_cuda_forward **out, const opc_mo
     snprintf(f->path, sizeof f->path, "%s", d->path);
     f->ctx = ctx;
     f->max_batch = max_batch < ctx ? max_batch : ctx;
+    if (f->max_batch > 65535) f->max_batch = 65535; /* tokens index grid.y in the kernels */
     f->q_dim = c->n_heads * c->head_dim;
     f->kv_dim = c->n_kv_heads * c->head_dim;
     const char *env = getenv("OPC_CUDA_GRAPH");
