@@ -13,7 +13,10 @@
  *   - CB2 weights: packed as in the file (opc_cuda_cb_upload); batches of
  *     <= 8 tokens use the 2-bit tensor-core GEMV (opc_cuda_cb_gemv), larger
  *     batches dequantize the matrix to an fp16 scratch and call cuBLAS
- *     (fp16 inputs, fp32 accumulate).
+ *     (fp16 inputs, fp32 accumulate). The Q, K, V rows of a layer (and gate,
+ *     up) are concatenated into one matrix when all parts are CB2: one launch,
+ *     and enough row tiles for the small K/V projections (environment
+ *     OPC_CUDA_NO_FUSE=1 keeps them apart, for comparison).
  *   - CB4 weights (3/4-bit): packed; <= 8 tokens use a simple CUDA-core GEMV
  *     (ops.cu), larger batches the same dequantize + cuBLAS path.
  *   - every other weight type (f32, f16, bf16, GGUF blocks): dequantized once
