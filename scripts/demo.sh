@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # demo.sh — the main job on the default model, on a fresh machine:
-# set-up (dependencies + SmolLM2-135M-Instruct GGUF), build, then run the
-# pipeline as far as it exists today.
+# set-up (dependencies + SmolLM2-135M-Instruct GGUF), build, then
+#   1. inspect the reference model (dequantized Q4_1 GGUF) and its tokenizer,
+#   2. quantize it to 2 bits/weight with learned codebooks (.bf2),
+#   3. compare the two: generation, perplexity on a slice of WikiText-2 and
+#      KLD of the 2-bit model against the reference, decode/prefill speed.
+# Everything printed is measured on this machine, now.
+#   OPC_DEMO_CHUNKS   WikiText-2 chunks of 512 tokens to score (default 8)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -10,8 +15,34 @@ cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build/release -j"$(nproc 2>/dev/null || echo 2)"
 bin=build/release/opacc1ty
 model=models/SmolLM2-135M-Instruct.Q4_1.gguf
+q2=models/SmolLM2-135M-Instruct.2bit.bf2
+wiki=../shared/data/wikitext-2-raw/wiki.test.raw
+chunks=${OPC_DEMO_CHUNKS:-8}
+step() { printf '\n== %s\n' "$*"; }
 
-echo "== opacc1ty info $model"
+step "opacc1ty info $model"
 "$bin" info "$model"
-echo "== opacc1ty tokenize (round trip)"
+step "opacc1ty tokenize (round trip)"
 "$bin" tokenize "$model" --text "opacc1ty keeps weights 2-bit from memory to registers. Ünïcödé ✓"
+
+step "opacc1ty quantize $model -o $q2 --bits 2"
+"$bin" quantize "$model" -o "$q2" --bits 2
+step "opacc1ty info $q2"
+"$bin" info "$q2"
+
+for m in "$model" "$q2"; do
+  step "opacc1ty generate $m --chat (greedy)"
+  "$bin" generate "$m" --chat --prompt "What is the capital of France?" --max-tokens 48 --temp 0
+done
+
+if [ -f "$wiki" ]; then
+  step "perplexity of the reference on $chunks chunks of WikiText-2 test (ctx 512), saving its logits"
+  "$bin" perplexity "$model" --text "$wiki" --ctx 512 --chunks "$chunks" --save-logits models/ref.logits
+  step "perplexity + KLD of the 2-bit model against the reference"
+  "$bin" perplexity "$q2" --text "$wiki" --ctx 512 --chunks "$chunks" --kld models/ref.logits
+fi
+
+for m in "$model" "$q2"; do
+  step "opacc1ty benchmark $m"
+  "$bin" benchmark "$m" --max-tokens 64
+done
