@@ -8,7 +8,8 @@ prompts, and we write, per position, the full-vocabulary log-sum-exp and the
 top-16 (id, logit) pairs. Token ids are stored in the file, so the C test does
 not depend on our tokenizer.
 
-Dev-only (needs torch + transformers); the output is committed:
+Dev-only (needs torch, transformers and accelerate: transformers refuses GGUF
+without it); the output is committed:
     python3 scripts/dev/make_logits_golden.py [--models models] [--out tests/golden/fwd_smollm2_logits.txt]
 """
 import argparse

@@ -36,6 +36,7 @@ static void usage(FILE *f) {
             "                      lloyd (weighted k-means by Lloyd iterations, for comparison) or\n"
             "                      rtn (naive baseline: uniform levels between row min and max)\n"
             "  --gptq              GPTQ-style error feedback with the calibration Hessians (slower)\n"
+            "  --gptq-damp D       damping of the Hessian, relative to its mean diagonal (default 0.01)\n"
             "  --calib FILE        calibration text (must not overlap evaluation text)\n"
             "  --calib-tokens N    calibration tokens (default 256; sampled from the model itself when\n"
             "                      no --calib is given; 0 = no calibration, uniform importance)\n"
@@ -156,6 +157,9 @@ int opc_cmd_quantize(int argc, char **argv) {
             }
         } else if (!strcmp(a, "--gptq")) {
             p.gptq = 1;
+        } else if (!strcmp(a, "--gptq-damp")) {
+            NEED_VALUE;
+            p.gptq_damp = atof(v);
         } else if (!strcmp(a, "--calib")) {
             NEED_VALUE;
             calib = v;

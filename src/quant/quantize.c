@@ -1033,7 +1033,7 @@ opc_status opc_quantize_tensor(const opc_tensor *src, int32_t tensor_index, cons
     }
     opc_qmatrix_params mp = {ib, k, p->method, p->outlier_frac, imp,
                              mix64(p->seed ^ (0xB17F00Dull * (uint64_t)(tensor_index + 1))), p->n_init,
-                             p->n_threads, p->interrupt, NULL, 0.0};
+                             p->n_threads, p->interrupt, NULL, p->gptq_damp};
     if (p->gptq && p->method != OPC_QUANT_RTN) {
         mp.hessian = opc_importance_hessian(p->importance, src->name, cols);
         if (!mp.hessian) opc_log(OPC_LOG_WARN, "tensor %s: no calibration Hessian, no error feedback", src->name);

@@ -151,6 +151,7 @@ typedef struct opc_quant_params {
     const char *overrides;    /* comma-separated PATTERN=BITS (BITS 1.58/2/3/4/16); first match wins */
     const opc_importance *importance; /* NULL: uniform importance */
     int gptq;                 /* error feedback with the calibration Hessians (needs them) */
+    double gptq_damp;         /* relative damping of H (<= 0: 0.01) */
     int32_t n_threads;
     uint64_t seed;
     int32_t n_init;           /* k-means starts per row (<= 0: 3) */
