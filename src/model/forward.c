@@ -25,6 +25,7 @@
 #include "forward.h"
 
 #include "../core/cpu_features.h"
+#include "../cpu/cpu.h"
 #include "../core/half.h"
 
 #include <math.h>
@@ -217,8 +218,9 @@ static void axpy_f32(float *y, float a, const float *x, int64_t n) {
 
 void opc_matmul(const opc_weight *w, const float *X, int64_t T, float *Y, int n_threads) {
     if (w->type == OPC_TYPE_CB2 || w->type == OPC_TYPE_CB4) {
-        /* The CPU-kernels dispatcher (src/cpu) owns threading for codebooks. */
-        opc_cb_matmul(w->cb, X, T, Y);
+        /* The CPU-kernels dispatcher (src/cpu) picks the kernel; the caller's
+         * thread count still applies (generate/perplexity/benchmark --threads). */
+        opc_cb_matmul_impl(OPC_CB_IMPL_AUTO, w->cb, X, T, Y, n_threads);
         return;
     }
     OPC_ASSERT(w->type == OPC_TYPE_F32 && w->f32);
