@@ -12,6 +12,8 @@
  *     double-precision forward pass written in this file: covers GQA, tied and
  *     untied heads, Qwen2 biases, linear/llama3 RoPE scaling, quantized
  *     (F16, Q8_0) and codebook (CB2) weights, batching and the KV cache.
+ *   - the fp16-weight matmul vs the same halves widened to fp32 and a double
+ *     dot product, on odd shapes.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "harness.h"
@@ -333,7 +335,7 @@ static void test_synthetic_vs_reference(void) {
         {0, 1, 2, OPC_ROPE_SCALING_NONE, OPC_TYPE_F32},   /* Qwen2 q/k/v bias */
         {1, 0, 2, OPC_ROPE_SCALING_LINEAR, OPC_TYPE_F32}, /* linear RoPE scaling */
         {1, 0, 2, OPC_ROPE_SCALING_LLAMA3, OPC_TYPE_F32}, /* llama3 RoPE scaling */
-        {1, 0, 2, OPC_ROPE_SCALING_NONE, OPC_TYPE_F16},   /* F16 weights, dequantized at init */
+        {1, 0, 2, OPC_ROPE_SCALING_NONE, OPC_TYPE_F16},   /* F16 weights, fp16 matmul in place */
         {0, 1, 3, OPC_ROPE_SCALING_LLAMA3, OPC_TYPE_Q8_0},/* Q8_0 weights */
     };
     enum { N = 40 };
@@ -446,6 +448,159 @@ static void test_codebook_weight(void) {
     opc_model_desc_free(d);
     syn_forget();
     free(cb);
+}
+
+/* The fp16-weight matmul on odd shapes (rows, cols not multiples of 8; row
+ * blocks of 16 and token tiles of 96 with tails) against the same halves
+ * widened to fp32 and against a double-precision dot product.
+ * Tolerance: fp16 -> fp32 widening is exact, so both kernels sum exactly the
+ * same products and can differ only in rounding of the fp32 summation (order,
+ * FMA contraction). The standard bound for an n-term fp32 dot product is
+ * |err| <= n * u * sum |w_i x_i| (u = 2^-24); we allow 2(n + 2) u sum|w x| per
+ * output against the double reference, twice that between the two kernels. */
+static void test_f16_matmul_odd_sizes(void) {
+    const int64_t rows_s[] = {1, 5, 17, 37}, cols_s[] = {1, 7, 9, 31, 67, 203};
+    const int64_t T_s[] = {1, 2, 4, 7, 100};
+    int worst_case = 0, exact = 0, total = 0;
+    double worst = 0;
+    for (size_t ri = 0; ri < sizeof rows_s / sizeof rows_s[0]; ri++)
+        for (size_t ci = 0; ci < sizeof cols_s / sizeof cols_s[0]; ci++)
+            for (size_t ti = 0; ti < sizeof T_s / sizeof T_s[0]; ti++) {
+                const int64_t R = rows_s[ri], C = cols_s[ci], T = T_s[ti];
+                uint16_t *h = malloc(sizeof(uint16_t) * (size_t)(R * C));
+                float *w = malloc(sizeof(float) * (size_t)(R * C));
+                float *x = malloc(sizeof(float) * (size_t)(T * C));
+                float *y16 = malloc(sizeof(float) * (size_t)(T * R));
+                float *y32 = malloc(sizeof(float) * (size_t)(T * R));
+                for (int64_t i = 0; i < R * C; i++) {
+                    h[i] = opc_fp32_to_fp16(srand_f(1.0f));
+                    w[i] = opc_fp16_to_fp32(h[i]);
+                }
+                for (int64_t i = 0; i < T * C; i++) x[i] = srand_f(1.0f);
+                opc_weight w16 = {.type = OPC_TYPE_F16, .rows = R, .cols = C, .f16 = h};
+                opc_weight w32 = {.type = OPC_TYPE_F32, .rows = R, .cols = C, .f32 = w};
+                opc_matmul(&w16, x, T, y16, 2);
+                opc_matmul(&w32, x, T, y32, 2);
+                for (int64_t t = 0; t < T; t++)
+                    for (int64_t r = 0; r < R; r++) {
+                        double ref = 0, mag = 0;
+                        for (int64_t c = 0; c < C; c++) {
+                            ref += (double)w[r * C + c] * x[t * C + c];
+                            mag += fabs((double)w[r * C + c] * x[t * C + c]);
+                        }
+                        const double tol = 2.0 * (double)(C + 2) * ldexp(1.0, -24) * mag + 1e-30;
+                        const double a = y16[t * R + r], b = y32[t * R + r];
+                        const double e = fabs(a - ref);
+                        if (!(e <= tol) || !(fabs(a - b) <= 2 * tol)) worst_case++;
+                        if (e / tol > worst) worst = e / tol;
+                        exact += a == b;
+                        total++;
+                    }
+                free(h);
+                free(w);
+                free(x);
+                free(y16);
+                free(y32);
+            }
+    CHECK_MSG(worst_case == 0, "%d outputs outside the fp32 dot-product bound (worst %.3g of it)",
+              worst_case, worst);
+    printf("    f16 matmul: %d outputs, %d bit-identical to fp32 weights, worst %.3g of the bound\n",
+           total, exact, worst);
+}
+
+/* A model whose tied embedding/head and layer matrices are F16 runs the fp16
+ * path in place and gives the logits of the same weights expanded to fp32 at
+ * init (OPC_F16_AS_F32=1, the previous behaviour) and of the double
+ * reference. Same tolerance reasoning as above: the widening is exact, only
+ * fp32 summation rounding differs; 2e-4 is the bound the fp32 cases use
+ * against the double reference (observed ~1e-5). */
+static void test_f16_model(void) {
+    syn_opts o = {1, 0, 2, OPC_ROPE_SCALING_NONE, OPC_TYPE_F16};
+    opc_model_desc *d = make_synthetic(&o);
+    opc_tensor *e = (opc_tensor *)opc_model_desc_find(d, "token_embd.weight");
+    convert_tensor(e, OPC_TYPE_F16);
+    const opc_config *c = &d->cfg;
+    const int64_t V = c->vocab_size, dim = c->dim, hid = c->hidden_dim, L = c->n_layers;
+    const int64_t layer_elems = 64 * dim + 2 * 32 * dim + dim * 64 + 3 * hid * dim;
+    enum { N = 40 };
+    int32_t tok[N];
+    random_tokens(tok, N, (int)V);
+    float *ref = malloc(sizeof(float) * N * (size_t)V), *got16 = malloc(sizeof(float) * N * (size_t)V),
+          *got32 = malloc(sizeof(float) * N * (size_t)V), *one = malloc(sizeof(float) * (size_t)V);
+    ref_forward(d, tok, N, ref);
+    const uint64_t norms = (uint64_t)(dim + 2 * L * dim) * 4;
+
+    opc_forward *f = NULL;
+    CHECK(unsetenv("OPC_F16_AS_F32") == 0);
+    CHECK_MSG(opc_forward_init(&f, d, 64, 16, 2) == OPC_OK, "%s", opc_last_error());
+    if (!f) goto out;
+    CHECK(opc_forward_run(f, tok, N, 0, got16, OPC_LOGITS_ALL) == OPC_OK);
+    /* the decode path (T = 1: the kernel's token tail) agrees with the batch */
+    CHECK(opc_forward_run(f, tok + N - 1, 1, N - 1, one, OPC_LOGITS_LAST) == OPC_OK);
+    CHECK(max_abs_diff(one, got16 + (int64_t)(N - 1) * V, V) < 1e-5);
+    opc_forward_mem m = opc_forward_memory(f);
+    /* nothing expanded; the f16 table counted once although it is both the
+     * embedding and the head */
+    CHECK_MSG(m.weights_f32 == 0, "weights_f32 %llu", (unsigned long long)m.weights_f32);
+    CHECK(m.weights_f16 == (uint64_t)(V * dim + L * layer_elems) * 2);
+    CHECK_MSG(m.weights_view == (uint64_t)(V * dim + L * layer_elems) * 2 + norms,
+              "weights_view %llu", (unsigned long long)m.weights_view);
+    opc_forward_free(f);
+
+    CHECK(setenv("OPC_F16_AS_F32", "1", 1) == 0);
+    f = NULL;
+    CHECK_MSG(opc_forward_init(&f, d, 64, 16, 2) == OPC_OK, "%s", opc_last_error());
+    CHECK(unsetenv("OPC_F16_AS_F32") == 0);
+    if (!f) goto out;
+    CHECK(opc_forward_run(f, tok, N, 0, got32, OPC_LOGITS_ALL) == OPC_OK);
+    m = opc_forward_memory(f);
+    CHECK(m.weights_f32 == (uint64_t)(V * dim + L * layer_elems) * 4);
+    CHECK(m.weights_view == norms);
+    CHECK(m.weights_f16 == 0);
+    opc_forward_free(f);
+
+    /* a short f16 table is reported as corrupt, naming the tensor */
+    const uint64_t nb = e->nbytes;
+    e->nbytes = nb - 2;
+    f = NULL;
+    CHECK(opc_forward_init(&f, d, 64, 16, 2) == OPC_ERR_CORRUPT);
+    CHECK(strstr(opc_last_error(), "token_embd.weight") != NULL);
+    CHECK(f == NULL);
+    e->nbytes = nb;
+    /* odd-address f16 data cannot be read as uint16_t: it falls back to an
+     * fp32 copy, with the same logits */
+    uint8_t *odd = malloc((size_t)nb + 1);
+    memcpy(odd + 1, e->data, (size_t)nb);
+    const void *saved = e->data;
+    e->data = odd + 1;
+    f = NULL;
+    CHECK(opc_forward_init(&f, d, 64, 16, 2) == OPC_OK);
+    if (f) {
+        m = opc_forward_memory(f);
+        CHECK(m.weights_f32 == (uint64_t)(V * dim) * 4);
+        CHECK(m.weights_f16 == (uint64_t)(L * layer_elems) * 2);
+        float *fb = malloc(sizeof(float) * N * (size_t)V);
+        CHECK(opc_forward_run(f, tok, N, 0, fb, OPC_LOGITS_ALL) == OPC_OK);
+        CHECK(max_abs_diff(fb, got32, (int64_t)N * V) < 1e-6); /* same fp32 kernel, same weights */
+        free(fb);
+        opc_forward_free(f);
+    }
+    e->data = saved;
+    free(odd);
+
+    double e16_32 = max_abs_diff(got16, got32, (int64_t)N * V);
+    double e16_ref = max_abs_diff(got16, ref, (int64_t)N * V);
+    CHECK_MSG(e16_32 < 2e-4, "f16 vs fp32-expanded: %g", e16_32);
+    CHECK_MSG(e16_ref < 2e-4, "f16 vs double reference: %g", e16_ref);
+    printf("    f16 model: max |logit diff| %.3g vs fp32-expanded, %.3g vs double\n", e16_32,
+           e16_ref);
+out:
+    free(ref);
+    free(got16);
+    free(got32);
+    free(one);
+    opc_model_desc_free(d);
+    syn_forget();
 }
 
 typedef struct hook_log {
@@ -966,6 +1121,8 @@ int main(void) {
     RUN(test_synthetic_vs_reference);
     RUN(test_kv_cache_consistency);
     RUN(test_codebook_weight);
+    RUN(test_f16_matmul_odd_sizes);
+    RUN(test_f16_model);
     RUN(test_act_hook);
     RUN(test_bad_input);
     RUN(test_perplexity_protocol);

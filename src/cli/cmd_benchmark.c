@@ -67,6 +67,9 @@ static uint64_t matrix_bytes(const opc_tensor *t) {
         if (m->n_outliers) b += m->n_outliers * 4 + ((uint64_t)m->rows + 1) * 4;
         return b;
     }
+    /* f16 weights are read in place (forward.c) unless OPC_F16_AS_F32 forces
+     * the old fp32 expansion; every other non-codebook type is fp32 in memory. */
+    if (t->type == OPC_TYPE_F16 && !getenv("OPC_F16_AS_F32")) return (uint64_t)opc_tensor_nelem(t) * 2;
     return (uint64_t)opc_tensor_nelem(t) * 4;
 }
 

@@ -246,12 +246,13 @@ int opc_cmd_generate(int argc, char **argv) {
         const opc_config *c = &d->cfg;
         fprintf(stderr,
                 "generate: %s: %s, dim %d, %d layers, %d/%d heads, vocab %d; loaded in %.2f s\n"
-                "generate: memory: %.1f MiB weights dequantized to fp32, %.1f MiB used in place, "
-                "%.1f MiB KV cache (ctx %ld), %.1f MiB scratch\n"
+                "generate: memory: %.1f MiB weights dequantized to fp32, %.1f MiB used in place "
+                "(%.1f MiB of it fp16), %.1f MiB KV cache (ctx %ld), %.1f MiB scratch\n"
                 "generate: cpu: %s; prompt %zu tokens\n",
                 model, opc_arch_name(c->arch), c->dim, c->n_layers, c->n_heads, c->n_kv_heads,
                 c->vocab_size, t_load, (double)m.weights_f32 / 1048576.0,
-                (double)m.weights_view / 1048576.0, (double)m.kv_cache / 1048576.0, ctx,
+                (double)m.weights_view / 1048576.0, (double)m.weights_f16 / 1048576.0,
+                (double)m.kv_cache / 1048576.0, ctx,
                 (double)m.scratch / 1048576.0, opc_cpu_features_str(), n_prompt);
     }
     opc_sampler_params sp = {(float)temp, (int32_t)top_k, (float)top_p, (uint64_t)seed};

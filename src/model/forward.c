@@ -12,8 +12,9 @@
  *     x += (silu(h Wgateᵀ) * (h Wupᵀ)) Wdownᵀ
  *   logits = rmsnorm(x) · output_norm · Woutᵀ               (T, vocab) or last row only
  *
- * Sections: dispatch + kernels (fp32 matmul, dot, axpy), weight preparation
- * (dequantize at init), RoPE tables, init/free, the forward pass.
+ * Sections: dispatch + kernels (fp32 and fp16-weight matmul, dot, axpy),
+ * weight preparation (dequantize at init, or views of f32/f16/codebook data),
+ * RoPE tables, init/free, the forward pass.
  *
  * No external BLAS: the blocked AVX2 kernel below ran a SmolLM2 ctx-512
  * perplexity pass at 582 tok/s on the 2-core dev VM (~0.24 GFLOP per token:
@@ -80,6 +81,27 @@ static void mm_block_scalar(const float *W, int64_t r0, int64_t r1, int64_t cols
     for (int64_t t = t0; t < t1; t++)
         for (int64_t r = r0; r < r1; r++)
             Y[t * ldy + r] = dot_scalar(W + r * cols, X + t * cols, cols);
+}
+
+/* fp16 weight row · fp32 activations; same association as dot_scalar. */
+static float dot_f16_scalar(const uint16_t *w, const float *x, int64_t n) {
+    float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        s0 += opc_fp16_to_fp32(w[i]) * x[i];
+        s1 += opc_fp16_to_fp32(w[i + 1]) * x[i + 1];
+        s2 += opc_fp16_to_fp32(w[i + 2]) * x[i + 2];
+        s3 += opc_fp16_to_fp32(w[i + 3]) * x[i + 3];
+    }
+    for (; i < n; i++) s0 += opc_fp16_to_fp32(w[i]) * x[i];
+    return (s0 + s1) + (s2 + s3);
+}
+
+static void mm_block_f16_scalar(const uint16_t *W, int64_t r0, int64_t r1, int64_t cols,
+                                const float *X, int64_t t0, int64_t t1, float *Y, int64_t ldy) {
+    for (int64_t t = t0; t < t1; t++)
+        for (int64_t r = r0; r < r1; r++)
+            Y[t * ldy + r] = dot_f16_scalar(W + r * cols, X + t * cols, cols);
 }
 
 #if OPC_X86
@@ -190,6 +212,105 @@ __attribute__((target("avx2,fma"))) static void mm_block_avx2(const float *W, in
     for (; r < r1; r++)
         for (int64_t t = t0; t < t1; t++) Y[t * ldy + r] = dot_avx2(W + r * cols, X + t * cols, cols);
 }
+
+/* ---- AVX2 + FMA + F16C versions for fp16 weights: the same register tile as
+ * mm_block_avx2, with each weight vector loaded as 8 halves (16 bytes) and
+ * widened by vcvtph2ps. Decode is bound by the bytes read, so reading half of
+ * them is the whole point; the conversion is one extra uop per weight load,
+ * shared by the 3 (or 1) FMAs that use it. */
+
+/* 8 fp16 values at p (unaligned) -> 8 floats */
+__attribute__((target("avx2,fma,f16c"))) static inline __m256 load_f16x8(const uint16_t *p) {
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)p));
+}
+
+__attribute__((target("avx2,fma,f16c"))) static float dot_f16_avx2(const uint16_t *w,
+                                                                   const float *x, int64_t n) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        s0 = _mm256_fmadd_ps(load_f16x8(w + i), _mm256_loadu_ps(x + i), s0);
+        s1 = _mm256_fmadd_ps(load_f16x8(w + i + 8), _mm256_loadu_ps(x + i + 8), s1);
+    }
+    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(load_f16x8(w + i), _mm256_loadu_ps(x + i), s0);
+    float s = hsum256(_mm256_add_ps(s0, s1));
+    for (; i < n; i++) s += opc_fp16_to_fp32(w[i]) * x[i];
+    return s;
+}
+
+__attribute__((target("avx2,fma,f16c"))) static void mm_block_f16_avx2(const uint16_t *W,
+                                                                       int64_t r0, int64_t r1,
+                                                                       int64_t cols,
+                                                                       const float *X, int64_t t0,
+                                                                       int64_t t1, float *Y,
+                                                                       int64_t ldy) {
+    const int64_t c8 = cols & ~(int64_t)7;
+    int64_t r = r0;
+    for (; r + 4 <= r1; r += 4) {
+        const uint16_t *w0 = W + r * cols, *w1 = w0 + cols, *w2 = w1 + cols, *w3 = w2 + cols;
+        int64_t t = t0;
+        for (; t + 3 <= t1; t += 3) {
+            const float *x0 = X + t * cols, *x1 = x0 + cols, *x2 = x1 + cols;
+            __m256 a00 = _mm256_setzero_ps(), a01 = a00, a02 = a00, a10 = a00, a11 = a00,
+                   a12 = a00, a20 = a00, a21 = a00, a22 = a00, a30 = a00, a31 = a00, a32 = a00;
+            for (int64_t c = 0; c < c8; c += 8) {
+                __m256 v0 = _mm256_loadu_ps(x0 + c), v1 = _mm256_loadu_ps(x1 + c),
+                       v2 = _mm256_loadu_ps(x2 + c);
+                __m256 w = load_f16x8(w0 + c);
+                a00 = _mm256_fmadd_ps(w, v0, a00);
+                a01 = _mm256_fmadd_ps(w, v1, a01);
+                a02 = _mm256_fmadd_ps(w, v2, a02);
+                w = load_f16x8(w1 + c);
+                a10 = _mm256_fmadd_ps(w, v0, a10);
+                a11 = _mm256_fmadd_ps(w, v1, a11);
+                a12 = _mm256_fmadd_ps(w, v2, a12);
+                w = load_f16x8(w2 + c);
+                a20 = _mm256_fmadd_ps(w, v0, a20);
+                a21 = _mm256_fmadd_ps(w, v1, a21);
+                a22 = _mm256_fmadd_ps(w, v2, a22);
+                w = load_f16x8(w3 + c);
+                a30 = _mm256_fmadd_ps(w, v0, a30);
+                a31 = _mm256_fmadd_ps(w, v1, a31);
+                a32 = _mm256_fmadd_ps(w, v2, a32);
+            }
+            float s[4][3] = {{hsum256(a00), hsum256(a01), hsum256(a02)},
+                             {hsum256(a10), hsum256(a11), hsum256(a12)},
+                             {hsum256(a20), hsum256(a21), hsum256(a22)},
+                             {hsum256(a30), hsum256(a31), hsum256(a32)}};
+            const uint16_t *ws[4] = {w0, w1, w2, w3};
+            const float *xs[3] = {x0, x1, x2};
+            for (int i = 0; i < 4; i++)
+                for (int j = 0; j < 3; j++) {
+                    float acc = s[i][j];
+                    for (int64_t c = c8; c < cols; c++) acc += opc_fp16_to_fp32(ws[i][c]) * xs[j][c];
+                    Y[(t + j) * ldy + r + i] = acc;
+                }
+        }
+        /* token tail: 4 rows x 1 token (decode lands here) */
+        for (; t < t1; t++) {
+            const float *x0 = X + t * cols;
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            for (int64_t c = 0; c < c8; c += 8) {
+                __m256 v = _mm256_loadu_ps(x0 + c);
+                a0 = _mm256_fmadd_ps(load_f16x8(w0 + c), v, a0);
+                a1 = _mm256_fmadd_ps(load_f16x8(w1 + c), v, a1);
+                a2 = _mm256_fmadd_ps(load_f16x8(w2 + c), v, a2);
+                a3 = _mm256_fmadd_ps(load_f16x8(w3 + c), v, a3);
+            }
+            float s[4] = {hsum256(a0), hsum256(a1), hsum256(a2), hsum256(a3)};
+            const uint16_t *ws[4] = {w0, w1, w2, w3};
+            for (int i = 0; i < 4; i++) {
+                float acc = s[i];
+                for (int64_t c = c8; c < cols; c++) acc += opc_fp16_to_fp32(ws[i][c]) * x0[c];
+                Y[t * ldy + r + i] = acc;
+            }
+        }
+    }
+    /* row tail */
+    for (; r < r1; r++)
+        for (int64_t t = t0; t < t1; t++)
+            Y[t * ldy + r] = dot_f16_avx2(W + r * cols, X + t * cols, cols);
+}
 #endif
 
 static float dot_f32(const float *a, const float *b, int64_t n) {
@@ -223,9 +344,10 @@ void opc_matmul(const opc_weight *w, const float *X, int64_t T, float *Y, int n_
         opc_cb_matmul_impl(OPC_CB_IMPL_AUTO, w->cb, X, T, Y, n_threads);
         return;
     }
-    OPC_ASSERT(w->type == OPC_TYPE_F32 && w->f32);
+    OPC_ASSERT((w->type == OPC_TYPE_F32 && w->f32) || (w->type == OPC_TYPE_F16 && w->f16));
     detect_isa();
     const float *W = w->f32;
+    const uint16_t *W16 = w->type == OPC_TYPE_F16 ? w->f16 : NULL;
     const int64_t rows = w->rows, cols = w->cols;
     const int64_t nrb = (rows + MM_RB - 1) / MM_RB;
     const int use_avx2 = g_have_avx2;
@@ -242,6 +364,16 @@ void opc_matmul(const opc_weight *w, const float *X, int64_t T, float *Y, int n_
 #pragma omp for schedule(static)
         for (int64_t b = 0; b < nrb; b++) {
             int64_t r0 = b * MM_RB, r1 = r0 + MM_RB < rows ? r0 + MM_RB : rows;
+            if (W16) {
+#if OPC_X86
+                if (use_avx2) {
+                    mm_block_f16_avx2(W16, r0, r1, cols, X, t0, t1, Y, rows);
+                    continue;
+                }
+#endif
+                mm_block_f16_scalar(W16, r0, r1, cols, X, t0, t1, Y, rows);
+                continue;
+            }
 #if OPC_X86
             if (use_avx2) {
                 mm_block_avx2(W, r0, r1, cols, X, t0, t1, Y, rows);
@@ -271,6 +403,7 @@ struct opc_forward {
     opc_config cfg;
     int32_t ctx, max_batch, n_threads;
     int32_t q_dim, kv_dim;
+    int f16_as_f32; /* OPC_F16_AS_F32=1: expand F16 weights at init (old path, A/B timing) */
 
     /* token embedding (vocab, dim): fp32 rows, or a quantized tensor from
      * which single rows are dequantized on lookup */
@@ -380,6 +513,28 @@ static opc_status f32_matrix(opc_forward *f, const opc_tensor *t, int64_t rows, 
     return dequant_matrix(f, t, rows, cols, out);
 }
 
+/* fp16 view of a tensor used in place: halves the bytes the matmul reads per
+ * token compared with an fp32 copy (the tied head of a 2-bit SmolLM2 is 3/4
+ * of the decode traffic as fp32). The caller checked type and alignment. */
+static opc_status f16_view(opc_forward *f, const opc_tensor *t, int64_t rows, int64_t cols,
+                           const uint16_t **out) {
+    uint64_t need;
+    if (!opc_mul_ok((uint64_t)rows * (uint64_t)cols, 2, &need) || need > t->nbytes)
+        return opc_error(OPC_ERR_CORRUPT, "%s: tensor %s: %llu data bytes, need %llu for (%lld, %lld) f16",
+                         f->d->path, t->name, (unsigned long long)t->nbytes,
+                         (unsigned long long)need, (long long)rows, (long long)cols);
+    f->mem.weights_view += need;
+    f->mem.weights_f16 += need;
+    *out = t->data;
+    return OPC_OK;
+}
+
+/* Whether an F16 tensor goes through the fp16 matmul in place (2-byte aligned
+ * data; otherwise, or with OPC_F16_AS_F32 set, it is expanded to fp32). */
+static int f16_in_place(const opc_forward *f, const opc_tensor *t) {
+    return t->type == OPC_TYPE_F16 && !f->f16_as_f32 && t->data && ((uintptr_t)t->data & 1u) == 0;
+}
+
 static opc_status prep_weight(opc_forward *f, const char *name, int64_t rows, int64_t cols,
                               opc_weight *w) {
     const opc_tensor *t;
@@ -400,6 +555,10 @@ static opc_status prep_weight(opc_forward *f, const char *name, int64_t rows, in
         f->mem.weights_view += t->nbytes + (uint64_t)rows * (uint64_t)t->cb.k * 2u +
                                t->cb.n_outliers * 4u;
         return OPC_OK;
+    }
+    if (f16_in_place(f, t)) {
+        w->type = OPC_TYPE_F16;
+        return f16_view(f, t, rows, cols, &w->f16);
     }
     w->type = OPC_TYPE_F32;
     return f32_matrix(f, t, rows, cols, &w->f32);
@@ -470,6 +629,8 @@ opc_status opc_forward_init(opc_forward **out, const opc_model_desc *d, int32_t 
     f->ctx = ctx;
     f->max_batch = max_batch < ctx ? max_batch : ctx;
     f->n_threads = n_threads > 0 ? n_threads : omp_get_max_threads();
+    const char *env16 = getenv("OPC_F16_AS_F32");
+    f->f16_as_f32 = env16 && env16[0] && strcmp(env16, "0") != 0;
     f->q_dim = c->n_heads * c->head_dim;
     f->kv_dim = c->n_kv_heads * c->head_dim;
     const int64_t dim = c->dim, hid = c->hidden_dim, qd = f->q_dim, kvd = f->kv_dim;
@@ -480,15 +641,22 @@ opc_status opc_forward_init(opc_forward **out, const opc_model_desc *d, int32_t 
     if (st != OPC_OK) goto fail;
     const opc_tensor *out_t = opc_model_desc_find(d, "output.weight");
     int tied = c->tied_embeddings || !out_t;
+    int embd_is_head_view = 0; /* tied f16 table: one view serves lookup and head */
     if (f->embd->type == OPC_TYPE_F32 || tied) {
         /* tied: the head needs every row anyway, so dequantize once */
         if (f->embd->type == OPC_TYPE_CB2 || f->embd->type == OPC_TYPE_CB4) {
             st = prep_weight(f, "token_embd.weight", c->vocab_size, dim, &f->head);
             if (st != OPC_OK) goto fail;
+        } else if (f16_in_place(f, f->embd)) {
+            /* fp16 head used in place; lookups convert one row (below) */
+            st = prep_weight(f, "token_embd.weight", c->vocab_size, dim, &f->head);
+            if (st != OPC_OK) goto fail;
+            embd_is_head_view = 1;
         } else {
             st = f32_matrix(f, f->embd, c->vocab_size, dim, &f->embd_f32);
             if (st != OPC_OK) goto fail;
-            f->head = (opc_weight){OPC_TYPE_F32, c->vocab_size, dim, f->embd_f32, NULL};
+            f->head = (opc_weight){.type = OPC_TYPE_F32, .rows = c->vocab_size, .cols = dim,
+                                   .f32 = f->embd_f32};
         }
     }
     if (!f->embd_f32 && f->embd->type != OPC_TYPE_CB2 && f->embd->type != OPC_TYPE_CB4) {
@@ -507,7 +675,7 @@ opc_status opc_forward_init(opc_forward **out, const opc_model_desc *d, int32_t 
                            (unsigned long long)f->embd->nbytes, (unsigned long long)need);
             goto fail;
         }
-        f->mem.weights_view += need;
+        if (!embd_is_head_view) f->mem.weights_view += need; /* else counted with the head */
     }
     if (!tied) {
         st = prep_weight(f, "output.weight", c->vocab_size, dim, &f->head);
@@ -677,6 +845,7 @@ static void embed(opc_forward *f, const int32_t *tokens, int64_t n, float *x) {
         } else if (f->embd->type == OPC_TYPE_CB2 || f->embd->type == OPC_TYPE_CB4) {
             opc_cb_dequant_row_ref(&f->embd->cb, tokens[t], xr);
         } else {
+            /* quantized or f16 table: convert just this row */
             const uint8_t *src = (const uint8_t *)f->embd->data + (uint64_t)tokens[t] * f->embd_row_bytes;
             opc_type_get(f->embd->type)->to_float(src, xr, dim);
         }

@@ -3,9 +3,12 @@
  * (Llama 1/2/3, Mistral, SmolLM2, Qwen2) over an opc_model_desc.
  *
  * This is the yardstick every other number in the project is measured with:
- * fp32 activations, fp32 weights (every non-codebook type is dequantized once
- * at init), fp32 KV cache. Codebook tensors (CB2/CB4) stay packed and go
- * through opc_cb_matmul.
+ * fp32 activations, fp32 weights (every block-quantized type is dequantized
+ * once at init), fp32 KV cache. Codebook tensors (CB2/CB4) stay packed and go
+ * through opc_cb_matmul; F16 tensors (the tied head of a .bf2 file, synth/HF
+ * f16 weights) are used in place and converted to fp32 inside the matmul, which
+ * halves the bytes read for them per token. The environment variable
+ * OPC_F16_AS_F32=1 restores the old fp32 expansion at init (for A/B timing).
  *
  * Usage:
  *   opc_forward *f;
@@ -63,9 +66,12 @@ int32_t opc_forward_max_batch(const opc_forward *f);
  * activation/scratch buffers (for `generate --verbose` / info). */
 typedef struct opc_forward_mem {
     uint64_t weights_f32;  /* weights dequantized to fp32 at init (owned copies) */
-    uint64_t weights_view; /* weights used in place (f32 in the file, codebook tensors) */
+    uint64_t weights_view; /* weights used in place (f32 and f16 in the file,
+                              codebook tensors; a tied embedding/head once) */
     uint64_t kv_cache;
     uint64_t scratch;
+    uint64_t weights_f16;  /* the part of weights_view that is fp16, widened to fp32
+                              inside the matmul (half the bytes of an fp32 copy) */
 } opc_forward_mem;
 opc_forward_mem opc_forward_memory(const opc_forward *f);
 
@@ -90,18 +96,21 @@ void opc_forward_set_act_hook(opc_forward *f, opc_act_hook hook, void *user);
 
 /* ------------------------------------------------- matmul dispatch ------- */
 
-/* A weight as the forward pass uses it: fp32 rows, or a packed codebook. */
+/* A weight as the forward pass uses it: fp32 rows, fp16 rows, or a packed
+ * codebook. */
 typedef struct opc_weight {
-    opc_type type;       /* OPC_TYPE_F32, OPC_TYPE_CB2 or OPC_TYPE_CB4 */
+    opc_type type;       /* OPC_TYPE_F32, OPC_TYPE_F16, OPC_TYPE_CB2 or OPC_TYPE_CB4 */
     int64_t rows, cols;
     const float *f32;    /* (rows, cols) when type == F32 */
     const opc_cb_matrix *cb; /* when CB2/CB4 */
+    const uint16_t *f16; /* (rows, cols) IEEE half bits when type == F16 */
 } opc_weight;
 
 /* Y (T, rows) = X (T, cols) · Wᵀ — ONE call for a whole batch of T
  * activation rows (prefill is matrix-matrix). The single place where the
- * forward pass multiplies by a weight: fp32 goes to a blocked, OpenMP-parallel
- * kernel; codebook weights go to opc_cb_matmul (src/cpu dispatches it). */
+ * forward pass multiplies by a weight: fp32 and fp16 go to a blocked,
+ * OpenMP-parallel kernel (fp16 converted in registers: AVX2+F16C, or the
+ * scalar half.h conversion); codebook weights go to opc_cb_matmul (src/cpu dispatches it). */
 void opc_matmul(const opc_weight *w, const float *X, int64_t T, float *Y, int n_threads);
 
 #endif /* OPC_FORWARD_H */
