@@ -278,28 +278,6 @@ static opc_status prep_vec(opc_cuda_forward *f, const opc_model_desc *d, const c
     return st;
 }
 
-/* Inverse frequency of rotary pair i: the same function as the CPU path's
- * rope_inv_freq (src/model/forward.c, HF's "default"/"linear"/"llama3"
- * rope_init), so both tables are bit-identical. */
-static double rope_inv_freq(const opc_config *c, int i) {
-    double inv = pow((double)c->rope_theta, -2.0 * i / (double)c->head_dim);
-    if (c->rope_scaling == OPC_ROPE_SCALING_LINEAR && c->rope_factor > 0) {
-        inv /= c->rope_factor;
-    } else if (c->rope_scaling == OPC_ROPE_SCALING_LLAMA3 && c->rope_factor > 0) {
-        const double factor = c->rope_factor, lo = c->rope_low_freq_factor,
-                     hi = c->rope_high_freq_factor, old = (double)c->rope_orig_max_pos;
-        const double lo_wavelen = old / lo, hi_wavelen = old / hi;
-        const double wavelen = 2.0 * 3.14159265358979323846 / inv;
-        if (wavelen > lo_wavelen) {
-            inv = inv / factor;
-        } else if (wavelen >= hi_wavelen) {
-            double smooth = (old / wavelen - lo) / (hi - lo);
-            inv = (1.0 - smooth) * inv / factor + smooth * inv;
-        }
-    }
-    return inv;
-}
-
 /* The CB2 view of a weight when it is one (shape checked), else NULL. */
 static opc_status cb2_part(opc_cuda_forward *f, const opc_model_desc *d, const char *name, int64_t rows,
                            int64_t cols, const opc_cb_matrix **out) {
@@ -539,7 +517,8 @@ extern "C" opc_status opc_cuda_forward_init(opc_cuda_forward **out, const opc_mo
             goto fail;
         }
         for (int i = 0; i < half; i++) {
-            const double inv = rope_inv_freq(c, i);
+            /* the CPU path's function, so both tables are bit-identical */
+            const double inv = opc_rope_inv_freq(c, i);
             for (int32_t p = 0; p < ctx; p++) {
                 const double a = (double)p * inv;
                 hc[(uint64_t)p * half + i] = (float)cos(a);

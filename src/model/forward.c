@@ -580,7 +580,7 @@ static opc_status prep_vec(opc_forward *f, const char *name, int64_t n, int requ
 /* Inverse frequency of rotary pair i (0 <= i < head_dim/2), with the
  * model's scaling, following HF's rope_init functions ("default", "linear",
  * "llama3"). Computed in double; the tables are fp32. */
-static double rope_inv_freq(const opc_config *c, int i) {
+double opc_rope_inv_freq(const opc_config *c, int i) {
     double inv = pow((double)c->rope_theta, -2.0 * i / (double)c->head_dim);
     if (c->rope_scaling == OPC_ROPE_SCALING_LINEAR && c->rope_factor > 0) {
         inv /= c->rope_factor;
@@ -718,7 +718,7 @@ opc_status opc_forward_init(opc_forward **out, const opc_model_desc *d, int32_t 
     if (!(f->rope_cos = alloc_f32(f, nrope, "rope cos", &st))) goto fail;
     if (!(f->rope_sin = alloc_f32(f, nrope, "rope sin", &st))) goto fail;
     for (int i = 0; i < half; i++) {
-        double inv = rope_inv_freq(c, i);
+        double inv = opc_rope_inv_freq(c, i);
         for (int32_t p = 0; p < ctx; p++) {
             double a = (double)p * inv;
             f->rope_cos[(uint64_t)p * half + i] = (float)cos(a);

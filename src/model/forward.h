@@ -94,6 +94,11 @@ typedef void (*opc_act_hook)(void *user, int layer, const char *tensor_name, con
                              int n, int cols);
 void opc_forward_set_act_hook(opc_forward *f, opc_act_hook hook, void *user);
 
+/* Inverse frequency of rotary pair i (0 <= i < head_dim/2) with the model's
+ * rope scaling (HF's "default", "linear", "llama3"); the one definition the
+ * CPU and CUDA passes both build their cos/sin tables from. */
+double opc_rope_inv_freq(const opc_config *c, int i);
+
 /* ------------------------------------------------- matmul dispatch ------- */
 
 /* A weight as the forward pass uses it: fp32 rows, fp16 rows, or a packed
