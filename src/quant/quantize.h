@@ -12,6 +12,14 @@
  *   3. keep the `outlier_frac` weights with the largest weighted error
  *      imp[c] * (W - Q)^2 as fp16 additive corrections (CSR, see cb.h), and
  *      refit the codebooks of the affected rows on the remaining weights.
+ *      Members of a tiny cluster (<= max(4, 4 x the row's average budget)
+ *      weights, e.g. a spike that took a codebook entry for itself) are
+ *      scored by their error without their entry, since moving them to the
+ *      sparse part frees that entry for the bulk of the row;
+ *   4. optionally (GPTQ), re-round each row with error feedback through the
+ *      layer's input Hessian and refit its codebook in the H metric.
+ * The codebook fit is the exact optimum of the weighted 1-D k-means problem
+ * (kmeans.h, opc_kmeans_1d_optimal); OPC_QUANT_LLOYD uses Lloyd instead.
  * Bits -> layout: 1.58 -> CB2 k=3, 2 -> CB2 k=4, 3 -> CB4 k=8, 4 -> CB4 k=16.
  *
  * The round-to-nearest baseline (OPC_QUANT_RTN) uses the same layout with k
