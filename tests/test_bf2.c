@@ -587,6 +587,40 @@ static void test_atomic_write(void) {
     fixture_free(&f);
 }
 
+/* The smallest legal file: one 1-element tensor with a 1-byte name, empty vocabulary. */
+static void test_minimal(void) {
+    fixture f;
+    fixture_init(&f);
+    opc_model_desc d = f.d;
+    opc_vocab empty;
+    memset(&empty, 0, sizeof empty);
+    empty.bos_id = empty.eos_id = empty.unk_id = empty.pad_id = -1;
+    d.vocab = empty;
+    opc_tensor t;
+    memset(&t, 0, sizeof t);
+    float one = 1.5f;
+    snprintf(t.name, OPC_MAX_NAME, "x");
+    t.type = OPC_TYPE_F32;
+    t.n_dims = 1;
+    t.shape[0] = 1;
+    t.data = &one;
+    t.nbytes = 4;
+    d.tensors = &t;
+    d.n_tensors = 1;
+    d.name[0] = '\0';
+    char path[1024];
+    tmp_path(path, sizeof path, "min.bf2");
+    CHECK(opc_bf2_write_model(&d, path) == OPC_OK);
+    opc_model_desc *r = calloc(1, sizeof *r);
+    opc_status st = opc_bf2_load(path, 0, r);
+    CHECK_MSG(st == OPC_OK, "%s", opc_last_error());
+    CHECK(r->n_tensors == 1 && !strcmp(r->tensors[0].name, "x") && *(const float *)r->tensors[0].data == 1.5f);
+    CHECK(r->vocab.n_tokens == 0 && r->vocab.chat_template == NULL && r->name[0] == '\0');
+    opc_model_desc_free(r);
+    remove(path);
+    fixture_free(&f);
+}
+
 int main(void) {
     RUN(test_xxh64_vectors);
     RUN(test_round_trip);
@@ -594,5 +628,6 @@ int main(void) {
     RUN(test_flipped_bytes);
     RUN(test_bad_fields);
     RUN(test_atomic_write);
+    RUN(test_minimal);
     return harness_finish();
 }

@@ -463,8 +463,8 @@ opc_status opc_bf2_load_mem(const uint8_t *data, uint64_t size, uint32_t flags, 
     TRY(cur_u32(&c, &n_tensors, "n_tensors"));
     if (n_tensors < 1 || n_tensors > MAX_TENSORS)
         return opc_error(OPC_ERR_CORRUPT, "%s: n_tensors %u out of range [1, %d]", what, n_tensors, MAX_TENSORS);
-    /* an entry is at least 161 bytes (1-byte name): bound the allocation by the bytes left */
-    TRY(cur_need(&c, (uint64_t)n_tensors * 161, "tensor directory"));
+    /* an entry is at least 153 bytes (4 + 1-byte name + 148): bound the allocation by the bytes left */
+    TRY(cur_need(&c, (uint64_t)n_tensors * 153, "tensor directory"));
     TRY(opc_model_desc_alloc_tensors(d, (int32_t)n_tensors));
     for (uint32_t i = 0; i < n_tensors; i++) {
         TRY(read_tensor(&c, data, data_off, meta_off, flags, (int32_t)i, &d->tensors[i]));
