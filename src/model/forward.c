@@ -430,6 +430,10 @@ struct opc_forward {
     float *xo;      /* (B, dim) output of attn_output / ffn_down before the residual add */
     float *hb, *hb2;/* (B, hidden_dim) */
     float *att;     /* (n_threads, ctx) attention scores, one row per thread */
+    float *xrot;    /* (B, max(dim, q_dim, hidden_dim)) rotated input of a rotated codebook weight */
+    const float *xrot_src; /* the X that xrot was made from, with xrot_log2 and xrot_n */
+    int32_t xrot_log2;
+    int64_t xrot_n;
 
     opc_act_hook hook;
     void *hook_user;
@@ -739,7 +743,8 @@ opc_status opc_forward_init(opc_forward **out, const opc_model_desc *d, int32_t 
     } bufs[] = {{&f->x, B * dim, "x"},          {&f->xb, B * dim, "xb"},
                 {&f->q, B * qd, "q"},           {&f->att_out, B * qd, "att_out"},
                 {&f->xo, B * dim, "xo"},        {&f->hb, B * hid, "hb"},
-                {&f->hb2, B * hid, "hb2"},      {&f->att, (uint64_t)f->n_threads * ctx, "att"}};
+                {&f->hb2, B * hid, "hb2"},      {&f->att, (uint64_t)f->n_threads * ctx, "att"},
+                {&f->xrot, B * (uint64_t)(hid > qd ? (hid > dim ? hid : dim) : (qd > dim ? qd : dim)), "xrot"}};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
         if (!(*bufs[i].p = alloc_f32(f, bufs[i].n, bufs[i].what, &st))) goto fail;
         f->mem.scratch += bufs[i].n * sizeof(float);
@@ -792,10 +797,34 @@ static void add_bias(float *y, const float *b, int64_t n, int64_t cols) {
         for (int64_t i = 0; i < cols; i++) y[t * cols + i] += b[i];
 }
 
+/* The input a weight multiplies: X itself, or R^T X for a codebook matrix
+ * stored rotated (cb.h). q/k/v share one normed input, gate/up another, so
+ * `same_input` (X unchanged since the previous linear()) lets them share one
+ * rotated copy. The FWHT is O(cols log b) per token against the matmul's
+ * O(rows cols), but prefill still spreads it over the threads. */
+static const float *layer_input(opc_forward *f, const opc_weight *w, const float *X, int64_t n,
+                                int same_input) {
+    const int32_t lg = (w->type == OPC_TYPE_CB2 || w->type == OPC_TYPE_CB4) ? w->cb->rot_log2 : 0;
+    if (lg <= 0) return X;
+    if (same_input && f->xrot_src == X && f->xrot_log2 == lg && f->xrot_n == n) return f->xrot;
+    const int64_t cols = w->cols;
+#pragma omp parallel for num_threads(f->n_threads) if (n >= 8)
+    for (int64_t t = 0; t < n; t++) {
+        memcpy(f->xrot + t * cols, X + t * cols, (size_t)cols * sizeof(float));
+        opc_cb_rotate(f->xrot + t * cols, cols, lg);
+    }
+    f->xrot_src = X;
+    f->xrot_log2 = lg;
+    f->xrot_n = n;
+    return f->xrot;
+}
+
 static void linear(opc_forward *f, int layer, const char *name, const opc_weight *w,
-                   const float *X, int64_t n, float *Y) {
+                   const float *X, int64_t n, float *Y, int same_input) {
+    /* The hook sees the model's own activations (unrotated): the quantizer
+     * rotates them itself for the tensors it rotates. */
     if (f->hook) f->hook(f->hook_user, layer, name, X, (int)n, (int)w->cols);
-    opc_matmul(w, X, n, Y, f->n_threads);
+    opc_matmul(w, layer_input(f, w, X, n, same_input), n, Y, f->n_threads);
 }
 
 /* Causal GQA attention for n new tokens at positions pos..pos+n-1 against the
@@ -844,6 +873,7 @@ static void embed(opc_forward *f, const int32_t *tokens, int64_t n, float *x) {
             memcpy(xr, f->embd_f32 + (int64_t)tokens[t] * dim, (size_t)dim * sizeof(float));
         } else if (f->embd->type == OPC_TYPE_CB2 || f->embd->type == OPC_TYPE_CB4) {
             opc_cb_dequant_row_ref(&f->embd->cb, tokens[t], xr);
+            opc_cb_unrotate(xr, dim, f->embd->cb.rot_log2); /* a lookup wants the original basis */
         } else {
             /* quantized or f16 table: convert just this row */
             const uint8_t *src = (const uint8_t *)f->embd->data + (uint64_t)tokens[t] * f->embd_row_bytes;
@@ -865,9 +895,9 @@ static void forward_slice(opc_forward *f, const int32_t *tokens, int64_t n, int6
         float *knew = kc + pos * kvd, *vnew = vc + pos * kvd; /* (n, kv_dim) rows of the cache */
 
         rmsnorm(f->xb, f->x, L->attn_norm, n, dim, c->rms_eps);
-        linear(f, l, L->name[W_Q], &L->w[W_Q], f->xb, n, f->q);
-        linear(f, l, L->name[W_K], &L->w[W_K], f->xb, n, knew);
-        linear(f, l, L->name[W_V], &L->w[W_V], f->xb, n, vnew);
+        linear(f, l, L->name[W_Q], &L->w[W_Q], f->xb, n, f->q, 0);
+        linear(f, l, L->name[W_K], &L->w[W_K], f->xb, n, knew, 1);
+        linear(f, l, L->name[W_V], &L->w[W_V], f->xb, n, vnew, 1);
         add_bias(f->q, L->bq, n, qd);
         add_bias(knew, L->bk, n, kvd);
         add_bias(vnew, L->bv, n, kvd);
@@ -877,23 +907,23 @@ static void forward_slice(opc_forward *f, const int32_t *tokens, int64_t n, int6
             for (int h = 0; h < c->n_kv_heads; h++) rope_apply(knew + t * kvd + h * c->head_dim, cs, sn, half);
         }
         attention(f, f->q, kc, vc, n, pos, f->att_out);
-        linear(f, l, L->name[W_O], &L->w[W_O], f->att_out, n, f->xo);
+        linear(f, l, L->name[W_O], &L->w[W_O], f->att_out, n, f->xo, 0);
         for (int64_t i = 0; i < n * dim; i++) f->x[i] += f->xo[i];
 
         rmsnorm(f->xb, f->x, L->ffn_norm, n, dim, c->rms_eps);
-        linear(f, l, L->name[W_GATE], &L->w[W_GATE], f->xb, n, f->hb);
-        linear(f, l, L->name[W_UP], &L->w[W_UP], f->xb, n, f->hb2);
+        linear(f, l, L->name[W_GATE], &L->w[W_GATE], f->xb, n, f->hb, 0);
+        linear(f, l, L->name[W_UP], &L->w[W_UP], f->xb, n, f->hb2, 1);
         for (int64_t i = 0; i < n * hid; i++) {
             float g = f->hb[i];
             f->hb[i] = g / (1.0f + expf(-g)) * f->hb2[i];
         }
-        linear(f, l, L->name[W_DOWN], &L->w[W_DOWN], f->hb, n, f->xo);
+        linear(f, l, L->name[W_DOWN], &L->w[W_DOWN], f->hb, n, f->xo, 0);
         for (int64_t i = 0; i < n * dim; i++) f->x[i] += f->xo[i];
     }
     if (mode == OPC_LOGITS_NONE) return;
     int64_t first = mode == OPC_LOGITS_LAST ? n - 1 : 0;
     rmsnorm(f->xb, f->x + first * dim, f->out_norm, n - first, dim, c->rms_eps);
-    linear(f, c->n_layers, "output.weight", &f->head, f->xb, n - first, logits);
+    linear(f, c->n_layers, "output.weight", &f->head, f->xb, n - first, logits, 0);
 }
 
 opc_status opc_forward_run(opc_forward *f, const int32_t *tokens, int32_t n, int32_t pos,
