@@ -424,7 +424,7 @@ static void test_codebook_weight(void) {
     }
     /* fp32 twin first (in the existing tensor), then turn the tensor into CB2 */
     float *vals = t->owned;
-    opc_cb_matrix m = {rows, cols, 2, 4, idx, rb, cb, 0, NULL, NULL, NULL};
+    opc_cb_matrix m = {rows, cols, 2, 4, idx, rb, cb, 0, NULL, NULL, NULL, NULL, 0};
     for (int64_t r = 0; r < rows; r++) opc_cb_dequant_row_ref(&m, r, vals + r * cols);
     syn_remember(t, vals);
     t->owned = idx;
@@ -731,7 +731,7 @@ static void test_perplexity_protocol(void) {
     p.ctx = CTX;
     p.bos_id = 1;
     opc_ppl_result r;
-    CHECK(opc_perplexity(f, tok, NT, &p, &r) == OPC_OK);
+    CHECK(opc_perplexity(&(opc_runner){f, NULL, opc_forward_max_batch(f)}, tok, NT, &p, &r) == OPC_OK);
     int64_t cnt;
     double want = direct_ppl(f, tok, CTX, 3, CTX / 2, 1, &cnt);
     CHECK_EQ_INT(r.n_chunks, 3);                 /* the 7-token tail is dropped */
@@ -743,14 +743,14 @@ static void test_perplexity_protocol(void) {
     p.full = 1;
     p.bos_id = -1;
     p.n_chunks = 2;
-    CHECK(opc_perplexity(f, tok, NT, &p, &r) == OPC_OK);
+    CHECK(opc_perplexity(&(opc_runner){f, NULL, opc_forward_max_batch(f)}, tok, NT, &p, &r) == OPC_OK);
     want = direct_ppl(f, tok, CTX, 2, 0, -1, &cnt);
     CHECK_EQ_INT(r.count, 2 * (CTX - 1));
     CHECK_MSG(fabs(r.ppl - want) <= 1e-5 * want, "%.9g vs %.9g", r.ppl, want);
     /* too few tokens */
-    CHECK(opc_perplexity(f, tok, CTX - 1, &p, &r) == OPC_ERR_INVALID_ARG);
+    CHECK(opc_perplexity(&(opc_runner){f, NULL, opc_forward_max_batch(f)}, tok, CTX - 1, &p, &r) == OPC_ERR_INVALID_ARG);
     p.ctx = CTX + 1; /* larger than the handle's context */
-    CHECK(opc_perplexity(f, tok, NT, &p, &r) == OPC_ERR_INVALID_ARG);
+    CHECK(opc_perplexity(&(opc_runner){f, NULL, opc_forward_max_batch(f)}, tok, NT, &p, &r) == OPC_ERR_INVALID_ARG);
     opc_forward_free(f);
     opc_model_desc_free(d);
     syn_forget();
@@ -796,14 +796,14 @@ static void test_kld(void) {
     p.save_path = ref_path;
     p.save_topk = 8;
     opc_ppl_result r0, r;
-    CHECK(opc_perplexity(f, tok, NT, &p, &r0) == OPC_OK);
+    CHECK(opc_perplexity(&(opc_runner){f, NULL, opc_forward_max_batch(f)}, tok, NT, &p, &r0) == OPC_OK);
     const long want = 8 + 32 + 4L * CTX * 4 + 4L * (CTX / 2 - 1) * (8 + 8 * 8);
     CHECK_EQ_INT(file_size(ref_path), want);
 
     /* the reference against itself: exactly zero */
     p.save_path = NULL;
     p.kld_path = ref_path;
-    CHECK(opc_perplexity(f, tok, NT, &p, &r) == OPC_OK);
+    CHECK(opc_perplexity(&(opc_runner){f, NULL, opc_forward_max_batch(f)}, tok, NT, &p, &r) == OPC_OK);
     CHECK(r.has_kld);
     CHECK(r.kld_mean == 0.0);
     CHECK(r.kld_p99 == 0.0);
@@ -818,7 +818,7 @@ static void test_kld(void) {
     for (int64_t i = 0; i < opc_tensor_nelem(t); i++) w[i] *= 1.5f;
     opc_forward *f2;
     CHECK(opc_forward_init(&f2, d, CTX, 32, 2) == OPC_OK);
-    CHECK(opc_perplexity(f2, tok, NT, &p, &r) == OPC_OK);
+    CHECK(opc_perplexity(&(opc_runner){f2, NULL, opc_forward_max_batch(f2)}, tok, NT, &p, &r) == OPC_OK);
     CHECK(r.kld_mean > 0.0 && isfinite(r.kld_mean));
     CHECK(r.kld_p99 >= r.kld_median && r.kld_max >= r.kld_p99);
     CHECK_NEAR(r.ref_ppl, r0.ppl, 1e-9 * r0.ppl);
@@ -827,23 +827,23 @@ static void test_kld(void) {
 
     /* corrupt / mismatched reference files */
     CHECK(copy_truncated(ref_path, bad, want - 3, -1) == 0);
-    CHECK(opc_perplexity(f, tok, NT, &p, &r) == OPC_OK);
+    CHECK(opc_perplexity(&(opc_runner){f, NULL, opc_forward_max_batch(f)}, tok, NT, &p, &r) == OPC_OK);
     p.kld_path = bad;
-    CHECK(opc_perplexity(f, tok, NT, &p, &r) == OPC_ERR_CORRUPT); /* truncated */
+    CHECK(opc_perplexity(&(opc_runner){f, NULL, opc_forward_max_batch(f)}, tok, NT, &p, &r) == OPC_ERR_CORRUPT); /* truncated */
     CHECK(copy_truncated(ref_path, bad, want, 0) == 0);
-    CHECK(opc_perplexity(f, tok, NT, &p, &r) == OPC_ERR_CORRUPT); /* magic */
+    CHECK(opc_perplexity(&(opc_runner){f, NULL, opc_forward_max_batch(f)}, tok, NT, &p, &r) == OPC_ERR_CORRUPT); /* magic */
     CHECK(copy_truncated(ref_path, bad, want, 8 + 32 + 4 * 5) == 0);
-    CHECK(opc_perplexity(f, tok, NT, &p, &r) == OPC_ERR_CORRUPT); /* token table differs */
+    CHECK(opc_perplexity(&(opc_runner){f, NULL, opc_forward_max_batch(f)}, tok, NT, &p, &r) == OPC_ERR_CORRUPT); /* token table differs */
     CHECK(strstr(opc_last_error(), "token 5 of chunk 0") != NULL);
     CHECK(copy_truncated(ref_path, bad, want, 8 + 32 + 4L * CTX * 4 + 8 + 1) == 0);
-    CHECK(opc_perplexity(f, tok, NT, &p, &r) == OPC_ERR_CORRUPT); /* first id + 256: out of range */
+    CHECK(opc_perplexity(&(opc_runner){f, NULL, opc_forward_max_batch(f)}, tok, NT, &p, &r) == OPC_ERR_CORRUPT); /* first id + 256: out of range */
     CHECK(strstr(opc_last_error(), "out of range") != NULL);
     p.full = 1; /* protocol mismatch: first/n_scored differ */
     p.kld_path = ref_path;
-    CHECK(opc_perplexity(f, tok, NT, &p, &r) == OPC_ERR_CORRUPT);
+    CHECK(opc_perplexity(&(opc_runner){f, NULL, opc_forward_max_batch(f)}, tok, NT, &p, &r) == OPC_ERR_CORRUPT);
     p.full = 0;
     p.kld_path = "/nonexistent/ref.logp";
-    CHECK(opc_perplexity(f, tok, NT, &p, &r) == OPC_ERR_IO);
+    CHECK(opc_perplexity(&(opc_runner){f, NULL, opc_forward_max_batch(f)}, tok, NT, &p, &r) == OPC_ERR_IO);
     remove(ref_path);
     remove(bad);
     opc_forward_free(f);

@@ -8,7 +8,7 @@
 
 #include "core/core.h"
 #include "core/progress.h"
-#include "model/forward.h"
+#include "model/runner.h"
 #include "model/model.h"
 #include "model/perplexity.h"
 #include "tokenizer/tokenizer.h"
@@ -32,6 +32,7 @@ static void usage(FILE *f) {
             "  --save-top-k K      K for --save-logits (default %d)\n"
             "  --kld FILE          compare against a --save-logits file: KLD and top-1 agreement\n"
             "  --threads N         OpenMP threads (default: all cores)\n"
+            "  --device D          cpu (default) or cuda (the whole forward pass on the GPU)\n"
             "  --quiet             no progress display\n",
             OPC_LOGP_DEFAULT_TOPK);
 }
@@ -57,6 +58,7 @@ static void on_progress(void *user, int32_t done, int32_t total, double ppl) {
 
 int opc_cmd_perplexity(int argc, char **argv) {
     const char *model = NULL, *text_path = NULL, *save = NULL, *kld = NULL, *bos_mode = "auto";
+    const char *device = "cpu";
     long ctx = 512, chunks = 0, batch = 0, threads = 0, topk = OPC_LOGP_DEFAULT_TOPK;
     int full = 0, quiet = 0;
     for (int i = 1; i < argc; i++) {
@@ -104,6 +106,17 @@ int opc_cmd_perplexity(int argc, char **argv) {
         } else if (!strcmp(a, "--kld")) {
             NEXT();
             kld = argv[i];
+        } else if (!strcmp(a, "--device")) {
+            NEXT();
+            device = argv[i];
+            if (strcmp(device, "cpu") && strcmp(device, "cuda")) {
+                fprintf(stderr, "opacc1ty perplexity: --device must be cpu or cuda, got '%s'\n", device);
+                return 2;
+            }
+            if (!strcmp(device, "cuda") && !opc_runner_have_cuda()) {
+                fprintf(stderr, "opacc1ty perplexity: built without CUDA (no nvcc): --device cuda is unavailable\n");
+                return 2;
+            }
         } else if (!strcmp(a, "--full")) {
             full = 1;
         } else if (!strcmp(a, "--quiet") || !strcmp(a, "-q")) {
@@ -129,7 +142,7 @@ int opc_cmd_perplexity(int argc, char **argv) {
     opc_status st;
     opc_model_desc *d = NULL;
     opc_tokenizer *tok = NULL;
-    opc_forward *f = NULL;
+    opc_runner run = {0};
     char *text = NULL;
     size_t len = 0, n_tokens = 0;
     int32_t *ids = NULL;
@@ -170,7 +183,7 @@ int opc_cmd_perplexity(int argc, char **argv) {
         goto done;
     }
     if (!batch || batch > ctx) batch = ctx;
-    if ((st = opc_forward_init(&f, d, (int32_t)ctx, (int32_t)batch, (int32_t)threads)) != OPC_OK) {
+    if ((st = opc_runner_init(&run, d, device, (int32_t)ctx, (int32_t)batch, (int32_t)threads)) != OPC_OK) {
         rc = opc_cli_fail(st, model);
         goto done;
     }
@@ -178,10 +191,10 @@ int opc_cmd_perplexity(int argc, char **argv) {
     if (chunks && chunks < n_chunks) n_chunks = chunks;
     fprintf(stderr,
             "perplexity: %s: %zu bytes -> %zu tokens in %.2f s; %ld chunks of %ld, scoring %s; "
-            "BOS %s; batch %ld\n",
+            "BOS %s; batch %ld; device %s\n",
             text_path, len, n_tokens, t_tok, n_chunks, ctx,
             full ? "all positions (--full)" : "the second half of each chunk (llama.cpp)",
-            bos >= 0 ? "replaces the first token of each chunk" : "off", batch);
+            bos >= 0 ? "replaces the first token of each chunk" : "off", batch, device);
 
     opc_progress prog;
     opc_progress_init(&prog, "perplexity", n_chunks, quiet);
@@ -197,7 +210,7 @@ int opc_cmd_perplexity(int argc, char **argv) {
     pp.progress = on_progress;
     pp.progress_user = &prog;
     opc_ppl_result r;
-    st = opc_perplexity(f, ids, (int64_t)n_tokens, &pp, &r);
+    st = opc_perplexity(&run, ids, (int64_t)n_tokens, &pp, &r);
     opc_progress_finish(&prog);
     if (st != OPC_OK) {
         rc = opc_cli_fail(st, "perplexity");
@@ -216,7 +229,7 @@ int opc_cmd_perplexity(int argc, char **argv) {
     }
     rc = 0;
 done:
-    opc_forward_free(f);
+    opc_runner_free(&run);
     opc_tokenizer_free(tok);
     opc_model_desc_free(d);
     free(text);

@@ -106,15 +106,15 @@ static int cmp_float(const void *a, const void *b) {
 
 /* ------------------------------------------------------ evaluation ----- */
 
-opc_status opc_perplexity(opc_forward *f, const int32_t *tokens, int64_t n_tokens,
+opc_status opc_perplexity(const opc_runner *f, const int32_t *tokens, int64_t n_tokens,
                           const opc_ppl_params *p, opc_ppl_result *r) {
     memset(r, 0, sizeof *r);
-    const opc_config *cfg = opc_forward_config(f);
+    const opc_config *cfg = opc_runner_config(f);
     const int64_t vocab = cfg->vocab_size;
     const int32_t ctx = p->ctx;
-    if (ctx < 2 || ctx > opc_forward_ctx(f))
+    if (ctx < 2 || ctx > opc_runner_ctx(f))
         return opc_error(OPC_ERR_INVALID_ARG, "perplexity: ctx %d must be in [2, %d] (the forward context)",
-                         ctx, opc_forward_ctx(f));
+                         ctx, opc_runner_ctx(f));
     if (!tokens || n_tokens < ctx)
         return opc_error(OPC_ERR_INVALID_ARG, "perplexity: the text has %lld tokens, fewer than one chunk of %d",
                          (long long)n_tokens, ctx);
@@ -123,8 +123,8 @@ opc_status opc_perplexity(opc_forward *f, const int32_t *tokens, int64_t n_token
     const int32_t first = p->full ? 0 : ctx / 2;
     const int32_t n_scored = ctx - 1 - first;
     const int32_t n_logits = ctx - first; /* rows computed: first .. ctx-1 */
-    int32_t batch = p->batch > 0 ? p->batch : opc_forward_max_batch(f);
-    if (batch > opc_forward_max_batch(f)) batch = opc_forward_max_batch(f);
+    int32_t batch = p->batch > 0 ? p->batch : f->max_batch;
+    if (batch > f->max_batch) batch = f->max_batch;
     const int32_t K = p->save_topk > 0 ? p->save_topk : OPC_LOGP_DEFAULT_TOPK;
     if (K > vocab) return opc_error(OPC_ERR_INVALID_ARG, "perplexity: top-k %d exceeds the vocabulary", K);
     if (p->bos_id >= vocab)
@@ -249,7 +249,7 @@ opc_status opc_perplexity(opc_forward *f, const int32_t *tokens, int64_t n_token
             int32_t m = end - pos < batch ? end - pos : batch;
             opc_logits_mode mode = pos < first ? OPC_LOGITS_NONE : OPC_LOGITS_ALL;
             float *out = mode == OPC_LOGITS_ALL ? logits + (int64_t)(pos - first) * vocab : NULL;
-            st = opc_forward_run(f, chunk + pos, m, pos, out, mode);
+            st = opc_runner_run(f, chunk + pos, m, pos, out, mode);
             if (st != OPC_OK) goto done;
             pos += m;
         }

@@ -20,7 +20,7 @@
 #ifndef OPC_PERPLEXITY_H
 #define OPC_PERPLEXITY_H
 
-#include "forward.h"
+#include "runner.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -64,7 +64,7 @@ typedef struct opc_ppl_result {
  * Errors: INVALID_ARG (too few tokens, ctx larger than the handle's),
  * IO (save/kld files), CORRUPT (kld file malformed or from another run:
  * vocab, ctx, protocol or tokens differ), NOMEM. */
-opc_status opc_perplexity(opc_forward *f, const int32_t *tokens, int64_t n_tokens,
+opc_status opc_perplexity(const opc_runner *f, const int32_t *tokens, int64_t n_tokens,
                           const opc_ppl_params *p, opc_ppl_result *r);
 
 /* log-softmax helper shared with tests: returns log(sum exp(x)) over n in
