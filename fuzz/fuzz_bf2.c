@@ -11,6 +11,8 @@
  * Build: CC=clang cmake -S . -B build/fuzz -DOPC_FUZZ=ON -DOPC_CUDA=OFF -DOPC_TESTS=OFF
  *        cmake --build build/fuzz --target fuzz_bf2
  * Run:   build/fuzz/fuzz_bf2 fuzz/corpus/bf2
+ * Seeds: fixture.bf2 (every tensor type, outliers), variants.bf2 (codebook
+ * tflags: group scales and rotation; written by tests/test_bf2.c).
  */
 #include "core/checksum.h"
 #include "format/bf2.h"
@@ -24,12 +26,17 @@ static void parse(const uint8_t *img, size_t n, uint32_t flags) {
     if (!d) return;
     opc_status st = opc_bf2_load_mem(img, n, flags, "fuzz", d);
     /* on success, touch every codebook view through the reference dequantizer
-     * (a failed load leaves a partial description that only _free may touch) */
+     * and GEMV, the input rotated as the view says (group scales and rotation
+     * blocks come from tflags); a failed load leaves a partial description
+     * that only _free may touch */
     for (int32_t i = 0; st == OPC_OK && i < d->n_tensors; i++) {
         const opc_tensor *t = &d->tensors[i];
         if ((t->type == OPC_TYPE_CB2 || t->type == OPC_TYPE_CB4) && t->cb.cols <= 4096 && t->cb.rows <= 64) {
-            float row[4096];
+            float row[4096], x[4096], y[64];
             for (int64_t r = 0; r < t->cb.rows; r++) opc_cb_dequant_row_ref(&t->cb, r, row);
+            for (int64_t c = 0; c < t->cb.cols; c++) x[c] = (float)(c % 7) - 3.0f;
+            opc_cb_rotate(x, t->cb.cols, t->cb.rot_log2);
+            opc_cb_gemv_ref(&t->cb, x, y);
         }
     }
     opc_model_desc_free(d);

@@ -3,7 +3,8 @@
 #
 # Usage errors exit 2 with a message naming the problem; an unwritable output
 # exits 1 and leaves nothing behind; a synthetic model opens with `info`
-# (config of the shape) and `generate` runs on it; same seed, same bytes.
+# (config of the shape) and `generate` runs on it; same seed, same bytes;
+# --gscale / --rotate make codebook variants (refused without codebooks).
 set -u
 bin=${1:?usage: cli_synth.sh BIN SRC}
 src=${2:?usage: cli_synth.sh BIN SRC}
@@ -69,5 +70,25 @@ check "info: vocab" has '^  n_tokens +512$'
 check "info: tensors" has '^tensors: +29 '
 gen=$("$bin" generate "$tmp/a.bf2" -p "Hello" -n 4 2>&1); rc=$?
 check "generate runs on it" test $rc -eq 0
+[ $rc -eq 0 ] || echo "$gen" | tail -5
+
+# codebook variants
+"$bin" synth --shape tiny --bits 16 --gscale -o "$tmp/v.bf2" >/dev/null 2>&1
+check "--gscale with f16 weights exits 2" test $? -eq 2
+err=$("$bin" synth --shape tiny --bits 16 --embd-bits 2 --rotate -o "$tmp/v.bf2" 2>&1); rc=$?
+check "--rotate with nothing to rotate exits 2" test $rc -eq 2
+check "--rotate error is named" grep -q -- "--rotate" <<<"$err"
+check "refused variants leave nothing" test ! -e "$tmp/v.bf2"
+out=$("$bin" synth --shape tiny --bits 2 --layers 2 --gscale --rotate --seed 5 -o "$tmp/v.bf2" --quiet); rc=$?
+check "synth --gscale --rotate exits 0" test $rc -eq 0
+check "summary names the variants" grep -q "group scales, rotated inputs" <<<"$out"
+"$bin" synth --shape tiny --bits 2 --layers 2 --gscale --rotate --seed 5 --threads 1 -o "$tmp/w.bf2" --quiet >/dev/null
+check "variants: same seed, same bytes" cmp -s "$tmp/v.bf2" "$tmp/w.bf2"
+info=$("$bin" info "$tmp/v.bf2" --layers)
+# tiny: 14 layer matrices, widths 128 (block 128) and 320 (block 64); the tied f16 embedding is untouched
+check "info: variant summary" has '^codebooks: +14 tensors, 14 with group scales, 14 rotated \(blocks of 64\.\.128\)$'
+check "info: name" has '^name: +synth-tiny-2bit-gscale-rot-seed5$'
+gen=$("$bin" generate "$tmp/v.bf2" -p "Hello" -n 4 2>&1); rc=$?
+check "generate runs on scaled, rotated weights" test $rc -eq 0
 [ $rc -eq 0 ] || echo "$gen" | tail -5
 exit $fail

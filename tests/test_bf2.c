@@ -3,7 +3,10 @@
  * write -> read round trip of every field and tensor type, corrupt files
  * (truncation at many offsets, flipped bytes, bad offsets/sizes, unknown
  * type id, bad version, unknown flags) giving CORRUPT/UNSUPPORTED with the
- * field named, the skip-verify fast path, and atomic writes.
+ * field named, the skip-verify fast path, and atomic writes. The codebook
+ * variants (tflags: group scales, rotation) get their own round trip and
+ * corrupt cases, and the constants FORMAT.md writes out (scale table, sign
+ * function, rotation formula) are checked against the cb.h reference.
  */
 #include "harness.h"
 
@@ -621,6 +624,303 @@ static void test_minimal(void) {
     fixture_free(&f);
 }
 
+/* ---------------------------------------------------- codebook variants -- */
+
+/* Tensors with group scales and/or rotation (FORMAT.md "Codebook variants"):
+ *   blk.0.ffn_gate.weight  CB2 6 x 192, k 4, scales, rot 2^6, 3 outliers
+ *   blk.0.ffn_down.weight  CB4 4 x 130, k 16, scales (last group partial), rot 2^1
+ *   blk.0.attn_k.weight    CB2 3 x 64, k 3, rot 2^6 only
+ *   output_norm.weight     f32 8 (a plain tensor for the tflags-on-plain case) */
+typedef struct vfix {
+    opc_model_desc d;
+    fixture base; /* config and vocabulary */
+    opc_tensor t[4];
+    uint8_t idx_a[6 * 48], gs_a[6 * 3];
+    uint16_t cb_a[6 * 4];
+    uint32_t rp_a[7];
+    uint16_t oc_a[3], ov_a[3];
+    uint8_t idx_b[4 * 96], gs_b[4 * 3];
+    uint16_t cb_b[4 * 16];
+    uint8_t idx_c[3 * 16];
+    uint16_t cb_c[3 * 3];
+    float norm[8];
+} vfix;
+
+static void cb_tensor(opc_tensor *t, const char *name, int bits, int64_t rows, int64_t cols, int k, uint8_t *idx,
+                      uint16_t *cb, const uint8_t *gs, int rot) {
+    snprintf(t->name, OPC_MAX_NAME, "%s", name);
+    t->type = bits == 2 ? OPC_TYPE_CB2 : OPC_TYPE_CB4;
+    t->n_dims = 2;
+    t->shape[0] = rows;
+    t->shape[1] = cols;
+    t->qerr = 0.25f;
+    opc_cb_matrix *m = &t->cb;
+    m->rows = rows;
+    m->cols = cols;
+    m->bits = bits;
+    m->k = k;
+    m->row_bytes = opc_cb_row_bytes(bits, cols);
+    m->idx = idx;
+    m->codebook = cb;
+    m->gscale = gs;
+    m->rot_log2 = rot;
+    t->data = idx;
+    t->nbytes = (uint64_t)rows * m->row_bytes;
+    for (int64_t r = 0; r < rows; r++) {
+        for (int j = 0; j < k; j++) cb[r * k + j] = opc_fp32_to_fp16(0.05f * (float)(j - k / 2) + 0.01f * (float)r);
+        for (int64_t c = 0; c < cols; c++)
+            opc_cb_set_index(idx + (uint64_t)r * m->row_bytes, bits, c, (uint32_t)((c * 5 + r * 3 + c / 7) % k));
+    }
+}
+
+static void vfix_init(vfix *v) {
+    memset(v, 0, sizeof *v);
+    fixture_init(&v->base);
+    v->d = v->base.d;
+    v->d.tensors = v->t;
+    v->d.n_tensors = 4;
+    for (int i = 0; i < 18; i++) v->gs_a[i] = (uint8_t)(i * 29 % 256); /* spans 0..255 incl. 2^-15 range */
+    v->gs_a[0] = 255;
+    for (int i = 0; i < 12; i++) v->gs_b[i] = (uint8_t)(i * 3);
+    cb_tensor(&v->t[0], "blk.0.ffn_gate.weight", 2, 6, 192, 4, v->idx_a, v->cb_a, v->gs_a, 6);
+    uint32_t rp[7] = {0, 1, 1, 2, 2, 2, 3};
+    memcpy(v->rp_a, rp, sizeof rp);
+    uint16_t oc[3] = {191, 64, 0};
+    memcpy(v->oc_a, oc, sizeof oc);
+    for (int i = 0; i < 3; i++) v->ov_a[i] = opc_fp32_to_fp16(0.75f - (float)i);
+    v->t[0].cb.n_outliers = 3;
+    v->t[0].cb.ol_rowptr = v->rp_a;
+    v->t[0].cb.ol_col = v->oc_a;
+    v->t[0].cb.ol_val = v->ov_a;
+    cb_tensor(&v->t[1], "blk.0.ffn_down.weight", 4, 4, 130, 16, v->idx_b, v->cb_b, v->gs_b, 1);
+    cb_tensor(&v->t[2], "blk.0.attn_k.weight", 2, 3, 64, 3, v->idx_c, v->cb_c, NULL, 6);
+    for (int i = 0; i < 8; i++) v->norm[i] = 1.0f - 0.125f * (float)i;
+    opc_tensor *n = &v->t[3];
+    snprintf(n->name, OPC_MAX_NAME, "output_norm.weight");
+    n->type = OPC_TYPE_F32;
+    n->n_dims = 1;
+    n->shape[0] = 8;
+    n->data = v->norm;
+    n->nbytes = sizeof v->norm;
+    n->qerr = -1.0f;
+}
+
+static uint64_t get64(const uint8_t *p) {
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
+    return v;
+}
+static uint32_t get32(const uint8_t *p) { return (uint32_t)get64(p) & 0xffffffffu; }
+
+static void test_variants_round_trip(void) {
+    vfix v;
+    vfix_init(&v);
+    char path[1024];
+    tmp_path(path, sizeof path, "variants.bf2");
+    opc_status st = opc_bf2_write_model(&v.d, path);
+    CHECK_MSG(st == OPC_OK, "%s", opc_last_error());
+    opc_model_desc *d = calloc(1, sizeof *d);
+    st = opc_bf2_load(path, 0, d);
+    CHECK_MSG(st == OPC_OK, "%s", opc_last_error());
+    for (int i = 0; st == OPC_OK && i < 3; i++) {
+        const opc_cb_matrix *a = &d->tensors[i].cb, *b = &v.t[i].cb;
+        CHECK_STR(d->tensors[i].name, v.t[i].name);
+        CHECK_EQ_INT(a->rot_log2, b->rot_log2);
+        CHECK((a->gscale != NULL) == (b->gscale != NULL));
+        uint64_t ng = (uint64_t)b->rows * (uint64_t)opc_cb_groups(b->cols);
+        if (a->gscale && b->gscale) CHECK(!memcmp(a->gscale, b->gscale, ng));
+        CHECK(!memcmp(a->codebook, b->codebook, (size_t)b->rows * (size_t)b->k * 2));
+        CHECK_EQ_INT(a->n_outliers, b->n_outliers);
+        /* bit-exact: dequantized rows and the reference GEMV on a rotated input */
+        float r1[192], r2[192], x[192], y1[8], y2[8];
+        for (int64_t r = 0; r < b->rows; r++) {
+            opc_cb_dequant_row_ref(a, r, r1);
+            opc_cb_dequant_row_ref(b, r, r2);
+            CHECK(!memcmp(r1, r2, (size_t)b->cols * sizeof(float)));
+        }
+        for (int64_t c = 0; c < b->cols; c++) x[c] = 0.01f * (float)((c * 37) % 23) - 0.1f;
+        opc_cb_rotate(x, b->cols, b->rot_log2);
+        opc_cb_gemv_ref(a, x, y1);
+        opc_cb_gemv_ref(b, x, y2);
+        CHECK(!memcmp(y1, y2, (size_t)b->rows * sizeof(float)));
+        CHECK_EQ_INT(opc_bf2_cb_bytes(a), opc_bf2_cb_bytes(b));
+    }
+    opc_model_desc_free(d);
+
+    /* on disk: tflags and part 1 = codebooks + scales, as FORMAT.md says */
+    size_t n;
+    uint8_t *img = slurp(path, &n);
+    CHECK(img != NULL);
+    if (img) {
+        static const struct { const char *name; uint32_t tflags; uint64_t p1; } want[] = {
+            {"blk.0.ffn_gate.weight", 0x601, 6 * 4 * 2 + 6 * 3},
+            {"blk.0.ffn_down.weight", 0x101, 4 * 16 * 2 + 4 * 3},
+            {"blk.0.attn_k.weight", 0x600, 3 * 3 * 2},
+            {"output_norm.weight", 0, 0},
+        };
+        uint64_t sum_parts = 0;
+        for (size_t i = 0; i < 4; i++) {
+            size_t at = entry_after_name(img, n, want[i].name);
+            CHECK(at > 0);
+            if (!at) continue;
+            CHECK_MSG(get32(img + at + 44) == want[i].tflags, "%s: tflags 0x%x", want[i].name, get32(img + at + 44));
+            CHECK_EQ_INT(get64(img + at + 108), want[i].p1);
+            if (i < 3) {
+                uint64_t s = 0;
+                for (int j = 0; j < 5; j++) s += get64(img + at + 100 + 8 * j);
+                CHECK_EQ_INT(s, opc_bf2_cb_bytes(&v.t[i].cb));
+                sum_parts += s;
+            }
+        }
+        CHECK(sum_parts > 0);
+        opc_aligned_free(img);
+    }
+    /* the old fixture uses no variant: its tflags stay 0, byte for byte as before */
+    char rt[1024];
+    tmp_path(rt, sizeof rt, "rt.bf2");
+    img = slurp(rt, &n);
+    if (img) {
+        const char *names[] = {"blk.0.ffn_up.weight", "blk.0.attn_q.weight", "token_embd.weight"};
+        for (int i = 0; i < 3; i++) {
+            size_t at = entry_after_name(img, n, names[i]);
+            CHECK(at > 0 && get32(img + at + 44) == 0);
+        }
+        opc_aligned_free(img);
+    }
+    fixture_free(&v.base);
+}
+
+/* Corrupt variant fields: each must be refused with the tensor and field named. */
+static void test_variants_corrupt(void) {
+    char path[1024];
+    tmp_path(path, sizeof path, "variants.bf2");
+    size_t n;
+    uint8_t *orig = slurp(path, &n);
+    if (!orig) SKIP("variants file missing");
+    CHECK(parse(orig, n, 0) == OPC_OK);
+    uint8_t *img = opc_aligned_alloc(n + 64);
+    const char *gate = "blk.0.ffn_gate.weight", *kk = "blk.0.attn_k.weight", *norm = "output_norm.weight";
+    struct {
+        const char *what, *tensor;
+        uint32_t tflags;
+        opc_status want;
+        const char *msg;
+    } cases[] = {
+        {"reserved bit 1", gate, 0x603, OPC_ERR_UNSUPPORTED, "tflags"},
+        {"reserved bit 31", kk, 0x80000600u, OPC_ERR_UNSUPPORTED, "unknown bits"},
+        {"rot_log2 16 (bit 12)", kk, 0x1000, OPC_ERR_UNSUPPORTED, "tflags"},
+        {"rotation 2^7 does not divide 192", gate, 0x701, OPC_ERR_CORRUPT, "divide"},
+        {"rotation 2^15 on 64 columns", kk, 0xf00, OPC_ERR_CORRUPT, "divide"},
+        {"scale bit cleared: part 1 too large", gate, 0x600, OPC_ERR_CORRUPT, "part 1 size"},
+        {"scale bit set without scales", kk, 0x601, OPC_ERR_CORRUPT, "part 1 size"},
+        {"scales on a plain tensor", norm, 0x1, OPC_ERR_CORRUPT, "plain"},
+        {"rotation on a plain tensor", norm, 0x300, OPC_ERR_CORRUPT, "tflags"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        memcpy(img, orig, n);
+        size_t at = entry_after_name(img, n, cases[i].tensor);
+        CHECK(at > 0);
+        if (!at) continue;
+        put32(img + at + 44, cases[i].tflags);
+        rehash(img, n);
+        opc_status st = parse(img, n, 0);
+        CHECK_MSG(st == cases[i].want && msg_has(cases[i].tensor) && msg_has(cases[i].msg), "%s: %s %s",
+                  cases[i].what, opc_status_str(st), opc_last_error());
+    }
+    /* part 1 size that is right for the flags but wrong for the shape */
+    memcpy(img, orig, n);
+    size_t at = entry_after_name(img, n, gate);
+    put64(img + at + 108, get64(img + at + 108) - 1);
+    rehash(img, n);
+    CHECK(parse(img, n, 0) == OPC_ERR_CORRUPT && msg_has(gate) && msg_has("part 1 size"));
+    /* a damaged scale byte is caught by the tensor hash (no value is invalid) */
+    memcpy(img, orig, n);
+    uint64_t off1 = get64(img + at + 68);
+    img[off1 + 6 * 4 * 2 + 5] ^= 0x10;
+    CHECK(parse(img, n, 0) == OPC_ERR_CORRUPT && msg_has(gate) && msg_has("checksum"));
+    CHECK(parse(img, n, OPC_BF2_SKIP_VERIFY) == OPC_OK);
+    /* truncation anywhere: CORRUPT, never a crash */
+    int bad = 0;
+    for (size_t cut = 0; cut < n; cut += 5)
+        if (parse(orig, cut, 0) != OPC_ERR_CORRUPT) bad++;
+    CHECK_EQ_INT(bad, 0);
+    opc_aligned_free(img);
+    opc_aligned_free(orig);
+
+    /* the writer refuses a rotation the format cannot express */
+    vfix v;
+    vfix_init(&v);
+    tmp_path(path, sizeof path, "variants_bad.bf2");
+    v.t[2].cb.rot_log2 = 16;
+    CHECK(opc_bf2_write_model(&v.d, path) == OPC_ERR_INVALID_ARG && msg_has(kk) && msg_has("rotation"));
+    v.t[2].cb.rot_log2 = 7; /* 128 does not divide 64 */
+    CHECK(opc_bf2_write_model(&v.d, path) == OPC_ERR_INVALID_ARG && msg_has("rotation"));
+    v.t[2].cb.rot_log2 = -1;
+    CHECK(opc_bf2_write_model(&v.d, path) == OPC_ERR_INVALID_ARG);
+    CHECK_EQ_INT(count_temps("variants_bad.bf2"), 0);
+    FILE *fp = fopen(path, "rb");
+    CHECK(fp == NULL); /* nothing written */
+    if (fp) fclose(fp);
+    fixture_free(&v.base);
+}
+
+/* The constants FORMAT.md writes out, against the cb.h reference, so the
+ * document and the code cannot drift apart. */
+static void test_variant_constants(void) {
+    /* s(q) = m[q % 16] * 2^-(q / 16), the table's bit patterns */
+    static const uint32_t mant_bits[16] = {0x3f800000, 0x3f75257d, 0x3f6ac0c7, 0x3f60ccdf, 0x3f5744fd, 0x3f4e248c,
+                                           0x3f45672a, 0x3f3d08a4, 0x3f3504f3, 0x3f2d583f, 0x3f25fed7, 0x3f1ef532,
+                                           0x3f1837f0, 0x3f11c3d3, 0x3f0b95c2, 0x3f05aac3};
+    int bad = 0;
+    for (int q = 0; q < 256; q++) {
+        float m;
+        memcpy(&m, &mant_bits[q % 16], 4);
+        float want = ldexpf(m, -(q / 16));
+        double exact = exp2(-(double)q / 16.0);
+        float got = opc_cb_scale((uint8_t)q);
+        /* table value, and within half an ulp of 2^(-q/16) */
+        if (got != want || fabs((double)got - exact) > 0.5 * (double)(nextafterf(got, 2.0f) - got)) bad++;
+    }
+    CHECK_EQ_INT(bad, 0);
+    CHECK(opc_cb_scale(0) == 1.0f && opc_cb_scale(16) == 0.5f && opc_cb_scale(240) == 0x1p-15f);
+
+    /* d(c): bit c % 64 of z(c / 64); z(0), z(1) as printed */
+    const uint64_t z[2] = {0xE220A8397B1DCDAFull, 0x6E789E6AA1B965F4ull};
+    bad = 0;
+    for (int64_t c = 0; c < 128; c++)
+        if (opc_cb_rot_sign(c) != (((z[c / 64] >> (c % 64)) & 1) ? -1.0f : 1.0f)) bad++;
+    CHECK_EQ_INT(bad, 0);
+    const float d8[8] = {-1, -1, -1, -1, 1, -1, 1, -1};
+    for (int c = 0; c < 8; c++) CHECK(opc_cb_rot_sign(c) == d8[c]);
+
+    /* T(v) by the O(b^2) formula of FORMAT.md vs opc_cb_rotate, several blocks */
+    enum { N = 384 };
+    float v[N], ref[N];
+    for (int log2b = 1; log2b <= 7; log2b++) {
+        int b = 1 << log2b;
+        for (int i = 0; i < N; i++) v[i] = sinf(0.37f * (float)i) + 0.1f * (float)(i % 5);
+        for (int base = 0; base < N; base += b)
+            for (int i = 0; i < b; i++) {
+                double acc = 0.0;
+                for (int j = 0; j < b; j++) {
+                    int sgn = 1;
+                    for (unsigned m = (unsigned)(i & j); m; m &= m - 1) sgn = -sgn; /* (-1)^popcount */
+                    acc += sgn * (double)opc_cb_rot_sign(base + j) * (double)v[base + j];
+                }
+                ref[base + i] = (float)(acc / sqrt((double)b));
+            }
+        double e = 0.0, nv = 0.0, nr = 0.0;
+        for (int i = 0; i < N; i++) nv += (double)v[i] * v[i];
+        opc_cb_rotate(v, N, log2b);
+        for (int i = 0; i < N; i++) {
+            e = fmax(e, fabs((double)v[i] - (double)ref[i]));
+            nr += (double)v[i] * v[i];
+        }
+        CHECK_MSG(e < 1e-5, "b = %d: max |rotate - formula| = %g", b, e);
+        CHECK_NEAR(nr, nv, 1e-4 * nv); /* orthogonal */
+    }
+}
+
 int main(void) {
     RUN(test_xxh64_vectors);
     RUN(test_round_trip);
@@ -629,5 +929,8 @@ int main(void) {
     RUN(test_bad_fields);
     RUN(test_atomic_write);
     RUN(test_minimal);
+    RUN(test_variants_round_trip);
+    RUN(test_variants_corrupt);
+    RUN(test_variant_constants);
     return harness_finish();
 }

@@ -443,6 +443,150 @@ static void test_forward(void) {
     }
 }
 
+/* ------------------------------------------------ codebook variants -- */
+
+/* Bytes of a tensor as the .bf2 file stores it (what the summary counts). */
+static uint64_t stored_bytes(const opc_tensor *t) {
+    return t->type == OPC_TYPE_CB2 || t->type == OPC_TYPE_CB4 ? opc_bf2_cb_bytes(&t->cb) : t->nbytes;
+}
+
+/* Which variants every codebook tensor of d carries; *n_cb counts them. */
+static void check_variants(const opc_model_desc *d, int gscale, int rotate, int *n_cb) {
+    *n_cb = 0;
+    for (int32_t i = 0; i < d->n_tensors; i++) {
+        const opc_tensor *t = &d->tensors[i];
+        if (t->type != OPC_TYPE_CB2 && t->type != OPC_TYPE_CB4) continue;
+        const opc_cb_matrix *m = &t->cb;
+        (*n_cb)++;
+        CHECK_EQ_INT(opc_cb_validate(m, t->name), OPC_OK);
+        CHECK_MSG((m->gscale != NULL) == gscale, "%s: gscale %p", t->name, (const void *)m->gscale);
+        if (m->gscale) { /* q in 0..15, group 0 of each row at 0, and the values vary */
+            int64_t groups = opc_cb_groups(m->cols), bad = 0, hist[16] = {0};
+            for (int64_t r = 0; r < m->rows; r++) {
+                const uint8_t *g = m->gscale + r * groups;
+                bad += g[0] != 0;
+                for (int64_t j = 0; j < groups; j++) {
+                    bad += g[j] > 15;
+                    hist[g[j] & 15]++;
+                }
+            }
+            CHECK_MSG(bad == 0, "%s: %lld scale bytes out of the promised range", t->name, (long long)bad);
+            int used = 0;
+            for (int q = 0; q < 16; q++) used += hist[q] > 0;
+            CHECK_MSG(m->rows * groups < 64 || used >= 12, "%s: only %d distinct scales", t->name, used);
+        }
+        /* the widest block the format allows: the largest power of two dividing cols */
+        int want = 0;
+        if (rotate && strcmp(t->name, "token_embd.weight") != 0)
+            while (want < OPC_CB_ROT_MAX_LOG2 && m->cols % ((int64_t)2 << want) == 0) want++;
+        CHECK_MSG(m->rot_log2 == want, "%s (%lld cols): rot_log2 %d, expected %d", t->name, (long long)m->cols,
+                  m->rot_log2, want);
+    }
+}
+
+static void test_variants(void) {
+    /* tiny-untied: widths 96 (block 32) and 200 (block 8); every matrix a codebook */
+    struct {
+        int gscale, rotate;
+    } cases[] = {{1, 1}, {1, 0}, {0, 1}, {0, 0}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char path[512];
+        tmp_path(path, sizeof path, "var");
+        opc_synth_params p = opc_synth_defaults();
+        p.shape = "tiny-untied";
+        p.head_bits = 2.0f;
+        p.embd_bits = 4.0f;
+        p.outlier_frac = 0.01;
+        p.gscale = cases[i].gscale;
+        p.rotate = cases[i].rotate;
+        opc_synth_summary sum;
+        CHECK_EQ_INT(opc_synth_write(path, &p, &sum), OPC_OK);
+        opc_model_desc *d = NULL;
+        CHECK_EQ_INT(opc_model_desc_open(path, &d), OPC_OK);
+        if (!d) continue;
+        int n_cb = 0;
+        check_variants(d, cases[i].gscale, cases[i].rotate, &n_cb);
+        CHECK_EQ_INT(n_cb, 1 + 7 * 2 + 1); /* embedding, 7 per layer, head */
+        const opc_tensor *down = opc_model_desc_find(d, "blk.1.ffn_down.weight");
+        CHECK(down && down->cb.rot_log2 == (cases[i].rotate ? 3 : 0)); /* 200 = 8 x 25 */
+        /* the summary counts exactly what the file stores, scales included */
+        uint64_t bytes = 0;
+        for (int32_t j = 0; j < d->n_tensors; j++) bytes += stored_bytes(&d->tensors[j]);
+        CHECK_EQ_INT(sum.tensor_bytes, bytes);
+        /* the model name says which variants it has */
+        CHECK_MSG((strstr(d->name, "gscale") != NULL) == cases[i].gscale &&
+                      (strstr(d->name, "-rot") != NULL) == cases[i].rotate,
+                  "name %s", d->name);
+        opc_model_desc_free(d);
+        unlink(path);
+    }
+
+    /* same seed, same bytes for any thread count; the options change the file */
+    char a[512], b[512], c[512];
+    tmp_path(a, sizeof a, "var_a");
+    tmp_path(b, sizeof b, "var_b");
+    tmp_path(c, sizeof c, "var_c");
+    opc_synth_params p = opc_synth_defaults();
+    p.shape = "tiny";
+    p.n_layers = 1;
+    p.gscale = p.rotate = 1;
+    p.n_threads = 1;
+    CHECK_EQ_INT(opc_synth_write(a, &p, NULL), OPC_OK);
+    p.n_threads = 2;
+    CHECK_EQ_INT(opc_synth_write(b, &p, NULL), OPC_OK);
+    CHECK(same_file(a, b));
+    p.gscale = p.rotate = 0;
+    CHECK_EQ_INT(opc_synth_write(c, &p, NULL), OPC_OK);
+    CHECK(!same_file(a, c));
+
+    /* the forward pass runs on scaled, rotated weights (tiny: tied f16 head) */
+    opc_model_desc *d = NULL;
+    CHECK_EQ_INT(opc_model_desc_open(a, &d), OPC_OK);
+    opc_forward *f = NULL;
+    if (d) {
+        opc_status st = opc_forward_init(&f, d, 16, 4, 2);
+        CHECK_MSG(st == OPC_OK, "%s", opc_last_error());
+    }
+    if (f) {
+        float logits[512];
+        int32_t prompt[4] = {256, 'H', 'i', '!'};
+        CHECK_EQ_INT(opc_forward_run(f, prompt, 4, 0, logits, OPC_LOGITS_LAST), OPC_OK);
+        int finite = 1;
+        for (int j = 0; j < 512; j++) finite &= isfinite(logits[j]) != 0;
+        CHECK(finite);
+    }
+    opc_forward_free(f);
+    opc_model_desc_free(d);
+    unlink(a);
+    unlink(b);
+    unlink(c);
+
+    /* options that would do nothing are refused */
+    p = opc_synth_defaults();
+    p.shape = "tiny";
+    p.bits = 16.0f;
+    p.gscale = 1;
+    CHECK_EQ_INT(opc_synth_write(a, &p, NULL), OPC_ERR_INVALID_ARG);
+    CHECK(strstr(opc_last_error(), "group scales") != NULL);
+    p.gscale = 0;
+    p.rotate = 1;
+    p.embd_bits = 2.0f; /* a codebook embedding is never rotated: still nothing to rotate */
+    CHECK_EQ_INT(opc_synth_write(a, &p, NULL), OPC_ERR_INVALID_ARG);
+    CHECK(strstr(opc_last_error(), "rotation") != NULL);
+    CHECK(!opc_file_exists(a));
+    p.shape = "tiny-untied"; /* ... but a codebook head is */
+    p.head_bits = 2.0f;
+    CHECK_EQ_INT(opc_synth_write(a, &p, NULL), OPC_OK);
+    d = NULL;
+    CHECK_EQ_INT(opc_model_desc_open(a, &d), OPC_OK);
+    const opc_tensor *h = d ? opc_model_desc_find(d, "output.weight") : NULL;
+    const opc_tensor *e = d ? opc_model_desc_find(d, "token_embd.weight") : NULL;
+    CHECK(h && h->type == OPC_TYPE_CB2 && h->cb.rot_log2 == 5 && !h->cb.gscale); /* 96 = 32 x 3 */
+    CHECK(e && e->type == OPC_TYPE_CB2 && e->cb.rot_log2 == 0);
+    opc_model_desc_free(d);
+    unlink(a);
+}
+
 /* ---------------------------------------------------------------- errors -- */
 
 /* Any file in OPC_BINARY_DIR whose name starts with prefix (a leftover temporary)? */
@@ -513,6 +657,7 @@ int main(void) {
     RUN(test_head_bits);
     RUN(test_determinism);
     RUN(test_forward);
+    RUN(test_variants);
     RUN(test_errors);
     return harness_finish();
 }

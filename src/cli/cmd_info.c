@@ -8,6 +8,7 @@
  */
 #include "cli.h"
 
+#include "../format/bf2.h"
 #include "../format/gguf.h"
 #include "../model/model.h"
 
@@ -54,16 +55,12 @@ static const char *chat_family(const char *tpl) {
     return "unrecognised";
 }
 
-/* Bytes a tensor occupies: for codebook types the packed indices (nbytes)
- * plus the fp16 codebooks and the CSR outlier arrays. */
+/* Bytes a tensor occupies: for codebook types everything .bf2 stores for it
+ * (packed indices, fp16 codebooks, group scales, CSR outliers), so the bits
+ * per weight below are all-in. */
 static uint64_t tensor_bytes(const opc_tensor *t) {
-    uint64_t b = t->nbytes;
-    if (t->type == OPC_TYPE_CB2 || t->type == OPC_TYPE_CB4) {
-        const opc_cb_matrix *m = &t->cb;
-        b += (uint64_t)m->rows * (uint64_t)m->k * 2u;
-        if (m->n_outliers) b += ((uint64_t)m->rows + 1) * 4u + m->n_outliers * 4u;
-    }
-    return b;
+    if (t->type == OPC_TYPE_CB2 || t->type == OPC_TYPE_CB4) return opc_bf2_cb_bytes(&t->cb);
+    return t->nbytes;
 }
 
 static void print_shape(const opc_tensor *t, char *buf, size_t cap) {
@@ -91,7 +88,9 @@ static void print_token(const opc_vocab *v, const char *label, int32_t id) {
 static void usage(FILE *f) {
     fprintf(f, "usage: opacc1ty info MODEL [--layers]\n"
                "  MODEL     a .gguf or .bf2 file, a llama2.c checkpoint, or a Hugging Face folder\n"
-               "  --layers  also list every tensor: name, shape, type, bytes, bits per weight\n");
+               "  --layers  also list every tensor: name, shape, type, bytes, bits per weight (all-in:\n"
+               "            codebooks, group scales and outliers counted); for codebook tensors the\n"
+               "            index width, k, outlier share, group scales (gscale) and rotation block (rot=B)\n");
 }
 
 int opc_cmd_info(int argc, char **argv) {
@@ -195,6 +194,26 @@ int opc_cmd_info(int argc, char **argv) {
         if (cnt && tr) printf("%s%d %s", first ? "" : ", ", cnt, tr->name), first = 0;
     }
     printf(")\n");
+    /* codebook variants (FORMAT.md "Codebook variants"): how many tensors use them */
+    int n_cb = 0, n_gs = 0, n_rot = 0, rot_min = 0, rot_max = 0;
+    for (int32_t i = 0; i < d->n_tensors; i++) {
+        const opc_tensor *t = &d->tensors[i];
+        if (t->type != OPC_TYPE_CB2 && t->type != OPC_TYPE_CB4) continue;
+        n_cb++;
+        n_gs += t->cb.gscale != NULL;
+        if (t->cb.rot_log2 > 0) {
+            int r = t->cb.rot_log2;
+            rot_min = n_rot && rot_min < r ? rot_min : r;
+            rot_max = rot_max > r ? rot_max : r;
+            n_rot++;
+        }
+    }
+    if (n_cb) {
+        printf("codebooks:       %d tensors, %d with group scales, %d rotated", n_cb, n_gs, n_rot);
+        if (n_rot && rot_min == rot_max) printf(" (blocks of %lld)", (long long)1 << rot_min);
+        else if (n_rot) printf(" (blocks of %lld..%lld)", (long long)1 << rot_min, (long long)1 << rot_max);
+        printf("\n");
+    }
     printf("params:          %llu (%.2f M)\n", (unsigned long long)params, (double)params / 1e6);
     printf("tensor bytes:    %llu (%.2f MiB)\n", (unsigned long long)bytes,
            (double)bytes / (1024.0 * 1024.0));
@@ -216,6 +235,8 @@ int opc_cmd_info(int argc, char **argv) {
                 const opc_cb_matrix *m = &t->cb;
                 double ol = ne ? 100.0 * (double)m->n_outliers / (double)ne : 0.0;
                 printf("  %d-bit k=%d outliers=%.3f%%", m->bits, m->k, ol);
+                if (m->gscale) printf(" gscale");
+                if (m->rot_log2 > 0) printf(" rot=%lld", (long long)1 << m->rot_log2);
                 if (t->qerr >= 0.0f) printf(" qerr=%.4g", (double)t->qerr);
             }
             printf("\n");

@@ -41,6 +41,9 @@ static void usage(FILE *f) {
                "  --layers N       override the shape's layer count (e.g. 2 for a quick 8B-wide model)\n"
                "  --outliers F     fraction of each codebook tensor stored as sparse outliers\n"
                "                   (default 0; at most 0.5)\n"
+               "  --gscale         per-64-column group scales on every codebook tensor (cb.h; +0.125 bpw)\n"
+               "  --rotate         rotated inputs on every codebook tensor but the embedding, block = the\n"
+               "                   largest power of two dividing its width (at most 32768)\n"
                "  --head-bits B    untied output head: 16 (default, as `quantize` keeps it) or 1.58/2/3/4\n"
                "  --embd-bits B    token embedding: 16 (default, as `quantize`) or 1.58/2/3/4; for a\n"
                "                   tied head (smollm2, llama3.2-1b) this is also the head's format\n"
@@ -102,6 +105,12 @@ int opc_cmd_synth(int argc, char **argv) {
             return 0;
         } else if (!strcmp(a, "--quiet") || !strcmp(a, "-q")) {
             quiet = 1;
+            continue;
+        } else if (!strcmp(a, "--gscale")) {
+            p.gscale = 1;
+            continue;
+        } else if (!strcmp(a, "--rotate")) {
+            p.rotate = 1;
             continue;
         } else if (a[0] != '-') {
             fprintf(stderr, "opacc1ty synth: unexpected argument '%s'\n", a);
@@ -191,6 +200,15 @@ int opc_cmd_synth(int argc, char **argv) {
         fprintf(stderr, "opacc1ty synth: --outliers needs codebook weights (--bits 1.58, 2, 3 or 4)\n");
         return 2;
     }
+    if (p.gscale && p.bits > 15.0f && p.embd_bits > 15.0f && (cfg.tied_embeddings || p.head_bits > 15.0f)) {
+        fprintf(stderr, "opacc1ty synth: --gscale needs codebook weights (--bits 1.58, 2, 3 or 4)\n");
+        return 2;
+    }
+    if (p.rotate && p.bits > 15.0f && (cfg.tied_embeddings || p.head_bits > 15.0f)) {
+        fprintf(stderr, "opacc1ty synth: --rotate needs codebook layer weights (--bits 1.58, 2, 3 or 4) or a\n"
+                        "  codebook untied head (--head-bits); the embedding is never rotated\n");
+        return 2;
+    }
     p.shape = shape;
 
     signal(SIGINT, on_sigint);
@@ -209,6 +227,8 @@ int opc_cmd_synth(int argc, char **argv) {
     printf("wrote %s: shape %s, %d layer%s, %g bits", out, shape, (int)cfg.n_layers, cfg.n_layers == 1 ? "" : "s",
            (double)p.bits);
     if (p.outlier_frac > 0) printf(", %llu outliers", (unsigned long long)sum.n_outliers);
+    if (p.gscale) printf(", group scales");
+    if (p.rotate) printf(", rotated inputs");
     printf("\n  %d tensors, %.3f M weights, file %.1f MiB (%.3f bits/weight incl. embedding), %.1f s\n",
            (int)sum.n_tensors, (double)sum.n_params / 1e6, (double)fsize / (1024.0 * 1024.0),
            sum.n_params ? 8.0 * (double)sum.tensor_bytes / (double)sum.n_params : 0.0, sum.seconds);

@@ -59,14 +59,21 @@ uint32_t opc_bf2_type_to_id(opc_type t) {
 
 static uint64_t plain_elem_size(opc_type t) { return t == OPC_TYPE_F32 ? 4 : 2; }
 
-/* Expected part sizes for a tensor (FORMAT.md "part sizes"); false on overflow. */
+/* Expected part sizes for a tensor (FORMAT.md "part sizes"); false on overflow.
+ * With group scales (tflags bit 0) part 1 is the codebooks followed by
+ * rows x groups scale bytes. */
 static int part_sizes(opc_type t, uint64_t rows, uint64_t cols, uint64_t nelem, uint32_t k,
-                      uint64_t n_outliers, uint64_t sz[N_PARTS]) {
+                      uint64_t n_outliers, uint32_t tflags, uint64_t sz[N_PARTS]) {
     memset(sz, 0, N_PARTS * sizeof sz[0]);
     if (t == OPC_TYPE_CB2 || t == OPC_TYPE_CB4) {
         uint64_t rb = opc_cb_row_bytes(t == OPC_TYPE_CB2 ? 2 : 4, (int64_t)cols);
         if (!opc_mul_ok(rows, rb, &sz[0])) return 0;
         if (!opc_mul_ok(rows, (uint64_t)k * 2, &sz[1])) return 0;
+        if (tflags & OPC_BF2_TF_GSCALE) {
+            uint64_t gs; /* rows, cols < 2^31: no overflow, but keep the rule uniform */
+            if (!opc_mul_ok(rows, (uint64_t)opc_cb_groups((int64_t)cols), &gs) || sz[1] + gs < sz[1]) return 0;
+            sz[1] += gs;
+        }
         if (n_outliers) {
             if (!opc_mul_ok(rows + 1, 4, &sz[2])) return 0;
             sz[3] = n_outliers * 2; /* n_outliers < 2^32 checked before */
@@ -75,6 +82,23 @@ static int part_sizes(opc_type t, uint64_t rows, uint64_t cols, uint64_t nelem, 
         return 1;
     }
     return opc_mul_ok(nelem, plain_elem_size(t), &sz[0]);
+}
+
+/* tflags describing a codebook view (the writer's side of the reader's checks). */
+static uint32_t cb_tflags(const opc_cb_matrix *m) {
+    return (m->gscale ? (uint32_t)OPC_BF2_TF_GSCALE : 0u) |
+           (((uint32_t)m->rot_log2 << OPC_BF2_TF_ROT_SHIFT) & (uint32_t)OPC_BF2_TF_ROT_MASK);
+}
+
+uint64_t opc_bf2_cb_bytes(const opc_cb_matrix *m) {
+    uint64_t sz[N_PARTS], sum = 0;
+    if (m->rows <= 0 || m->cols <= 0 || (m->bits != 2 && m->bits != 4) || m->k < 0 || m->n_outliers >= (1ull << 32))
+        return 0;
+    if (!part_sizes(m->bits == 2 ? OPC_TYPE_CB2 : OPC_TYPE_CB4, (uint64_t)m->rows, (uint64_t)m->cols,
+                    (uint64_t)m->rows * (uint64_t)m->cols, (uint32_t)m->k, m->n_outliers, cb_tflags(m), sz))
+        return 0;
+    for (int i = 0; i < N_PARTS; i++) sum += sz[i];
+    return sum;
 }
 
 /* ---------------------------------------------------- little-endian ------ */
@@ -343,10 +367,20 @@ static opc_status read_tensor(cursor *c, const uint8_t *file, uint64_t data_off,
         if (i < n_dims && (!opc_mul_ok(nelem, shape[i], &nelem) || nelem > MAX_ELEMS))
             return opc_error(OPC_ERR_CORRUPT, "%s: %s: too many elements", c->what, label);
     }
-    if (tflags != 0)
-        return opc_error(OPC_ERR_UNSUPPORTED, "%s: %s: tflags 0x%x has unknown bits", c->what, label, tflags);
-    if (qerr != qerr) return opc_error(OPC_ERR_CORRUPT, "%s: %s: qerr is NaN", c->what, label);
     uint64_t rows = shape[0], cols = n_dims > 1 ? shape[1] : 1;
+    /* Unknown bits first: a later writer may define them (UNSUPPORTED); known
+     * bits that make no sense here are damage (CORRUPT). */
+    if (tflags & ~(uint32_t)OPC_BF2_TF_KNOWN)
+        return opc_error(OPC_ERR_UNSUPPORTED, "%s: %s: tflags 0x%x has unknown bits 0x%x", c->what, label, tflags,
+                         tflags & ~(uint32_t)OPC_BF2_TF_KNOWN);
+    if (!is_cb && tflags != 0)
+        return opc_error(OPC_ERR_CORRUPT, "%s: %s: tflags 0x%x must be 0 for a plain (%s) tensor", c->what, label,
+                         tflags, opc_type_get(type)->name);
+    uint32_t rot_log2 = (tflags & OPC_BF2_TF_ROT_MASK) >> OPC_BF2_TF_ROT_SHIFT;
+    if (rot_log2 && cols % (1ull << rot_log2) != 0)
+        return opc_error(OPC_ERR_CORRUPT, "%s: %s: tflags rotation block 2^%u does not divide cols %llu", c->what,
+                         label, rot_log2, (unsigned long long)cols);
+    if (qerr != qerr) return opc_error(OPC_ERR_CORRUPT, "%s: %s: qerr is NaN", c->what, label);
     if (is_cb) {
         uint32_t kmax = type == OPC_TYPE_CB2 ? 4 : 16;
         if (k < 1 || k > kmax)
@@ -358,7 +392,7 @@ static opc_status read_tensor(cursor *c, const uint8_t *file, uint64_t data_off,
         return opc_error(OPC_ERR_CORRUPT, "%s: %s: k/n_outliers must be 0 for a plain tensor", c->what, label);
     }
     uint64_t want[N_PARTS];
-    if (!part_sizes(type, rows, cols, nelem, k, n_outliers, want))
+    if (!part_sizes(type, rows, cols, nelem, k, n_outliers, tflags, want))
         return opc_error(OPC_ERR_CORRUPT, "%s: %s: tensor size overflows", c->what, label);
     for (int i = 0; i < N_PARTS; i++) {
         if (size[i] != want[i])
@@ -400,6 +434,9 @@ static opc_status read_tensor(cursor *c, const uint8_t *file, uint64_t data_off,
         m->idx = file + off[0];
         m->row_bytes = opc_cb_row_bytes(m->bits, m->cols);
         m->codebook = (const uint16_t *)(const void *)(file + off[1]);
+        /* the scales follow the codebooks inside part 1 (its size was checked above) */
+        m->gscale = (tflags & OPC_BF2_TF_GSCALE) ? file + off[1] + rows * k * 2 : NULL;
+        m->rot_log2 = (int32_t)rot_log2;
         m->n_outliers = n_outliers;
         if (n_outliers) {
             m->ol_rowptr = (const uint32_t *)(const void *)(file + off[2]);
@@ -497,7 +534,7 @@ opc_status opc_load_bf2(const char *path, opc_model_desc *d) {
 
 typedef struct dir_entry {
     char name[OPC_MAX_NAME];
-    uint32_t type_id, n_dims, k;
+    uint32_t type_id, n_dims, k, tflags;
     uint64_t shape[4];
     float qerr;
     uint64_t n_outliers;
@@ -612,6 +649,8 @@ opc_status opc_bf2_writer_add(opc_bf2_writer *w, const opc_tensor *t) {
     }
     e.qerr = t->qerr == t->qerr ? t->qerr : -1.0f;
     const void *parts[N_PARTS] = {0};
+    const uint8_t *gscale = NULL; /* written right after the codebooks, inside part 1 */
+    uint64_t gscale_bytes = 0;
     int is_cb = t->type == OPC_TYPE_CB2 || t->type == OPC_TYPE_CB4;
     if (is_cb) {
         const opc_cb_matrix *m = &t->cb;
@@ -619,18 +658,26 @@ opc_status opc_bf2_writer_add(opc_bf2_writer *w, const opc_tensor *t) {
             m->bits != (t->type == OPC_TYPE_CB2 ? 2 : 4))
             return opc_error(OPC_ERR_INVALID_ARG, "%s: tensor %s: codebook view does not match its shape/type",
                              w->path, t->name);
+        if (m->rot_log2 < 0 || m->rot_log2 > OPC_CB_ROT_MAX_LOG2 || m->cols % ((int64_t)1 << m->rot_log2) != 0)
+            return opc_error(OPC_ERR_INVALID_ARG, "%s: tensor %s: rotation block 2^%d is not a power of two "
+                             "<= 2^%d dividing %lld columns", w->path, t->name, m->rot_log2, OPC_CB_ROT_MAX_LOG2,
+                             (long long)m->cols);
         TRY(opc_cb_validate(m, t->name));
         e.k = (uint32_t)m->k;
+        e.tflags = cb_tflags(m);
         e.n_outliers = m->n_outliers;
         parts[0] = m->idx;
         parts[1] = m->codebook;
+        gscale = m->gscale;
+        if (gscale) gscale_bytes = (uint64_t)m->rows * (uint64_t)opc_cb_groups(m->cols);
         parts[2] = m->ol_rowptr;
         parts[3] = m->ol_col;
         parts[4] = m->ol_val;
     } else {
         parts[0] = t->data;
     }
-    if (!part_sizes(t->type, e.shape[0], e.n_dims > 1 ? e.shape[1] : 1, nelem, e.k, e.n_outliers, e.size))
+    if (!part_sizes(t->type, e.shape[0], e.n_dims > 1 ? e.shape[1] : 1, nelem, e.k, e.n_outliers, e.tflags,
+                    e.size))
         return opc_error(OPC_ERR_INVALID_ARG, "%s: tensor %s: size overflows", w->path, t->name);
     if (!is_cb && t->nbytes != e.size[0])
         return opc_error(OPC_ERR_INVALID_ARG, "%s: tensor %s: %llu bytes, expected %llu", w->path, t->name,
@@ -647,10 +694,16 @@ opc_status opc_bf2_writer_add(opc_bf2_writer *w, const opc_tensor *t) {
     for (int i = 0; i < N_PARTS; i++) {
         if (!e.size[i]) continue;
         if (!parts[i]) return opc_error(OPC_ERR_INVALID_ARG, "%s: tensor %s: part %d has no data", w->path, t->name, i);
+        /* part 1 with group scales comes from two arrays: codebooks, then scales */
+        uint64_t tail = i == 1 ? gscale_bytes : 0, head = e.size[i] - tail;
         TRY(w_pad(w));
         e.off[i] = w->pos;
-        TRY(w_write(w, parts[i], e.size[i]));
-        opc_xxh64_update(&hs, parts[i], (size_t)e.size[i]);
+        TRY(w_write(w, parts[i], head));
+        opc_xxh64_update(&hs, parts[i], (size_t)head);
+        if (tail) {
+            TRY(w_write(w, gscale, tail));
+            opc_xxh64_update(&hs, gscale, (size_t)tail);
+        }
     }
     e.hash = opc_xxh64_digest(&hs);
     w->dir[w->n_dir++] = e;
@@ -772,7 +825,7 @@ static opc_status build_meta(const opc_bf2_writer *w, const char *name, const op
         mb_u32(b, e->n_dims);
         for (int j = 0; j < 4; j++) mb_u64(b, e->shape[j]);
         mb_u32(b, e->k);
-        mb_u32(b, 0); /* tflags */
+        mb_u32(b, e->tflags);
         mb_f32(b, e->qerr);
         mb_u64(b, e->n_outliers);
         for (int j = 0; j < N_PARTS; j++) mb_u64(b, e->off[j]);

@@ -36,6 +36,14 @@ enum {
     OPC_BF2_TYPE_CB4 = 4
 };
 
+/* Tensor directory tflags (CB2/CB4 only; FORMAT.md "Codebook variants"). */
+enum {
+    OPC_BF2_TF_GSCALE = 1u << 0,     /* part 1 = codebooks, then rows x ceil(cols/64) scale bytes */
+    OPC_BF2_TF_ROT_SHIFT = 8,        /* bits 8..11: rot_log2 (0 = no rotation) */
+    OPC_BF2_TF_ROT_MASK = 15u << 8,
+    OPC_BF2_TF_KNOWN = OPC_BF2_TF_GSCALE | OPC_BF2_TF_ROT_MASK /* any other bit: UNSUPPORTED */
+};
+
 /* Load flags */
 enum {
     OPC_BF2_SKIP_VERIFY = 1u << 0 /* do not hash tensor data (structure is still checked) */
@@ -44,6 +52,11 @@ enum {
 /* Map the on-disk id to opc_type and back; OPC_TYPE_COUNT / UINT32_MAX when there is none. */
 opc_type opc_bf2_type_from_id(uint32_t id);
 uint32_t opc_bf2_type_to_id(opc_type t);
+
+/* Bytes of a codebook matrix's arrays as .bf2 stores them (parts 0..4,
+ * padding excluded): indices, codebooks, group scales when present, and the
+ * CSR outliers. The all-in size that bits-per-weight figures should use. */
+uint64_t opc_bf2_cb_bytes(const opc_cb_matrix *m);
 
 /* Load `path` into d (zero-initialised by the caller, path set; the caller frees
  * it with opc_model_desc_free on failure too). */

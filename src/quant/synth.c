@@ -112,7 +112,7 @@ static inline uint64_t rng_next(uint64_t *s) { return mix64(*s += 0x9E3779B97F4A
 
 /* The state of one row's stream: a pure function of the tensor's base
  * (seed x name) and the row, so rows can be made in any order by any thread. */
-enum { STREAM_VALUES = 0, STREAM_INDICES = 1, STREAM_OUTLIERS = 2 };
+enum { STREAM_VALUES = 0, STREAM_INDICES = 1, STREAM_OUTLIERS = 2, STREAM_SCALES = 3 };
 static inline uint64_t row_stream(uint64_t base, int64_t row, int stream) {
     return base ^ mix64(((uint64_t)row << 2) | (uint64_t)stream);
 }
@@ -374,6 +374,29 @@ static void outlier_row(uint64_t base, int64_t r, int64_t cols, uint32_t n, floa
     }
 }
 
+/* Group scales of one row: q uniform in [0, 16), i.e. s(q) = 2^(-q/16) from 1
+ * down to 0.52 -- about the spread of 64-column group magnitudes within a
+ * trained weight row -- with the largest group (q = 0) forced on group 0, as
+ * the quantizer normalises each row to its largest group. Eight scales per
+ * draw. */
+static void scale_row(uint64_t base, int64_t r, int64_t groups, uint8_t *gs) {
+    uint64_t s = row_stream(base, r, STREAM_SCALES), x = 0;
+    for (int64_t g = 0; g < groups; g++) {
+        if (g % 8 == 0) x = rng_next(&s);
+        gs[g] = (uint8_t)((x >> (8 * (g % 8))) & 15u);
+    }
+    gs[0] = 0;
+}
+
+/* Rotation block of a codebook tensor with `cols` inputs: the largest power
+ * of two dividing cols (the widest Hadamard block the format allows), at most
+ * 2^OPC_CB_ROT_MAX_LOG2. 0 (none) for odd widths. */
+static int32_t rot_log2_for(int64_t cols) {
+    int32_t l = 0;
+    while (l < OPC_CB_ROT_MAX_LOG2 && cols % ((int64_t)2 << l) == 0) l++;
+    return l;
+}
+
 /* A plain row: f16 ~ N(0, row std), or f32 norm weights near 1. */
 static void plain_row(const tspec *t, uint64_t base, int64_t r, void *dst) {
     uint64_t s = row_stream(base, r, STREAM_VALUES);
@@ -467,11 +490,17 @@ static opc_status make_tensor(run_ctx *x, int32_t ti, const tspec *t, opc_bf2_wr
     uint8_t *idx = opc_aligned_alloc(rows * rb);
     uint16_t *cb = opc_aligned_alloc(rows * (uint64_t)t->k * 2);
     uint32_t *rowptr = with_ol ? opc_aligned_alloc((rows + 1) * 4) : NULL;
+    /* Group scales on every codebook tensor; rotation on every one except the
+     * embedding, whose rows are looked up as vectors (a rotated row would need
+     * the inverse map per token) -- a tied head then stays unrotated too. */
+    int64_t groups = opc_cb_groups(t->cols);
+    uint8_t *gs = p->gscale ? opc_aligned_alloc(rows * (uint64_t)groups) : NULL;
+    int32_t rot = p->rotate && strcmp(t->name, "token_embd.weight") != 0 ? rot_log2_for(t->cols) : 0;
     uint16_t *ol_col = NULL, *ol_val = NULL;
     uint64_t n_ol = 0;
     float lv[16];
     base_levels(t->k, lv);
-    if (!idx || !cb || (with_ol && !rowptr)) {
+    if (!idx || !cb || (with_ol && !rowptr) || (p->gscale && !gs)) {
         st = opc_error(OPC_ERR_NOMEM, "synth: cannot allocate %s (%lld x %lld)", t->name, (long long)t->rows,
                        (long long)t->cols);
         goto done;
@@ -505,6 +534,7 @@ static opc_status make_tensor(run_ctx *x, int32_t ti, const tspec *t, opc_bf2_wr
         for (int64_t r = r0; r < r1; r++) {
             float sr;
             cb_row(t, bits, rb, base, r, lv, idx + (uint64_t)r * rb, cb + (uint64_t)r * (uint64_t)t->k, &sr);
+            if (gs) scale_row(base, r, groups, gs + (uint64_t)r * (uint64_t)groups);
             if (n_ol) {
                 uint32_t a = rowptr[r], b = rowptr[r + 1];
                 outlier_row(base, r, t->cols, b - a, sr, ol_col + a, ol_val + a);
@@ -532,13 +562,16 @@ static opc_status make_tensor(run_ctx *x, int32_t ti, const tspec *t, opc_bf2_wr
             m->ol_col = ol_col;
             m->ol_val = ol_val;
         }
+        m->gscale = gs;
+        m->rot_log2 = rot;
         st = opc_bf2_writer_add(w, &ten);
-        *bytes = rows * rb + rows * (uint64_t)t->k * 2 + (n_ol ? (rows + 1) * 4 + n_ol * 4 : 0);
+        *bytes = opc_bf2_cb_bytes(m);
         *n_ol_out = n_ol;
     }
 done:
     opc_aligned_free(idx);
     opc_aligned_free(cb);
+    opc_aligned_free(gs);
     opc_aligned_free(rowptr);
     opc_aligned_free(ol_col);
     opc_aligned_free(ol_val);
@@ -568,6 +601,13 @@ opc_status opc_synth_write(const char *path, const opc_synth_params *p, opc_synt
     if (p->outlier_frac > 0.0 && wtype == OPC_TYPE_F16 && etype == OPC_TYPE_F16 &&
         (cfg.tied_embeddings || htype == OPC_TYPE_F16))
         return opc_error(OPC_ERR_INVALID_ARG, "synth: outliers need codebook weights (bits 1.58/2/3/4, not 16)");
+    int any_cb = wtype != OPC_TYPE_F16 || etype != OPC_TYPE_F16 || (!cfg.tied_embeddings && htype != OPC_TYPE_F16);
+    int any_rot = wtype != OPC_TYPE_F16 || (!cfg.tied_embeddings && htype != OPC_TYPE_F16);
+    if (p->gscale && !any_cb)
+        return opc_error(OPC_ERR_INVALID_ARG, "synth: group scales need codebook weights (bits 1.58/2/3/4, not 16)");
+    if (p->rotate && !any_rot)
+        return opc_error(OPC_ERR_INVALID_ARG, "synth: rotation needs codebook layer weights or a codebook untied "
+                         "head (the embedding is never rotated)");
 
     tspec *plan = NULL;
     int32_t n = 0;
@@ -592,11 +632,14 @@ opc_status opc_synth_write(const char *path, const opc_synth_params *p, opc_synt
     if (st == OPC_OK) {
         char name[128];
         const char *bname = wtype == OPC_TYPE_F16 ? "f16" : (fabsf(p->bits - 1.58f) < 0.01f ? "1.58bit" : "");
+        /* the codebook variants, so `info` and benchmark logs say what was measured */
+        const char *var = p->gscale && p->rotate ? "-gscale-rot" : p->gscale ? "-gscale" : p->rotate ? "-rot" : "";
         if (!*bname) {
-            snprintf(name, sizeof name, "synth-%s-%gbit-seed%llu", shape->name, (double)p->bits,
+            snprintf(name, sizeof name, "synth-%s-%gbit%s-seed%llu", shape->name, (double)p->bits, var,
                      (unsigned long long)p->seed);
         } else {
-            snprintf(name, sizeof name, "synth-%s-%s-seed%llu", shape->name, bname, (unsigned long long)p->seed);
+            snprintf(name, sizeof name, "synth-%s-%s%s-seed%llu", shape->name, bname, var,
+                     (unsigned long long)p->seed);
         }
         st = opc_bf2_writer_finish(w, name, &cfg, &vocab);
     }

@@ -13,6 +13,11 @@
  *     Lloyd-Max levels of a Gaussian, scaled by a per-row std around 0.02
  *     (Llama's init), jittered and sorted; or plain f16 for bits = 16;
  *   - optional sparse outliers (CSR, sorted columns, fp16 deltas of 2..6 std);
+ *   - optional per-group scales on every codebook tensor (q uniform in 0..15,
+ *     group 0 of each row at q = 0) and optional input rotation on every
+ *     codebook tensor but token_embd (block = the largest power of two that
+ *     divides cols, at most 2^15), so kernels can be timed with the cb.h
+ *     variants; the values stay random (nothing is actually rotated);
  *   - token_embd f16 random and an untied output head f16 (as `quantize` keeps
  *     them by default) unless embd_bits / head_bits say otherwise, norms f32
  *     near 1;
@@ -47,6 +52,8 @@ typedef struct opc_synth_params {
                             tied head this decides how the head is read per token */
     int32_t n_layers;    /* > 0 overrides the shape's layer count */
     double outlier_frac; /* [0, 0.5]: fraction of each codebook tensor stored as outliers */
+    int32_t gscale;      /* 1: per-group scales (cb.h gscale) on every codebook tensor */
+    int32_t rotate;      /* 1: rotated inputs (cb.h rot_log2) on codebook tensors except token_embd */
     uint64_t seed;
     int32_t n_threads;   /* <= 0: OpenMP default */
     volatile sig_atomic_t *interrupt; /* polled between row chunks; set -> OPC_ERR_INTERRUPTED */
@@ -54,7 +61,8 @@ typedef struct opc_synth_params {
     void *progress_user;
 } opc_synth_params;
 
-/* bits 2, head and embedding 16, no layer override, no outliers, seed 1, default threads. */
+/* bits 2, head and embedding 16, no layer override, no outliers, no group
+ * scales or rotation, seed 1, default threads. */
 opc_synth_params opc_synth_defaults(void);
 
 /* The known shapes, for usage text: index 0..n-1, NULL past the end.
