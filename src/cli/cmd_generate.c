@@ -10,13 +10,9 @@
 #include "model/chat.h"
 #include "model/forward.h"
 #include "model/model.h"
+#include "model/runner.h"
 #include "model/sampler.h"
 #include "tokenizer/tokenizer.h"
-#ifdef OPC_HAVE_CUDA
-#include "cuda/forward_cuda.h"
-#else
-struct opc_cuda_forward; /* stays NULL without CUDA */
-#endif
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,16 +35,6 @@ static void usage(FILE *f) {
             "  --batch N          prefill batch size (default 512)\n"
             "  --verbose          print model, memory and timing details to stderr\n"
             "  --device D         cpu (default) or cuda (the whole forward pass on the GPU)\n");
-}
-
-/* One forward call, last logits: on the CPU (f) or, with --device cuda, the GPU (g). */
-static opc_status run_fwd(opc_forward *f, struct opc_cuda_forward *g, const int32_t *t, int32_t n,
-                          int32_t pos, float *logits) {
-#ifdef OPC_HAVE_CUDA
-    if (g) return opc_cuda_forward_run(g, t, n, pos, logits, OPC_LOGITS_LAST);
-#endif
-    (void)g;
-    return opc_forward_run(f, t, n, pos, logits, OPC_LOGITS_LAST);
 }
 
 static int parse_int(const char *s, const char *opt, long lo, long hi, long *out) {
@@ -129,12 +115,10 @@ int opc_cmd_generate(int argc, char **argv) {
                 return 2;
             }
             use_cuda = !strcmp(argv[i], "cuda");
-#ifndef OPC_HAVE_CUDA
-            if (use_cuda) {
+            if (use_cuda && !opc_runner_have_cuda()) {
                 fprintf(stderr, "opacc1ty generate: built without CUDA (no nvcc): --device cuda is unavailable\n");
                 return 2;
             }
-#endif
         } else if (!strcmp(a, "--chat")) {
             chat = 1;
         } else if (!strcmp(a, "--verbose") || !strcmp(a, "-v")) {
@@ -160,8 +144,7 @@ int opc_cmd_generate(int argc, char **argv) {
     opc_status st;
     opc_model_desc *d = NULL;
     opc_tokenizer *tok = NULL;
-    opc_forward *f = NULL;
-    struct opc_cuda_forward *gf = NULL; /* --device cuda */
+    opc_runner run = {0};
     opc_sampler smp = {0};
     char *text = NULL, *piece = NULL;
     int32_t *ids = NULL;
@@ -230,19 +213,14 @@ int opc_cmd_generate(int argc, char **argv) {
     ids = grown;
 
     long mb = batch < (long)n_prompt ? batch : (long)n_prompt;
-#ifdef OPC_HAVE_CUDA
-    if (use_cuda)
-        st = opc_cuda_forward_init(&gf, d, (int32_t)ctx, (int32_t)mb);
-    else
-#endif
-        st = opc_forward_init(&f, d, (int32_t)ctx, (int32_t)mb, (int32_t)threads);
+    st = opc_runner_init(&run, d, use_cuda ? "cuda" : "cpu", (int32_t)ctx, (int32_t)mb, (int32_t)threads);
     if (st != OPC_OK) {
         rc = opc_cli_fail(st, model);
         goto done;
     }
     t_load = opc_time_s() - t_load;
-    if (verbose && f) {
-        opc_forward_mem m = opc_forward_memory(f);
+    if (verbose && run.cpu) {
+        opc_forward_mem m = opc_forward_memory(run.cpu);
         const opc_config *c = &d->cfg;
         fprintf(stderr,
                 "generate: %s: %s, dim %d, %d layers, %d/%d heads, vocab %d; loaded in %.2f s\n"
@@ -269,7 +247,7 @@ int opc_cmd_generate(int argc, char **argv) {
     }
 
     double t0 = opc_time_s();
-    if ((st = run_fwd(f, gf, ids, (int32_t)n_prompt, 0, logits)) != OPC_OK) {
+    if ((st = opc_runner_run(&run, ids, (int32_t)n_prompt, 0, logits, OPC_LOGITS_LAST)) != OPC_OK) {
         rc = opc_cli_fail(st, "prefill");
         goto done;
     }
@@ -306,7 +284,7 @@ int opc_cmd_generate(int argc, char **argv) {
             stop = "context full";
             break;
         }
-        if ((st = run_fwd(f, gf, &ids[pos], 1, pos, logits)) != OPC_OK) {
+        if ((st = opc_runner_run(&run, &ids[pos], 1, pos, logits, OPC_LOGITS_LAST)) != OPC_OK) {
             rc = opc_cli_fail(st, "decode");
             goto done;
         }
@@ -327,10 +305,7 @@ int opc_cmd_generate(int argc, char **argv) {
     rc = 0;
 done:
     opc_sampler_free(&smp);
-    opc_forward_free(f);
-#ifdef OPC_HAVE_CUDA
-    opc_cuda_forward_free(gf);
-#endif
+    opc_runner_free(&run);
     opc_tokenizer_free(tok);
     opc_model_desc_free(d);
     free(text);
