@@ -805,6 +805,9 @@ static void add_bias(float *y, const float *b, int64_t n, int64_t cols) {
 static const float *layer_input(opc_forward *f, const opc_weight *w, const float *X, int64_t n,
                                 int same_input) {
     const int32_t lg = (w->type == OPC_TYPE_CB2 || w->type == OPC_TYPE_CB4) ? w->cb->rot_log2 : 0;
+    /* A new input invalidates the copy even when this weight needs none: a
+     * later same_input weight must not pick up an older layer's rotation. */
+    if (!same_input) f->xrot_src = NULL;
     if (lg <= 0) return X;
     if (same_input && f->xrot_src == X && f->xrot_log2 == lg && f->xrot_n == n) return f->xrot;
     const int64_t cols = w->cols;
