@@ -9,6 +9,8 @@
  *   scalar / avx2 / avx512   the product kernels (src/cpu), forced by name
  *   avx512-i8                the opt-in int8-activation decode kernel (src/cpu/
  *                            cb_i8_avx512.c): approximate, see its err column
+ *   <impl>+gs                the same matrices with random per-group scale bytes
+ *                            (cb.h gscale): the cost of group scales, same run
  *   f32 / f16                a plain dense GEMV/GEMM of the same shape (AVX-512
  *                            or AVX2 FMA), the baseline a 2-bit format must beat
  *   --variants: alternatives kept here to document why they lost (2-bit only):
@@ -57,8 +59,25 @@ typedef struct bmat {
     int ncopy;
     uint8_t *idx;
     uint16_t *cb;
+    uint8_t *gs;    /* (ncopy, rows, groups) scale bytes, or NULL */
     uint64_t bytes; /* bytes one GEMV reads: indices + codebooks */
 } bmat;
+
+/* Give every copy random group scale bytes (0..47: factors 1 .. 2^-2.9,
+ * the range a quantizer produces) and count them in bytes; on = 0 detaches
+ * them again (the arrays stay for bmat_free). */
+static int bmat_set_gscale(bmat *b, int on) {
+    int64_t n = b->m[0].rows * opc_cb_groups(b->m[0].cols);
+    if (on && !b->gs) {
+        b->gs = opc_aligned_alloc((uint64_t)n * (uint64_t)b->ncopy);
+        if (!b->gs) return -1;
+        for (int64_t i = 0; i < n * b->ncopy; i++) b->gs[i] = (uint8_t)(rnd() % 48);
+    }
+    for (int i = 0; i < b->ncopy; i++) b->m[i].gscale = on ? b->gs + (uint64_t)n * (uint64_t)i : NULL;
+    if (on) b->bytes += (uint64_t)n;
+    else b->bytes -= (uint64_t)n;
+    return 0;
+}
 
 static int bmat_make(bmat *b, int64_t rows, int64_t cols, int bits, int ncopy) {
     memset(b, 0, sizeof *b);
@@ -141,6 +160,7 @@ static void bmat_free(bmat *b) {
     g_ol_col = g_ol_val = NULL;
     opc_aligned_free(b->idx);
     opc_aligned_free(b->cb);
+    opc_aligned_free(b->gs);
     memset(b, 0, sizeof *b);
 }
 
@@ -331,7 +351,7 @@ static double max_rel_err(const float *y, const float *ref, int64_t n) {
 static void row(const char *shape, int bits, int64_t T, int nt, const char *ver, double sec,
                 double bytes, double flops, double bw, double err) {
     double gbs = bytes / sec / 1e9;
-    printf("| %-11s | %4d | %3lld | %2d | %-7s | %9.3f | %7.1f | %5.0f%% | %7.1f | %8.1e |\n", shape,
+    printf("| %-11s | %4d | %3lld | %2d | %-12s | %9.3f | %7.1f | %5.0f%% | %7.1f | %8.1e |\n", shape,
            bits, (long long)T, nt, ver, sec * 1e3, gbs, 100.0 * bytes / sec / bw, flops / sec / 1e9,
            err);
     fflush(stdout);
@@ -385,8 +405,8 @@ int main(int argc, char **argv) {
            (unsigned long long)(rot >> 20));
     printf("err: max |y - y_ref| / max |y_ref| against opc_cb_gemv_ref (first 256 rows)\n");
     printf("GB/s wt: packed bytes read per call / time (indices + codebooks [+ outliers])\n\n");
-    printf("| shape       | bits |   T | th | version |   ms/call | GB/s wt |  %%bw   | GFLOP/s |      err |\n");
-    printf("|-------------|------|-----|----|---------|-----------|---------|--------|---------|----------|\n");
+    printf("| shape       | bits |   T | th | version      |   ms/call | GB/s wt |  %%bw   | GFLOP/s |      err |\n");
+    printf("|-------------|------|-----|----|--------------|-----------|---------|--------|---------|----------|\n");
 
     static const int64_t shapes[3][2] = {{4096, 4096}, {14336, 4096}, {4096, 14336}};
     const double min_s = quick ? 0.1 : 0.4;
@@ -434,6 +454,31 @@ int main(int argc, char **argv) {
                             (double)b.bytes, 2.0 * (double)rows * (double)cols * (double)T,
                             bw[ti], err);
                     }
+                    /* group scales: the default kernel, and the int8 one for decode */
+                    if (bmat_set_gscale(&b, 1) != 0) return 1;
+                    for (int impl = OPC_CB_IMPL_AVX512; impl < OPC_CB_IMPL_COUNT; impl++) {
+                        if (!opc_cb_impl_available((opc_cb_impl)impl)) continue;
+                        if (impl == OPC_CB_IMPL_AVX512_I8 && (bits != 2 || T != 1)) continue;
+                        opc_cb_matrix sg = b.m[0];
+                        sg.rows = 256;
+                        float *Yg = opc_aligned_alloc(sizeof(float) * (size_t)(T * 256));
+                        if (!Yg) return 1;
+                        for (int64_t t = 0; t < T; t++) opc_cb_gemv_ref(&sg, X + t * cols, Yg + t * 256);
+                        int cur = 0;
+                        double sec;
+                        TIME_BEST(sec, min_s, 2000, {
+                            opc_cb_matmul_impl((opc_cb_impl)impl, &b.m[cur], X, T, Y, nt);
+                            cur = (cur + 1) % b.ncopy;
+                        });
+                        opc_cb_matmul_impl((opc_cb_impl)impl, &sg, X, T, Y, nt);
+                        char ver[32];
+                        snprintf(ver, sizeof ver, "%s+gs", opc_cb_impl_name((opc_cb_impl)impl));
+                        row(shape, bits, T, nt, ver, sec, (double)b.bytes,
+                            2.0 * (double)rows * (double)cols * (double)T, bw[ti],
+                            max_rel_err(Y, Yg, T * 256));
+                        opc_aligned_free(Yg);
+                    }
+                    if (bmat_set_gscale(&b, 0) != 0) return 1;
                     if (variants && bits == 2 && T == 1) {
                         for (int v = V_MASK; v <= V_LUT; v++) {
                             int cur = 0;

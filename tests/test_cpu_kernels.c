@@ -11,6 +11,10 @@
  * u = 2^-24, so we allow (n + 2) * 2^-24 * sum |w x| (+2 for the rounded
  * outlier products and the final add). The observed worst ratio is printed:
  * typically far below the bound because rounding errors mostly cancel.
+ * With group scales (cb.h) the terms are s_g w x and kernels may round
+ * each scaled weight s_g w once more (the SIMD kernels scale the table) and
+ * each group's product with s_g once (the scalar kernel), so the bound gains
+ * (cols + 2 * groups) u * sum |s_g w x|.
  */
 #include "harness.h"
 
@@ -33,16 +37,19 @@ static uint64_t rnd(void) {
 static float rndf(void) { return (float)((rnd() >> 40) * (1.0 / 16777216.0)) * 2.0f - 1.0f; }
 
 /* A random codebook matrix with its own storage. outlier_mode: 0 none,
- * 1 heavy (about a third of the rows get up to half their columns). */
+ * 1 heavy (about a third of the rows get up to half their columns).
+ * gscale_mode: 0 none, 1 random scale bytes per (row, group): 0 (factor 1)
+ * often, small q, and the full byte range up to 255 (factor 2^-15.9). */
 typedef struct tmat {
     opc_cb_matrix m;
-    uint8_t *idx;
+    uint8_t *idx, *gs;
     uint16_t *cb, *ol_val, *ol_col;
     uint32_t *rowptr;
 } tmat;
 
 static void tmat_free(tmat *t) {
     free(t->idx);
+    free(t->gs);
     free(t->cb);
     free(t->ol_val);
     free(t->ol_col);
@@ -50,7 +57,8 @@ static void tmat_free(tmat *t) {
     memset(t, 0, sizeof *t);
 }
 
-static int tmat_make(tmat *t, int64_t rows, int64_t cols, int bits, int k, int outlier_mode) {
+static int tmat_make(tmat *t, int64_t rows, int64_t cols, int bits, int k, int outlier_mode,
+                     int gscale_mode) {
     memset(t, 0, sizeof *t);
     uint64_t rb = opc_cb_row_bytes(bits, cols);
     t->idx = calloc((size_t)(rows * (int64_t)rb), 1);
@@ -111,7 +119,24 @@ static int tmat_make(tmat *t, int64_t rows, int64_t cols, int bits, int k, int o
     t->m.ol_rowptr = cap ? t->rowptr : NULL;
     t->m.ol_col = t->ol_col;
     t->m.ol_val = t->ol_val;
+    if (gscale_mode) {
+        int64_t n = rows * opc_cb_groups(cols);
+        t->gs = malloc((size_t)n);
+        if (!t->gs) return -1;
+        for (int64_t i = 0; i < n; i++) {
+            uint64_t u = rnd() % 8;
+            t->gs[i] = u < 3 ? 0 : u < 6 ? (uint8_t)(rnd() % 40) : (uint8_t)(rnd() % 256);
+        }
+        if (n > 1) t->gs[n - 1] = 255; /* the smallest factor at least once */
+        t->m.gscale = t->gs;
+    }
     return 0;
+}
+
+/* s(gscale) of column c of row r, 1 when the matrix has none. */
+static double col_scale(const opc_cb_matrix *m, int64_t r, int64_t c) {
+    if (!m->gscale) return 1.0;
+    return opc_cb_scale(m->gscale[r * opc_cb_groups(m->cols) + c / OPC_CB_GROUP]);
 }
 
 /* sum_c |w[r][c] x[c]| split like the kernels: codebook part + outlier part. */
@@ -120,9 +145,10 @@ static double abs_sum(const opc_cb_matrix *m, int64_t r, const float *x, int64_t
     double s = 0.0;
     for (int64_t c = 0; c < m->cols; c++) {
         float w = opc_fp16_to_fp32(m->codebook[r * m->k + opc_cb_get_index(row, m->bits, c)]);
-        s += fabs((double)w * x[c]);
+        s += fabs(col_scale(m, r, c) * (double)w * x[c]);
     }
     int64_t n = m->cols;
+    if (m->gscale) n += m->cols + 2 * opc_cb_groups(m->cols); /* see the top comment */
     if (m->n_outliers) {
         for (uint32_t i = m->ol_rowptr[r]; i < m->ol_rowptr[r + 1]; i++, n++)
             s += fabs((double)opc_fp16_to_fp32(m->ol_val[i]) * x[m->ol_col[i]]);
@@ -131,37 +157,43 @@ static double abs_sum(const opc_cb_matrix *m, int64_t r, const float *x, int64_t
     return s;
 }
 
-/* Extra error allowed for the int8-activation kernel (cb_i8_avx512.c):
- * activations quantized per 256-column block with scale max|x| / 127 enter
- * only the bit-plane terms, so |dy| <= sum_c |w_c - c0| s(c) / 2; plus fp32
- * rounding of the plane sums scaled by the codebook differences. */
-static double i8_extra(const opc_cb_matrix *m, int64_t r, const float *x) {
+/* Extra error allowed for the int8 kernel (cb_i8_avx512.c, any T, 2- and
+ * 4-bit): weights s_g c rounded to int8 steps a = max|c_i| / 127 (error
+ * <= a / 2), activations per 256-column block to steps max|x| / 127 (error
+ * e(c) = max|x| / 127 / 2), so |dy| <= sum_c (|w_c| e(c) + |x_c| a / 2 +
+ * a e(c) / 2); plus fp32 rounding of the block sums, which carry the +128
+ * weight offset (128 a sum |x|) before it is subtracted. */
+static double p8_extra(const opc_cb_matrix *m, int64_t r, const float *x) {
     const uint8_t *row = m->idx + (uint64_t)r * m->row_bytes;
-    double cb[4] = {0, 0, 0, 0};
-    for (int i = 0; i < m->k; i++) cb[i] = opc_fp16_to_fp32(m->codebook[r * m->k + i]);
-    double dsum = fabs(cb[1] - cb[0]) + fabs(cb[2] - cb[0]) + fabs(cb[3] - cb[2] - cb[1] + cb[0]);
-    double q = 0, ax = 0;
+    double cb[16] = {0}, amax = 0;
+    for (int i = 0; i < m->k; i++) {
+        cb[i] = opc_fp16_to_fp32(m->codebook[r * m->k + i]);
+        amax = fmax(amax, fabs(cb[i]));
+    }
+    const double a = amax / 127.0;
+    double e = 0, ax = 0;
     for (int64_t b0 = 0; b0 < m->cols; b0 += 256) {
         int64_t b1 = b0 + 256 < m->cols ? b0 + 256 : m->cols;
-        double amax = 0;
-        for (int64_t c = b0; c < b1; c++) amax = fmax(amax, fabs(x[c]));
+        double xm = 0;
+        for (int64_t c = b0; c < b1; c++) xm = fmax(xm, fabs(x[c]));
+        const double ex = xm / 127.0 / 2.0;
         for (int64_t c = b0; c < b1; c++) {
-            double w = cb[opc_cb_get_index(row, m->bits, c)];
-            q += fabs(w - cb[0]) * amax / 127.0 / 2.0;
-            ax += fabs(x[c]);
+            double w = col_scale(m, r, c) * cb[opc_cb_get_index(row, m->bits, c)];
+            e += fabs(w) * ex + fabs(x[c]) * a / 2.0 + a * ex / 2.0;
+            ax += fabs(x[c]) + ex;
         }
     }
-    return q * (1 + 1e-6) + 64 * 0x1p-24 * (fabs(cb[0]) + dsum) * ax;
+    return e * (1 + 1e-6) + 4096 * 0x1p-24 * 256.0 * a * ax;
 }
 
 static double g_worst_ratio;
 
 /* Run impl on one shape; returns the number of mismatching outputs. */
 static int check_case(opc_cb_impl impl, int64_t rows, int64_t cols, int64_t T, int bits, int k,
-                      int outliers, int nthreads) {
+                      int outliers, int gscale, int nthreads) {
     tmat t;
     int bad = 0;
-    if (tmat_make(&t, rows, cols, bits, k, outliers) != 0) {
+    if (tmat_make(&t, rows, cols, bits, k, outliers, gscale) != 0) {
         tmat_free(&t);
         CHECK_MSG(0, "out of memory");
         return 1;
@@ -186,16 +218,15 @@ static int check_case(opc_cb_impl impl, int64_t rows, int64_t cols, int64_t T, i
             double s = abs_sum(&t.m, r, X + tt * cols, &n);
             double err = fabs((double)Y[tt * rows + r] - (double)Yref[tt * rows + r]);
             double tol = (double)(n + 2) * 0x1p-24 * s + 1e-30;
-            if (impl == OPC_CB_IMPL_AVX512_I8 && bits == 2 && T == 1)
-                tol += i8_extra(&t.m, r, X + tt * cols);
+            if (impl == OPC_CB_IMPL_AVX512_I8) tol += p8_extra(&t.m, r, X + tt * cols);
             if (s > 0 && err / s > g_worst_ratio) g_worst_ratio = err / s;
             if (!(err <= tol)) {
                 if (bad < 3)
                     fprintf(stderr,
-                            "  %s rows=%lld cols=%lld T=%lld bits=%d k=%d ol=%d thr=%d: "
+                            "  %s rows=%lld cols=%lld T=%lld bits=%d k=%d ol=%d gs=%d thr=%d: "
                             "y[%lld][%lld] = %.9g, ref %.9g (tol %.3g)\n",
                             opc_cb_impl_name(impl), (long long)rows, (long long)cols,
-                            (long long)T, bits, k, outliers, nthreads, (long long)tt,
+                            (long long)T, bits, k, outliers, gscale, nthreads, (long long)tt,
                             (long long)r, (double)Y[tt * rows + r],
                             (double)Yref[tt * rows + r], tol);
                 bad++;
@@ -219,21 +250,25 @@ static void sweep(opc_cb_impl impl) {
     static const int64_t T_list[] = {1, 3, 8, 17};
     static const int bk[][2] = {{2, 4}, {2, 3}, {2, 1}, {4, 16}, {4, 11}};
     int cases = 0, failed = 0;
-    g_worst_ratio = 0;
-    for (size_t a = 0; a < sizeof rows_list / sizeof rows_list[0]; a++)
-        for (size_t b = 0; b < sizeof cols_list / sizeof cols_list[0]; b++)
-            for (size_t c = 0; c < sizeof T_list / sizeof T_list[0]; c++)
-                for (size_t d = 0; d < sizeof bk / sizeof bk[0]; d++)
-                    for (int ol = 0; ol < 2; ol++) {
-                        int nthreads = 1 + (int)((a + b + c + d + (size_t)ol) % 2);
-                        int bad = check_case(impl, rows_list[a], cols_list[b], T_list[c],
-                                             bk[d][0], bk[d][1], ol, nthreads);
-                        cases++;
-                        if (bad) failed++;
-                    }
+    double worst[2] = {0, 0}; /* without / with group scales */
+    for (int gs = 0; gs < 2; gs++) {
+        g_worst_ratio = 0;
+        for (size_t a = 0; a < sizeof rows_list / sizeof rows_list[0]; a++)
+            for (size_t b = 0; b < sizeof cols_list / sizeof cols_list[0]; b++)
+                for (size_t c = 0; c < sizeof T_list / sizeof T_list[0]; c++)
+                    for (size_t d = 0; d < sizeof bk / sizeof bk[0]; d++)
+                        for (int ol = 0; ol < 2; ol++) {
+                            int nthreads = 1 + (int)((a + b + c + d + (size_t)(ol + gs)) % 2);
+                            int bad = check_case(impl, rows_list[a], cols_list[b], T_list[c],
+                                                 bk[d][0], bk[d][1], ol, gs, nthreads);
+                            cases++;
+                            if (bad) failed++;
+                        }
+        worst[gs] = g_worst_ratio;
+    }
     CHECK_MSG(failed == 0, "%d of %d shapes mismatch", failed, cases);
-    fprintf(stderr, "  %s: %d shapes, worst |err| / sum|w x| = %.3g\n", opc_cb_impl_name(impl),
-            cases, g_worst_ratio);
+    fprintf(stderr, "  %s: %d shapes, worst |err| / sum|w x| = %.3g (group scales: %.3g)\n",
+            opc_cb_impl_name(impl), cases, worst[0], worst[1]);
 }
 
 static void test_scalar(void) { sweep(OPC_CB_IMPL_SCALAR); }
@@ -258,7 +293,8 @@ static void test_int8_opt_in(void) {
     uint8_t idx[64];
     memset(idx, 0x55, sizeof idx); /* every 2-bit index = 1 */
     uint16_t cb[4] = {opc_fp32_to_fp16(0.0f), opc_fp32_to_fp16(1.0f), 0, 0};
-    opc_cb_matrix m = {1, 256, 2, 4, idx, 64, cb, 0, NULL, NULL, NULL};
+    opc_cb_matrix m = {.rows = 1, .cols = 256, .bits = 2, .k = 4, .idx = idx, .row_bytes = 64,
+                         .codebook = cb};
     float x[256], y_exact = 0, y_i8 = 0;
     for (int i = 0; i < 256; i++) x[i] = 0.3f;
     x[0] = 127.0f;
@@ -268,24 +304,133 @@ static void test_int8_opt_in(void) {
     CHECK_NEAR(y_i8, 127.0, 1e-3); /* 0.3 rounds to 0 at scale 1 */
 }
 
-/* Larger shapes that cross the prefill column-chunk and token-block edges
- * (cols > 1024, T > 64) once per implementation. */
+/* The int8 kernel against an emulation of exactly what it is specified to
+ * compute (cb_i8_avx512.c): activations rounded per token and 256-column
+ * block to q = rne(x * (127 / max|x|)), weights to tq = rne(c * (127 /
+ * max|c|)) times s_g (decode) or tq = rne(s_g * (c * (127 / max|c|)))
+ * (prefill), in fp32 like the kernel, then y = a_r sum_blocks e_b sum_c
+ * tq_c q_c summed in double; outliers exact.
+ * Only fp32 rounding of the block sums may differ, so the bound is tight
+ * (1e-5 of sum |terms|) and a wrong lane, shift or table entry fails it,
+ * which the worst-case quantization bound in the sweep would not catch. */
+static void test_int8_emulated(void) {
+    if (!opc_cb_impl_available(OPC_CB_IMPL_AVX512_I8)) SKIP("no AVX-512 VNNI");
+    static const int64_t shapes[][3] = {{7, 200, 9}, {6, 576, 17}, {5, 1500, 5}, {3, 64, 2},
+                                        {9, 1500, 1}, {4, 65, 1},   {1, 576, 1}};
+    int bad = 0, cases = 0;
+    double worst = 0;
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
+        for (int bits = 2; bits <= 4; bits += 2)
+            for (int gs = 0; gs < 2; gs++)
+                for (int ol = 0; ol < 2; ol++) {
+                    const int64_t rows = shapes[si][0], cols = shapes[si][1], T = shapes[si][2];
+                    const int k = bits == 2 ? 4 : 13;
+                    tmat t;
+                    if (tmat_make(&t, rows, cols, bits, k, ol, gs) != 0) {
+                        tmat_free(&t);
+                        CHECK_MSG(0, "out of memory");
+                        return;
+                    }
+                    float *X = malloc(sizeof(float) * (size_t)(T * cols));
+                    float *Y = malloc(sizeof(float) * (size_t)(T * rows));
+                    CHECK(X && Y);
+                    if (!X || !Y) {
+                        free(X);
+                        free(Y);
+                        tmat_free(&t);
+                        return;
+                    }
+                    for (int64_t i = 0; i < T * cols; i++) X[i] = rndf() * (i % 7 == 0 ? 4.0f : 1.0f);
+                    opc_cb_matmul_impl(OPC_CB_IMPL_AVX512_I8, &t.m, X, T, Y, 1 + (int)(si % 2));
+                    cases++;
+                    for (int64_t tt = 0; tt < T; tt++) {
+                        const float *x = X + tt * cols;
+                        for (int64_t r = 0; r < rows; r++) {
+                            const uint8_t *row = t.m.idx + (uint64_t)r * t.m.row_bytes;
+                            float lv[16] = {0}, amax = 0;
+                            for (int i = 0; i < k; i++) {
+                                lv[i] = opc_fp16_to_fp32(t.m.codebook[r * k + i]);
+                                amax = fmaxf(amax, fabsf(lv[i]));
+                            }
+                            const float inv_w = amax > 0 ? 127.0f / amax : 0.0f;
+                            for (int i = 0; i < k; i++) lv[i] *= inv_w;
+                            double y = 0;
+                            for (int64_t b0 = 0; b0 < cols; b0 += 256) {
+                                int64_t b1 = b0 + 256 < cols ? b0 + 256 : cols;
+                                float xm = 0;
+                                for (int64_t c = b0; c < b1; c++) xm = fmaxf(xm, fabsf(x[c]));
+                                const float inv_x = xm > 0 ? 127.0f / xm : 0.0f;
+                                double blk = 0;
+                                for (int64_t c = b0; c < b1; c++) {
+                                    float l = lv[opc_cb_get_index(row, bits, c)];
+                                    double tq;
+                                    if (gs && T == 1)
+                                        tq = nearbyintf(l) * col_scale(&t.m, r, c);
+                                    else
+                                        tq = nearbyintf(gs ? l * (float)col_scale(&t.m, r, c) : l);
+                                    double qx = nearbyintf(x[c] * inv_x);
+                                    blk += tq * qx;
+                                }
+                                y += blk * (double)(xm / 127.0f);
+                            }
+                            y *= (double)(amax / 127.0f);
+                            double tot = 0;
+                            for (int64_t c = 0; c < cols; c++) tot += fabs((double)x[c]);
+                            if (t.m.n_outliers)
+                                for (uint32_t i = t.m.ol_rowptr[r]; i < t.m.ol_rowptr[r + 1]; i++) {
+                                    double d = opc_fp16_to_fp32(t.m.ol_val[i]) * (double)x[t.m.ol_col[i]];
+                                    y += d;
+                                    tot += fabs(d);
+                                }
+                            /* sum of |terms| incl. the +128 offset: 129 a_r sum|x| bounds it */
+                            const double scale = 129.0 * (double)(amax / 127.0f) * tot + tot + 1e-30;
+                            const double err = fabs((double)Y[tt * rows + r] - y);
+                            if (err / scale > worst) worst = err / scale;
+                            if (!(err <= 1e-5 * scale)) {
+                                if (bad < 3)
+                                    fprintf(stderr,
+                                            "  i8 rows=%lld cols=%lld T=%lld bits=%d gs=%d "
+                                            "ol=%d: y[%lld][%lld] = %.9g, emulated %.9g\n",
+                                            (long long)rows, (long long)cols, (long long)T, bits,
+                                            gs, ol, (long long)tt, (long long)r,
+                                            (double)Y[tt * rows + r], y);
+                                bad++;
+                            }
+                        }
+                    }
+                    free(X);
+                    free(Y);
+                    tmat_free(&t);
+                }
+    CHECK_MSG(bad == 0, "%d outputs differ from the emulation", bad);
+    fprintf(stderr, "  %d shapes, worst |err| / (129 a sum|x|) = %.3g\n", cases, worst);
+}
+
+/* Larger shapes that cross the prefill column-chunk, token-block and row-slab
+ * edges (cols > 1024, T > 64, rows > slab) once per implementation. */
 static void test_large_blocks(void) {
     for (int i = OPC_CB_IMPL_SCALAR; i < OPC_CB_IMPL_COUNT; i++) {
         if (!opc_cb_impl_available((opc_cb_impl)i)) continue;
-        CHECK_EQ_INT(check_case((opc_cb_impl)i, 37, 2113, 70, 2, 4, 1, 2), 0);
-        CHECK_EQ_INT(check_case((opc_cb_impl)i, 18, 1500, 9, 4, 16, 0, 2), 0);
-        CHECK_EQ_INT(check_case((opc_cb_impl)i, 9, 4160, 1, 2, 4, 1, 2), 0);
-        CHECK_EQ_INT(check_case((opc_cb_impl)i, 5, 4160, 1, 2, 3, 0, 1), 0);
+        for (int gs = 0; gs < 2; gs++) {
+            CHECK_EQ_INT(check_case((opc_cb_impl)i, 37, 2113, 70, 2, 4, 1, gs, 2), 0);
+            CHECK_EQ_INT(check_case((opc_cb_impl)i, 18, 1500, 9, 4, 16, 0, gs, 2), 0);
+            CHECK_EQ_INT(check_case((opc_cb_impl)i, 21, 1500, 40, 2, 4, 1, gs, 2), 0);
+            /* more rows than one prefill row slab (cb_avx512.c: 1536 rows of
+             * 2-bit, 768 of 4-bit at a 16-group chunk) */
+            CHECK_EQ_INT(check_case((opc_cb_impl)i, 1601, 130, 70, 2, 4, 1, gs, 1), 0);
+            CHECK_EQ_INT(check_case((opc_cb_impl)i, 803, 130, 70, 4, 16, 0, gs, 2), 0);
+            CHECK_EQ_INT(check_case((opc_cb_impl)i, 9, 4160, 1, 2, 4, 1, gs, 2), 0);
+            CHECK_EQ_INT(check_case((opc_cb_impl)i, 5, 4160, 1, 2, 3, 0, gs, 1), 0);
+        }
     }
 }
 
 /* Rows are split across threads but each row's arithmetic is the same, so
  * 1 and 2 threads must agree bit for bit; AUTO must equal the best impl. */
-static void test_threads_and_auto(void) {
+static void threads_and_auto(int gscale) {
     tmat t;
     int64_t rows = 301, cols = 777, T = 9;
-    CHECK(tmat_make(&t, rows, cols, 2, 4, 1) == 0);
+    CHECK(tmat_make(&t, rows, cols, 2, 4, 1, gscale) == 0);
     float *X = malloc(sizeof(float) * (size_t)(T * cols));
     float *Y1 = malloc(sizeof(float) * (size_t)(T * rows));
     float *Y2 = malloc(sizeof(float) * (size_t)(T * rows));
@@ -310,6 +455,11 @@ static void test_threads_and_auto(void) {
     free(Y2);
     free(Y3);
     tmat_free(&t);
+}
+
+static void test_threads_and_auto(void) {
+    threads_and_auto(0);
+    threads_and_auto(1);
 }
 
 static void test_names_and_features(void) {
@@ -344,6 +494,7 @@ int main(void) {
     RUN(test_avx512);
     RUN(test_avx512_i8);
     RUN(test_int8_opt_in);
+    RUN(test_int8_emulated);
     RUN(test_large_blocks);
     RUN(test_threads_and_auto);
     RUN(test_bandwidth_probe);

@@ -40,8 +40,9 @@ static void usage(FILE *f) {
             "  --batch N            prefill batch size (default 512)\n"
             "  --compare-gemv       also prefill one token at a time (the matrix-vector\n"
             "                       loop) and report the batched speed-up\n"
-            "  --int8-act           2-bit decode on int8 activations (AVX-512 VNNI; faster,\n"
-            "                       approximate: not the reference result)\n"
+            "  --int8-act           int8 activations (AVX-512 VNNI; 2-bit decode, 2/4-bit\n"
+            "                       prefill on int8 weights): faster, approximate, not the\n"
+            "                       reference result\n"
             "  --device cpu         the only device here (CUDA has its own path)\n"
             "  --json               machine-readable output on stdout\n");
 }

@@ -21,6 +21,7 @@
 /* Same prefetch distance and decode column chunk as cb_avx512.c. */
 #define PF_ROWS 8
 #define GEMV_CHUNK 4096
+#define WCHUNK_BYTES (384 * 1024) /* prefill: packed rows x chunk kept in L2 */
 
 /* Row r's codebook as fp32: lo = entries 0..7, hi = 8..15 (4-bit only);
  * 2-bit tables are replicated (lane l = cb[l & 3]). Entries >= k are 0. */
@@ -75,8 +76,10 @@ AI float hsum(__m256 v) {
 }
 
 /* NR rows x N tokens over groups [g0, g1) (+ padded tail group); see the
- * AVX-512 file for the shape of the computation. */
-AI void tile(int bits, int NR, int N, const opc_cb_matrix *m, int64_t r, const float *X,
+ * AVX-512 file for the shape of the computation. GS: group scales (cb.h),
+ * applied like there by scaling the row's table once per group (1-2 vmulps
+ * per group and row, shared by both halves and all tokens). */
+AI void tile(int bits, int NR, int N, int GS, const opc_cb_matrix *m, int64_t r, const float *X,
              const float *xpad, int64_t g0, int64_t g1, int tail, float *Y, int first) {
     const int NA = N == 1 ? 4 : (N == 2 ? 2 : 1);
     const uint64_t gb = bits == 2 ? 16 : 32;
@@ -92,9 +95,30 @@ AI void tile(int bits, int NR, int N, const opc_cb_matrix *m, int64_t r, const f
         acc0[a] = _mm256_setzero_ps();
         acc1[a] = _mm256_setzero_ps();
     }
+    const int64_t ng = opc_cb_groups(cols);
+    /* (ng) scale bytes of rows r and r + 1 (GS only) */
+    const uint8_t *q0 = GS ? m->gscale + (uint64_t)r * (uint64_t)ng : NULL;
+    const uint8_t *q1 = GS ? q0 + ng : NULL;
     int64_t gend = g1 + (tail ? 1 : 0);
+    if (GS) /* the scale bytes PF_ROWS rows below (see cb_avx512.c) */
+        for (int64_t g = g0; g < gend + 63; g += 64) {
+            int64_t gp = g < gend ? g : gend - 1;
+            _mm_prefetch((const char *)(q0 + PF_ROWS * ng + gp), _MM_HINT_T0);
+            if (NR == 2) _mm_prefetch((const char *)(q1 + PF_ROWS * ng + gp), _MM_HINT_T0);
+        }
     for (int64_t g = g0; g < gend; g++) {
         int is_tail = g == g1;
+        __m256 l0 = lo0, h0 = hi0, l1 = lo1, h1 = hi1;
+        if (GS) {
+            __m256 s0 = _mm256_set1_ps(opc_cb_scale(q0[g]));
+            l0 = _mm256_mul_ps(lo0, s0);
+            h0 = bits == 2 ? l0 : _mm256_mul_ps(hi0, s0);
+            if (NR == 2) {
+                __m256 s1 = _mm256_set1_ps(opc_cb_scale(q1[g]));
+                l1 = _mm256_mul_ps(lo1, s1);
+                h1 = bits == 2 ? l1 : _mm256_mul_ps(hi1, s1);
+            }
+        }
         _mm_prefetch((const char *)(p0 + (uint64_t)g * gb + PF_ROWS * m->row_bytes), _MM_HINT_T0);
         if (NR == 2)
             _mm_prefetch((const char *)(p1 + (uint64_t)g * gb + PF_ROWS * m->row_bytes),
@@ -102,8 +126,8 @@ AI void tile(int bits, int NR, int N, const opc_cb_matrix *m, int64_t r, const f
 #pragma GCC unroll 2
         for (int h = 0; h < 2; h++) {
             __m256 w0[4], w1[4];
-            deq_half(bits, p0 + (uint64_t)g * gb, h, lo0, hi0, w0);
-            if (NR == 2) deq_half(bits, p1 + (uint64_t)g * gb, h, lo1, hi1, w1);
+            deq_half(bits, p0 + (uint64_t)g * gb, h, l0, h0, w0);
+            if (NR == 2) deq_half(bits, p1 + (uint64_t)g * gb, h, l1, h1, w1);
 #pragma GCC unroll 8
             for (int t = 0; t < N; t++) {
                 const float *xt =
@@ -137,18 +161,19 @@ AI void tile(int bits, int NR, int N, const opc_cb_matrix *m, int64_t r, const f
 }
 
 #define TILE_CASE(B, NN)                                                                \
-    case NN: tile(B, 1, NN, m, rr, X, xpad, g0, g1, tail, Y, first); break;
+    case NN: tile(B, 1, NN, GS, m, rr, X, xpad, g0, g1, tail, Y, first); break;
 
 /* Decode (1 token) takes 2 rows at a time to share activation loads and get
- * 8 FMA chains; prefill tiles take 1 row (register budget, see top). */
-static void tile_dispatch(int bits, int nr, int n, const opc_cb_matrix *m, int64_t r,
-                          const float *X, const float *xpad, int64_t g0, int64_t g1, int tail,
-                          float *Y, int first) {
+ * 8 FMA chains; prefill tiles take 1 row (register budget, see top). GS is a
+ * compile-time switch so the unscaled tiles stay as they were. */
+AI void tile_dispatch_gs(int GS, int bits, int nr, int n, const opc_cb_matrix *m, int64_t r,
+                         const float *X, const float *xpad, int64_t g0, int64_t g1, int tail,
+                         float *Y, int first) {
     if (n == 1 && nr == 2) {
         if (bits == 2)
-            tile(2, 2, 1, m, r, X, xpad, g0, g1, tail, Y, first);
+            tile(2, 2, 1, GS, m, r, X, xpad, g0, g1, tail, Y, first);
         else
-            tile(4, 2, 1, m, r, X, xpad, g0, g1, tail, Y, first);
+            tile(4, 2, 1, GS, m, r, X, xpad, g0, g1, tail, Y, first);
         return;
     }
     for (int64_t rr = r; rr < r + nr; rr++) {
@@ -166,6 +191,15 @@ static void tile_dispatch(int bits, int nr, int n, const opc_cb_matrix *m, int64
             }
         }
     }
+}
+
+static void tile_dispatch(int bits, int nr, int n, const opc_cb_matrix *m, int64_t r,
+                          const float *X, const float *xpad, int64_t g0, int64_t g1, int tail,
+                          float *Y, int first) {
+    if (m->gscale)
+        tile_dispatch_gs(1, bits, nr, n, m, r, X, xpad, g0, g1, tail, Y, first);
+    else
+        tile_dispatch_gs(0, bits, nr, n, m, r, X, xpad, g0, g1, tail, Y, first);
 }
 
 void opc_cb_rows_avx2(const opc_cb_matrix *m, const float *X, int64_t T, float *Y, int64_t r0,
@@ -187,44 +221,68 @@ void opc_cb_rows_avx2(const opc_cb_matrix *m, const float *X, int64_t T, float *
         }
         int64_t chunk = nb == 1 ? GEMV_CHUNK / OPC_CB_GROUP : (256 * 1024 / 4 / nb) / OPC_CB_GROUP;
         if (chunk < 1) chunk = 1;
-        for (int64_t g0 = 0; g0 < nfull || (g0 == 0 && rem); g0 += chunk) {
-            int64_t g1 = g0 + chunk < nfull ? g0 + chunk : nfull;
-            int tail = rem && g1 == nfull;
-            int first = g0 == 0;
-            for (int64_t r = r0; r < r1; r += 2) {
-                int nr = r + 1 < r1 ? 2 : 1;
+        /* Several token tiles: tiles outside, rows inside, in row slabs
+         * whose packed chunk fits WCHUNK_BYTES (see cb_avx512.c). */
+        int64_t slab = r1 - r0;
+        if (nb > OPC_CB_TTILE) {
+            slab = (WCHUNK_BYTES / (chunk * (int64_t)(m->bits == 2 ? 16 : 32))) & ~(int64_t)1;
+            if (slab < 2) slab = 2;
+        }
+        for (int64_t s0 = r0; s0 < r1; s0 += slab) {
+            const int64_t s1 = s0 + slab < r1 ? s0 + slab : r1;
+            for (int64_t g0 = 0; g0 < nfull || (g0 == 0 && rem); g0 += chunk) {
+                int64_t g1 = g0 + chunk < nfull ? g0 + chunk : nfull;
+                int tail = rem && g1 == nfull;
+                int first = g0 == 0;
                 for (int64_t t0 = 0; t0 < nb; t0 += OPC_CB_TTILE) {
                     int n = (int)(nb - t0 < OPC_CB_TTILE ? nb - t0 : OPC_CB_TTILE);
-                    tile_dispatch(m->bits, nr, n, m, r, Xb + t0 * cols, xpad + t0 * OPC_CB_GROUP,
-                                  g0, g1, tail, Yb + t0 * m->rows, first);
+                    for (int64_t r = s0; r < s1; r += 2) {
+                        int nr = r + 1 < s1 ? 2 : 1;
+                        tile_dispatch(m->bits, nr, n, m, r, Xb + t0 * cols,
+                                      xpad + t0 * OPC_CB_GROUP, g0, g1, tail, Yb + t0 * m->rows,
+                                      first);
+                    }
                 }
+                if (g1 >= nfull) break;
             }
-            if (g1 >= nfull) break;
         }
     }
     if (m->n_outliers) opc_cb_outliers_avx2(m, X, T, Y, r0, r1);
 }
 
-/* Sparse outliers for rows [r0, r1): scalar loads with F16C conversion and
- * four independent sums (faster than vgatherdps; see cb_avx512.c). */
+/* Sparse outliers for rows [r0, r1): scalar loads and four independent sums
+ * (faster than vgatherdps; see cb_avx512.c); the deltas are converted once
+ * per row, not once per token (prefill). */
+#define OL_CHUNK 256
+/* Tokens per pass over the rows: their activations (16 x cols floats, e.g.
+ * 98 KiB at 1536 columns) stay cached while every row's outliers visit them;
+ * sweeping all T tokens per row streamed X from L3 once per row. */
+#define OL_TBLOCK 16
 void opc_cb_outliers_avx2(const opc_cb_matrix *m, const float *X, int64_t T, float *Y,
                           int64_t r0, int64_t r1) {
-    const uint16_t *oc = m->ol_col, *ov = m->ol_val;
-    for (int64_t r = r0; r < r1; r++) {
-        uint32_t a = m->ol_rowptr[r], b = m->ol_rowptr[r + 1];
-        if (a == b) continue;
-        for (int64_t t = 0; t < T; t++) {
-            const float *x = X + t * m->cols;
-            float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-            uint32_t i = a;
-            for (; i + 4 <= b; i += 4) {
-                s0 += _cvtsh_ss(ov[i]) * x[oc[i]];
-                s1 += _cvtsh_ss(ov[i + 1]) * x[oc[i + 1]];
-                s2 += _cvtsh_ss(ov[i + 2]) * x[oc[i + 2]];
-                s3 += _cvtsh_ss(ov[i + 3]) * x[oc[i + 3]];
+    _Alignas(32) float v[OL_CHUNK];
+    for (int64_t t0 = 0; t0 < T; t0 += OL_TBLOCK) {
+        const int64_t t1 = t0 + OL_TBLOCK < T ? t0 + OL_TBLOCK : T;
+        for (int64_t r = r0; r < r1; r++) {
+            const uint32_t a = m->ol_rowptr[r], b = m->ol_rowptr[r + 1];
+            for (uint32_t i0 = a; i0 < b; i0 += OL_CHUNK) {
+                const uint32_t n = b - i0 < OL_CHUNK ? b - i0 : OL_CHUNK;
+                const uint16_t *oc = m->ol_col + i0; /* (n) columns */
+                for (uint32_t i = 0; i < n; i++) v[i] = _cvtsh_ss(m->ol_val[i0 + i]);
+                for (int64_t t = t0; t < t1; t++) {
+                    const float *x = X + t * m->cols;
+                    float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+                    uint32_t i = 0;
+                    for (; i + 4 <= n; i += 4) {
+                        s0 += v[i] * x[oc[i]];
+                        s1 += v[i + 1] * x[oc[i + 1]];
+                        s2 += v[i + 2] * x[oc[i + 2]];
+                        s3 += v[i + 3] * x[oc[i + 3]];
+                    }
+                    for (; i < n; i++) s0 += v[i] * x[oc[i]];
+                    Y[t * m->rows + r] += (s0 + s1) + (s2 + s3);
+                }
             }
-            for (; i < b; i++) s0 += _cvtsh_ss(ov[i]) * x[oc[i]];
-            Y[t * m->rows + r] += (s0 + s1) + (s2 + s3);
         }
     }
 }

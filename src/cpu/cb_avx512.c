@@ -32,6 +32,13 @@
 /* Prefill: keep a token block's activations for one column chunk within
  * ~256 KiB (L2). Larger chunks measured no better on the loaded dev VM. */
 #define XCHUNK_BYTES (256 * 1024)
+/* Prefill with several token tiles: the packed rows of one column chunk that
+ * every token tile re-reads are kept within this much of L2 (1 MiB per core
+ * on the dev VM, 2 MiB on the Xeon host). */
+#define WCHUNK_BYTES (384 * 1024)
+/* Group scales are expanded this many groups at a time (a multiple of 16;
+ * 2 x 256 floats of stack per tile). */
+#define GS_CHUNK 256
 
 /* (16) fp32 table for row r: lane l = cb[l] (4-bit) or cb[l & 3] (2-bit);
  * entries >= k are 0 like the reference. The masked load never touches
@@ -44,6 +51,21 @@ AI __m512 load_table(const opc_cb_matrix *m, int bits, int64_t r) {
         t = _mm512_permutexvar_ps(
             _mm512_set_epi32(3, 2, 1, 0, 3, 2, 1, 0, 3, 2, 1, 0, 3, 2, 1, 0), t);
     return t;
+}
+
+/* s(q) = 2^(-q/16) (opc_cb_scale) for up to 16 group scale bytes q[0..n),
+ * lane i = group i (lanes >= n: s(0), never read). The mantissa comes from a
+ * 16-lane table of s(0..15) (exact, a constant after folding); the integer
+ * part q/16 is subtracted from the exponent field, exact because s(q) stays
+ * a normal float (>= 2^-16). One call serves 16 groups of one row. */
+AI __m512 group_scales(const uint8_t *q, int64_t n) {
+    _Alignas(64) float mt[16];
+    for (int i = 0; i < 16; i++) mt[i] = opc_cb_scale((uint8_t)i);
+    __m512i qi = _mm512_cvtepu8_epi32(
+        _mm_maskz_loadu_epi8((__mmask16)(n >= 16 ? 0xffffu : (1u << n) - 1u), q));
+    __m512 mant = _mm512_permutexvar_ps(qi, _mm512_load_ps(mt)); /* reads q & 15 */
+    __m512i e = _mm512_slli_epi32(_mm512_srli_epi32(qi, 4), 23);
+    return _mm512_castsi512_ps(_mm512_sub_epi32(_mm512_castps_si512(mant), e));
 }
 
 /* Dequantize one packed 64-column group into w[j] = columns 16j..16j+15. */
@@ -110,8 +132,14 @@ AI void group_step(int bits, int NR, int N, int NA, const uint8_t *p0, const uin
  * the zero-padded tail group when `tail`. NA accumulators per (row, token)
  * so that even a single token has 4 independent FMA chains per row (FMA
  * latency 4 x 2 pipes needs ~8 in flight). Results are stored (first chunk)
- * or added to Y. */
-AI void tile(int bits, int NR, int N, const opc_cb_matrix *m, int64_t r, const float *X,
+ * or added to Y.
+ * GS (group scales, cb.h): each group's table is multiplied by the group's
+ * scale before the lookup, so the permutes yield s * cb[idx] directly: one
+ * vmulps per group and row, shared by all N tokens and all 4 column vectors
+ * (a separate partial sum per group would cost an FMA per token and double
+ * the accumulators). The scales are expanded 16 groups at a time into a
+ * stack array and broadcast from memory (a load, not a shuffle). */
+AI void tile(int bits, int NR, int N, int GS, const opc_cb_matrix *m, int64_t r, const float *X,
              const float *xpad, int64_t g0, int64_t g1, int tail, float *Y, int first, int ol) {
     const int NA = N == 1 ? 4 : (N == 2 ? 2 : 1);
     const uint64_t gb = bits == 2 ? 16 : 32;
@@ -131,13 +159,57 @@ AI void tile(int bits, int NR, int N, const opc_cb_matrix *m, int64_t r, const f
      * weights at ~7.5 GB/s (too few misses in flight: 16 bytes of index feed
      * 64 columns of work), with it ~16 GB/s. */
     const uint64_t pf = PF_ROWS * m->row_bytes;
-    for (int64_t g = g0; g < g1; g++) {
-        _mm_prefetch((const char *)(p0 + (uint64_t)g * gb + pf), _MM_HINT_T0);
-        if (NR == 2) _mm_prefetch((const char *)(p1 + (uint64_t)g * gb + pf), _MM_HINT_T0);
-        group_step(bits, NR, N, NA, p0, p1, g, tb0, tb1, X + g * OPC_CB_GROUP, cols, acc0, acc1);
+    if (!GS) {
+        for (int64_t g = g0; g < g1; g++) {
+            _mm_prefetch((const char *)(p0 + (uint64_t)g * gb + pf), _MM_HINT_T0);
+            if (NR == 2) _mm_prefetch((const char *)(p1 + (uint64_t)g * gb + pf), _MM_HINT_T0);
+            group_step(bits, NR, N, NA, p0, p1, g, tb0, tb1, X + g * OPC_CB_GROUP, cols, acc0,
+                       acc1);
+        }
+        if (tail) /* zero-padded copy of the last partial group, stride 64 */
+            group_step(bits, NR, N, NA, p0, p1, g1, tb0, tb1, xpad, OPC_CB_GROUP, acc0, acc1);
+    } else {
+        const int64_t ng = opc_cb_groups(cols);
+        const uint8_t *q0 = m->gscale + (uint64_t)r * (uint64_t)ng; /* (ng) scale bytes */
+        const uint8_t *q1 = q0 + ng;
+        /* the scale bytes PF_ROWS rows below, like the indices: their row
+         * stride is not the index stream's, and without this a 14336-column
+         * decode waited on them (2.4x slower than unscaled, measured) */
+        for (int64_t g = g0; g < g1 + (tail ? 1 : 0); g += 64) {
+            _mm_prefetch((const char *)(q0 + PF_ROWS * ng + g), _MM_HINT_T0);
+            if (NR == 2) _mm_prefetch((const char *)(q1 + PF_ROWS * ng + g), _MM_HINT_T0);
+        }
+        {
+            const int64_t ge = g1 + (tail ? 1 : 0) - 1; /* last group: maybe another line */
+            _mm_prefetch((const char *)(q0 + PF_ROWS * ng + ge), _MM_HINT_T0);
+            if (NR == 2) _mm_prefetch((const char *)(q1 + PF_ROWS * ng + ge), _MM_HINT_T0);
+        }
+        for (int64_t gc = g0; gc < g1; gc += GS_CHUNK) {
+            int64_t ge = gc + GS_CHUNK < g1 ? gc + GS_CHUNK : g1;
+            /* all scales of this stretch first: their stores have retired
+             * long before the broadcasts read them back (reading each right
+             * after its 64-byte store measured ~15% slower per group) */
+            _Alignas(64) float s0[GS_CHUNK], s1[GS_CHUNK];
+            for (int64_t g = gc; g < ge; g += 16) {
+                _mm512_store_ps(s0 + (g - gc), group_scales(q0 + g, ge - g));
+                if (NR == 2) _mm512_store_ps(s1 + (g - gc), group_scales(q1 + g, ge - g));
+            }
+            for (int64_t g = gc; g < ge; g++) {
+                _mm_prefetch((const char *)(p0 + (uint64_t)g * gb + pf), _MM_HINT_T0);
+                if (NR == 2)
+                    _mm_prefetch((const char *)(p1 + (uint64_t)g * gb + pf), _MM_HINT_T0);
+                __m512 t0 = _mm512_mul_ps(tb0, _mm512_set1_ps(s0[g - gc]));
+                __m512 t1 = NR == 2 ? _mm512_mul_ps(tb1, _mm512_set1_ps(s1[g - gc])) : t0;
+                group_step(bits, NR, N, NA, p0, p1, g, t0, t1, X + g * OPC_CB_GROUP, cols, acc0,
+                           acc1);
+            }
+        }
+        if (tail) {
+            __m512 t0 = _mm512_mul_ps(tb0, _mm512_set1_ps(opc_cb_scale(q0[g1])));
+            __m512 t1 = NR == 2 ? _mm512_mul_ps(tb1, _mm512_set1_ps(opc_cb_scale(q1[g1]))) : t0;
+            group_step(bits, NR, N, NA, p0, p1, g1, t0, t1, xpad, OPC_CB_GROUP, acc0, acc1);
+        }
     }
-    if (tail) /* zero-padded copy of the last partial group, stride 64 */
-        group_step(bits, NR, N, NA, p0, p1, g1, tb0, tb1, xpad, OPC_CB_GROUP, acc0, acc1);
     /* Decode: fuse the sparse outliers into the accumulators (one pass
      * over the row, no second reduction); X is the whole activation row. */
     if (N == 1 && ol) {
@@ -164,29 +236,46 @@ AI void tile(int bits, int NR, int N, const opc_cb_matrix *m, int64_t r, const f
 
 /* Expand (bits, NR, N) into constants so each tile is fully unrolled with
  * its accumulators in registers. */
-#define TILE_CASE(B, R, NN)                                                             \
-    case NN: tile(B, R, NN, m, r, X, xpad, g0, g1, tail, Y, first, ol); break;
-#define TILE_SWITCH(B, R)                                                               \
+#define TILE_CASE(B, R, NN, G)                                                          \
+    case NN: tile(B, R, NN, G, m, r, X, xpad, g0, g1, tail, Y, first, ol); break;
+#define TILE_SWITCH(B, R, G)                                                            \
     switch (n) {                                                                        \
-        TILE_CASE(B, R, 1) TILE_CASE(B, R, 2) TILE_CASE(B, R, 3) TILE_CASE(B, R, 4)     \
-        TILE_CASE(B, R, 5) TILE_CASE(B, R, 6) TILE_CASE(B, R, 7) TILE_CASE(B, R, 8)     \
+        TILE_CASE(B, R, 1, G) TILE_CASE(B, R, 2, G) TILE_CASE(B, R, 3, G)               \
+        TILE_CASE(B, R, 4, G) TILE_CASE(B, R, 5, G) TILE_CASE(B, R, 6, G)               \
+        TILE_CASE(B, R, 7, G) TILE_CASE(B, R, 8, G)                                     \
     default: break;                                                                     \
     }
 
 static void tile_dispatch(int bits, int nr, int n, const opc_cb_matrix *m, int64_t r,
                           const float *X, const float *xpad, int64_t g0, int64_t g1, int tail,
                           float *Y, int first, int ol) {
+    if (m->gscale) {
+        if (bits == 2) {
+            if (nr == 2) {
+                TILE_SWITCH(2, 2, 1)
+            } else {
+                TILE_SWITCH(2, 1, 1)
+            }
+        } else {
+            if (nr == 2) {
+                TILE_SWITCH(4, 2, 1)
+            } else {
+                TILE_SWITCH(4, 1, 1)
+            }
+        }
+        return;
+    }
     if (bits == 2) {
         if (nr == 2) {
-            TILE_SWITCH(2, 2)
+            TILE_SWITCH(2, 2, 0)
         } else {
-            TILE_SWITCH(2, 1)
+            TILE_SWITCH(2, 1, 0)
         }
     } else {
         if (nr == 2) {
-            TILE_SWITCH(4, 2)
+            TILE_SWITCH(4, 2, 0)
         } else {
-            TILE_SWITCH(4, 1)
+            TILE_SWITCH(4, 1, 0)
         }
     }
 }
@@ -214,34 +303,120 @@ void opc_cb_rows_avx512(const opc_cb_matrix *m, const float *X, int64_t T, float
         int64_t chunk =
             nb == 1 ? GEMV_CHUNK / OPC_CB_GROUP : (XCHUNK_BYTES / 4 / nb) / OPC_CB_GROUP;
         if (chunk < 1) chunk = 1;
-        for (int64_t g0 = 0; g0 < nfull || (g0 == 0 && rem); g0 += chunk) {
-            int64_t g1 = g0 + chunk < nfull ? g0 + chunk : nfull;
-            int tail = rem && g1 == nfull;
-            int first = g0 == 0;
-            /* decode adds the outliers inside the first chunk's tiles */
-            int ol = T == 1 && first && m->n_outliers > 0;
-            for (int64_t r = r0; r < r1; r += 2) {
-                int nr = r + 1 < r1 ? 2 : 1;
+        /* Several token tiles: token tiles outside, row pairs inside, so a
+         * tile's activations (8 x chunk floats) stay in L1 while the rows
+         * stream by (rows outside re-read every token's activations from L2
+         * for each row pair, 256 bytes per 16 bytes of weights: measured 3.4
+         * cycles per 64 weights and token at T = 64 against 2.1-2.6 at T = 8).
+         * The rows then go in slabs whose packed chunk (slab x chunk groups)
+         * fits WCHUNK_BYTES of L2, since every token tile re-reads it. */
+        int64_t slab = r1 - r0;
+        if (nb > OPC_CB_TTILE) {
+            slab = (WCHUNK_BYTES / (chunk * (int64_t)(m->bits == 2 ? 16 : 32))) & ~(int64_t)1;
+            if (slab < 2) slab = 2;
+        }
+        for (int64_t s0 = r0; s0 < r1; s0 += slab) {
+            const int64_t s1 = s0 + slab < r1 ? s0 + slab : r1;
+            for (int64_t g0 = 0; g0 < nfull || (g0 == 0 && rem); g0 += chunk) {
+                int64_t g1 = g0 + chunk < nfull ? g0 + chunk : nfull;
+                int tail = rem && g1 == nfull;
+                int first = g0 == 0;
+                /* decode adds the outliers inside the first chunk's tiles */
+                int ol = T == 1 && first && m->n_outliers > 0;
                 for (int64_t t0 = 0; t0 < nb; t0 += OPC_CB_TTILE) {
                     int n = (int)(nb - t0 < OPC_CB_TTILE ? nb - t0 : OPC_CB_TTILE);
-                    tile_dispatch(m->bits, nr, n, m, r, Xb + t0 * cols, xpad + t0 * OPC_CB_GROUP,
-                                  g0, g1, tail, Yb + t0 * m->rows, first, ol);
+                    for (int64_t r = s0; r < s1; r += 2) {
+                        int nr = r + 1 < s1 ? 2 : 1;
+                        tile_dispatch(m->bits, nr, n, m, r, Xb + t0 * cols,
+                                      xpad + t0 * OPC_CB_GROUP, g0, g1, tail, Yb + t0 * m->rows,
+                                      first, ol);
+                    }
                 }
+                if (g1 >= nfull) break;
             }
-            if (g1 >= nfull) break;
         }
     }
     if (T > 1 && m->n_outliers) opc_cb_outliers_avx512(m, X, T, Y, r0, r1);
 }
 
 /* Sparse outliers for rows [r0, r1) of a batch: Y[t][r] += the row's
- * deltas times X[t] (prefill; decode fuses them into the tiles). */
+ * deltas times X[t] (prefill and the int8 kernel; decode fuses them into the
+ * tiles). With ~6 outliers per 576-column row the per-(row, token) overhead,
+ * not the multiply-adds, is the cost (a 512-token SmolLM2 prefill first spent
+ * as long here as in the matmul), so:
+ *   - tokens go in blocks of OL_TBLOCK = 16, transposed into xt (cols, 16):
+ *     one outlier is then one 16-token FMA, x[t][col] for all 16 tokens in
+ *     one load, and the block (16 x cols floats) stays in L1/L2 while every
+ *     row's outliers visit it;
+ *   - wider matrices (xt over OL_XT_FLOATS) and the last partial block use
+ *     a scalar loop with the deltas converted once per row. */
+#define OL_TBLOCK 16
+#define OL_XT_FLOATS (16 * 2048) /* 128 KiB of stack */
+#define OL_CHUNK 256
+
+static void outliers_scalar_rows(const opc_cb_matrix *m, const float *X, int64_t t0, int64_t t1,
+                                 float *Y, int64_t r0, int64_t r1) {
+    _Alignas(64) float v[OL_CHUNK];
+    for (int64_t r = r0; r < r1; r++) {
+        const uint32_t a = m->ol_rowptr[r], b = m->ol_rowptr[r + 1];
+        for (uint32_t i0 = a; i0 < b; i0 += OL_CHUNK) {
+            const uint32_t n = b - i0 < OL_CHUNK ? b - i0 : OL_CHUNK;
+            const uint16_t *oc = m->ol_col + i0; /* (n) columns */
+            for (uint32_t i = 0; i < n; i += 16) {
+                __mmask16 mk = (__mmask16)(n - i >= 16 ? 0xffffu : (1u << (n - i)) - 1u);
+                __m256i h = _mm256_maskz_loadu_epi16(mk, m->ol_val + i0 + i);
+                _mm512_store_ps(v + i, _mm512_cvtph_ps(h));
+            }
+            for (int64_t t = t0; t < t1; t++) {
+                const float *x = X + t * m->cols;
+                float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+                uint32_t i = 0;
+                for (; i + 4 <= n; i += 4) {
+                    s0 += v[i] * x[oc[i]];
+                    s1 += v[i + 1] * x[oc[i + 1]];
+                    s2 += v[i + 2] * x[oc[i + 2]];
+                    s3 += v[i + 3] * x[oc[i + 3]];
+                }
+                for (; i < n; i++) s0 += v[i] * x[oc[i]];
+                Y[t * m->rows + r] += (s0 + s1) + (s2 + s3);
+            }
+        }
+    }
+}
+
 void opc_cb_outliers_avx512(const opc_cb_matrix *m, const float *X, int64_t T, float *Y,
                             int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; r++) {
-        if (m->ol_rowptr[r] == m->ol_rowptr[r + 1]) continue;
-        for (int64_t t = 0; t < T; t++)
-            Y[t * m->rows + r] +=
-                _mm512_reduce_add_ps(outliers_into(m, r, X + t * m->cols, _mm512_setzero_ps()));
+    const int64_t cols = m->cols, rows = m->rows;
+    int64_t t0 = 0;
+    if (cols * OL_TBLOCK <= OL_XT_FLOATS) {
+        _Alignas(64) float xt[OL_XT_FLOATS];
+        const __m512i vstride = _mm512_mullo_epi32(
+            _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+            _mm512_set1_epi32((int)cols));
+        for (; t0 + OL_TBLOCK <= T; t0 += OL_TBLOCK) {
+            /* xt[c][t] = X[t0 + t][c]: 16 strided loads per column */
+            const float *xb = X + t0 * cols;
+            for (int64_t c = 0; c < cols; c++)
+                _mm512_store_ps(xt + c * OL_TBLOCK, _mm512_i32gather_ps(vstride, xb + c, 4));
+            for (int64_t r = r0; r < r1; r++) {
+                const uint32_t a = m->ol_rowptr[r], b = m->ol_rowptr[r + 1];
+                if (a == b) continue;
+                __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+                uint32_t i = a;
+                for (; i + 2 <= b; i += 2) {
+                    acc0 = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(m->ol_val[i])),
+                                           _mm512_load_ps(xt + m->ol_col[i] * OL_TBLOCK), acc0);
+                    acc1 = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(m->ol_val[i + 1])),
+                                           _mm512_load_ps(xt + m->ol_col[i + 1] * OL_TBLOCK), acc1);
+                }
+                if (i < b)
+                    acc0 = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(m->ol_val[i])),
+                                           _mm512_load_ps(xt + m->ol_col[i] * OL_TBLOCK), acc0);
+                _Alignas(64) float s[OL_TBLOCK];
+                _mm512_store_ps(s, _mm512_add_ps(acc0, acc1));
+                for (int t = 0; t < OL_TBLOCK; t++) Y[(t0 + t) * rows + r] += s[t];
+            }
+        }
     }
+    if (t0 < T) outliers_scalar_rows(m, X, t0, T, Y, r0, r1);
 }

@@ -75,19 +75,6 @@ void opc_cpu_set_threads(int n) { g_threads = n > 0 ? n : 0; }
 
 int opc_cpu_get_threads(void) { return g_threads > 0 ? g_threads : omp_get_max_threads(); }
 
-/* TEMPORARY (lead, until the SIMD kernels learn group scales): rows r0..r1
- * through the scalar reference, as a sub-view of the matrix. */
-static void rows_ref_gscale(const opc_cb_matrix *m, const float *X, int64_t T, float *Y,
-                            int64_t r0, int64_t r1) {
-    opc_cb_matrix v = *m;
-    v.rows = r1 - r0;
-    v.idx = m->idx + (uint64_t)r0 * m->row_bytes;
-    v.codebook = m->codebook + (uint64_t)r0 * (uint64_t)m->k;
-    v.gscale = m->gscale + (uint64_t)r0 * (uint64_t)opc_cb_groups(m->cols);
-    if (m->n_outliers) v.ol_rowptr = m->ol_rowptr + r0; /* columns/values stay absolute */
-    for (int64_t t = 0; t < T; t++) opc_cb_gemv_ref(&v, X + t * m->cols, Y + t * m->rows + r0);
-}
-
 static opc_cb_rows_fn rows_fn(opc_cb_impl impl) {
     if (impl == OPC_CB_IMPL_AUTO || !opc_cb_impl_available(impl)) impl = opc_cb_impl_best();
     switch (impl) {
@@ -101,7 +88,7 @@ static opc_cb_rows_fn rows_fn(opc_cb_impl impl) {
 void opc_cb_matmul_impl(opc_cb_impl impl, const opc_cb_matrix *m, const float *X, int64_t T,
                         float *Y, int nthreads) {
     if (T <= 0 || m->rows <= 0) return;
-    opc_cb_rows_fn fn = m->gscale ? rows_ref_gscale : rows_fn(impl);
+    opc_cb_rows_fn fn = rows_fn(impl);
     int nt = nthreads > 0 ? nthreads : opc_cpu_get_threads();
     /* Below ~64K multiply-adds a thread team costs more than it saves; inside
      * someone else's parallel region stay on the calling thread. */

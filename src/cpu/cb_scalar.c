@@ -5,7 +5,9 @@
  * measured against. Unlike the reference (one pass per token, double sums),
  * it dequantizes one 64-column group into a 64-float stack buffer once per
  * tile of up to 8 tokens and runs short fp32 dot products over it, with 4
- * partial sums so the compiler may keep them in separate registers.
+ * partial sums so the compiler may keep them in separate registers. Group
+ * scales (cb.h) multiply each group's dot product once; outlier deltas are
+ * added unscaled by the second pass.
  */
 #include "cpu.h"
 
@@ -52,6 +54,8 @@ void opc_cb_rows_scalar(const opc_cb_matrix *m, const float *X, int64_t T, float
     for (int64_t r = r0; r < r1; r++) {
         const uint8_t *row = m->idx + (uint64_t)r * m->row_bytes;
         const uint16_t *cb = m->codebook + (uint64_t)r * (uint64_t)m->k;
+        /* (ngroups) this row's group scale bytes, or NULL */
+        const uint8_t *gs = m->gscale ? m->gscale + (uint64_t)r * (uint64_t)ngroups : NULL;
         float tb[16] = {0};
         for (int32_t i = 0; i < m->k; i++) tb[i] = opc_fp16_to_fp32(cb[i]);
         for (int64_t t0 = 0; t0 < T; t0 += OPC_CB_TTILE) {
@@ -62,7 +66,15 @@ void opc_cb_rows_scalar(const opc_cb_matrix *m, const float *X, int64_t T, float
                 deq_group(m->bits, row + (uint64_t)g * gb, tb, w);
                 int64_t c0 = g * OPC_CB_GROUP;
                 int64_t len = cols - c0 < OPC_CB_GROUP ? cols - c0 : OPC_CB_GROUP;
-                for (int64_t t = 0; t < n; t++) acc[t] += dot(w, X + (t0 + t) * cols + c0, len);
+                if (gs) {
+                    /* the group's dot products, then its scale: one multiply
+                     * per group and token instead of one per weight */
+                    const float s = opc_cb_scale(gs[g]);
+                    for (int64_t t = 0; t < n; t++)
+                        acc[t] += s * dot(w, X + (t0 + t) * cols + c0, len);
+                } else {
+                    for (int64_t t = 0; t < n; t++) acc[t] += dot(w, X + (t0 + t) * cols + c0, len);
+                }
             }
             for (int64_t t = 0; t < n; t++) Y[(t0 + t) * rows + r] = acc[t];
         }

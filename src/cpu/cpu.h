@@ -20,8 +20,9 @@ typedef enum opc_cb_impl {
     OPC_CB_IMPL_SCALAR,   /* portable C (SSE2 at most, what the compiler emits) */
     OPC_CB_IMPL_AVX2,     /* AVX2 + FMA + F16C: permutevar8x32 codebook lookup */
     OPC_CB_IMPL_AVX512,   /* AVX-512F/BW/VL/DQ: permutexvar codebook lookup */
-    OPC_CB_IMPL_AVX512_I8, /* + VNNI: 2-bit decode on int8 activations (approximate;
-                              AUTO picks it only after opc_cpu_set_int8_activations) */
+    OPC_CB_IMPL_AVX512_I8, /* + VNNI: int8 activations (2-bit decode; 2/4-bit prefill
+                              on int8 weights too): approximate, so AUTO picks it
+                              only after opc_cpu_set_int8_activations */
     OPC_CB_IMPL_COUNT
 } opc_cb_impl;
 
@@ -40,7 +41,7 @@ bool opc_cb_impl_available(opc_cb_impl impl);
  * OPC_CB_KERNEL=avx512-i8) and the CPU has it. */
 opc_cb_impl opc_cb_impl_best(void);
 
-/* Opt in (true) or out of the approximate int8-activation decode kernel for
+/* Opt in (true) or out of the approximate int8-activation kernels for
  * AUTO. Off by default: the default kernels match opc_cb_gemv_ref within
  * fp32 rounding. Returns whether AUTO now uses it (false if unavailable). */
 bool opc_cpu_set_int8_activations(bool on);
@@ -71,7 +72,8 @@ void opc_cb_rows_avx2(const opc_cb_matrix *m, const float *X, int64_t T, float *
                       int64_t r1);
 void opc_cb_rows_avx512(const opc_cb_matrix *m, const float *X, int64_t T, float *Y, int64_t r0,
                         int64_t r1);
-/* 2-bit, T == 1, cols <= 32768 only; anything else goes to opc_cb_rows_avx512. */
+/* cols <= 32768 only: 2-bit decode (T == 1) and 2/4-bit prefill (T > 1);
+ * anything else goes to opc_cb_rows_avx512. */
 void opc_cb_rows_avx512_i8(const opc_cb_matrix *m, const float *X, int64_t T, float *Y,
                            int64_t r0, int64_t r1);
 
