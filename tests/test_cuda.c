@@ -33,9 +33,12 @@ typedef struct host_cb {
     uint8_t *idx;
     uint16_t *cb, *ocol, *oval;
     uint32_t *rowptr;
+    uint8_t *gs;
 } host_cb;
 
-static void host_make(host_cb *h, int64_t rows, int64_t cols, int32_t k, int outlier_pct) {
+/* gscale: 0 none; 1 random group scales (mostly 2^0..2^-3, one group in ten
+ * down to 2^-16, where the scaled fp16 codebook goes subnormal) */
+static void host_make(host_cb *h, int64_t rows, int64_t cols, int32_t k, int outlier_pct, int gscale) {
     memset(h, 0, sizeof *h);
     h->m.rows = rows, h->m.cols = cols, h->m.bits = 2, h->m.k = k;
     h->m.row_bytes = opc_cb_row_bytes(2, cols);
@@ -46,6 +49,12 @@ static void host_make(host_cb *h, int64_t rows, int64_t cols, int32_t k, int out
         for (int64_t c = 0; c < cols; c++)
             opc_cb_set_index(h->idx + r * (int64_t)h->m.row_bytes, 2, c, rnd() % (uint32_t)k);
     h->m.idx = h->idx, h->m.codebook = h->cb;
+    if (gscale) {
+        const int64_t n = rows * opc_cb_groups(cols);
+        h->gs = malloc((size_t)n);
+        for (int64_t i = 0; i < n; i++) h->gs[i] = (uint8_t)(rnd() % 10 == 0 ? rnd() % 256 : rnd() % 48);
+        h->m.gscale = h->gs;
+    }
     if (outlier_pct > 0) {
         h->rowptr = calloc((size_t)rows + 1, 4);
         h->ocol = malloc((size_t)(rows * cols) * 2);
@@ -66,16 +75,16 @@ static void host_make(host_cb *h, int64_t rows, int64_t cols, int32_t k, int out
 }
 
 static void host_free(host_cb *h) {
-    free(h->idx), free(h->cb), free(h->ocol), free(h->oval), free(h->rowptr);
+    free(h->idx), free(h->cb), free(h->ocol), free(h->oval), free(h->rowptr), free(h->gs);
     memset(h, 0, sizeof *h);
 }
 
 /* One case: upload, poison y with NaN, run batch nb, compare each output with
  * the reference within 2e-3 * sum_c |W[r][c] x[c]| (x is rounded to fp16 on
  * the GPU: <= 2^-11 relative per term; products and sums in fp32). */
-static void run_case(int64_t rows, int64_t cols, int32_t k, int outlier_pct, int nb) {
+static void run_case_gs(int64_t rows, int64_t cols, int32_t k, int outlier_pct, int nb, int gscale) {
     host_cb h;
-    host_make(&h, rows, cols, k, outlier_pct);
+    host_make(&h, rows, cols, k, outlier_pct, gscale);
     float *x = malloc(sizeof(float) * (size_t)(nb * cols));
     float *y = malloc(sizeof(float) * (size_t)(nb * rows));
     float *ref = malloc(sizeof(float) * (size_t)rows);
@@ -91,11 +100,22 @@ static void run_case(int64_t rows, int64_t cols, int32_t k, int outlier_pct, int
     if (st == OPC_OK) st = opc_cuda_to_device(dx, x, sizeof(float) * (size_t)(nb * cols));
     CHECK_MSG(st == OPC_OK, "device buffers: %s", opc_last_error());
 
-    /* every kernel the library can pick, each on a freshly poisoned y */
-    for (int kern = OPC_CUDA_CB_AUTO; st == OPC_OK && kern <= OPC_CUDA_CB_CUDACORE; kern++) {
+    /* the same vectors in fp16, for opc_cuda_cb_gemv_x16 */
+    uint16_t *x16 = malloc(2 * (size_t)(nb * cols));
+    for (int64_t i = 0; i < nb * cols; i++) x16[i] = opc_fp32_to_fp16(x[i]);
+    void *dx16 = NULL;
+    if (st == OPC_OK) st = opc_cuda_alloc(&dx16, 2 * (size_t)(nb * cols));
+    if (st == OPC_OK) st = opc_cuda_to_device(dx16, x16, 2 * (size_t)(nb * cols));
+
+    /* every kernel the library can pick, each on a freshly poisoned y; the
+     * last round is AUTO with the fp16 copy of x */
+    for (int kern = OPC_CUDA_CB_AUTO; st == OPC_OK && kern <= OPC_CUDA_CB_STREAM + 1; kern++) {
         memset(y, 0xFF, sizeof(float) * (size_t)(nb * rows)); /* NaN: unwritten outputs fail */
         st = opc_cuda_to_device(dy, y, sizeof(float) * (size_t)(nb * rows));
-        if (st == OPC_OK) st = opc_cuda_cb_gemv_with(&d, dx, nb, dy, NULL, (opc_cuda_cb_kernel)kern);
+        if (st == OPC_OK && kern > OPC_CUDA_CB_STREAM)
+            st = opc_cuda_cb_gemv_x16(&d, dx, dx16, nb, dy, NULL);
+        else if (st == OPC_OK)
+            st = opc_cuda_cb_gemv_with(&d, dx, nb, dy, NULL, (opc_cuda_cb_kernel)kern);
         CHECK_MSG(st == OPC_OK, "gemv kernel %d: %s", kern, opc_last_error());
         if (st == OPC_OK) st = opc_cuda_sync(NULL);
         if (st == OPC_OK) st = opc_cuda_to_host(y, dy, sizeof(float) * (size_t)(nb * rows));
@@ -106,17 +126,22 @@ static void run_case(int64_t rows, int64_t cols, int32_t k, int outlier_pct, int
         for (int b = 0; st == OPC_OK && b < nb; b++) {
             const float *xb = x + (int64_t)b * cols;
             opc_cb_gemv_ref(&h.m, xb, ref);
+            /* group scales: the scaled codebook is rounded to fp16, whose
+             * subnormals are 2^-24 apart: an absolute 2^-25 per weight on top */
+            double xabs = 0.0;
+            for (int64_t c = 0; c < cols; c++) xabs += fabs((double)xb[c]);
             for (int64_t r = 0; r < rows; r++) {
                 opc_cb_dequant_row_ref(&h.m, r, wrow);
                 double scale = 0.0;
                 for (int64_t c = 0; c < cols; c++) scale += fabs((double)wrow[c] * xb[c]);
+                if (gscale) scale += 0x1p-25 / 2e-3 * xabs;
                 double got = y[(int64_t)b * rows + r];
                 double err = fabs(got - ref[r]) / (scale + 1e-30);
                 if (!(err <= 2e-3)) { /* also catches NaN */
                     if (bad++ < 3)
                         fprintf(stderr,
-                                "    kernel %d rows=%lld cols=%lld k=%d ol=%d%% nb=%d: y[%d][%lld] = %g, ref %g\n",
-                                kern, (long long)rows, (long long)cols, k, outlier_pct, nb, b,
+                                "    kernel %d rows=%lld cols=%lld k=%d ol=%d%% gs=%d nb=%d: y[%d][%lld] = %g, ref %g\n",
+                                kern, (long long)rows, (long long)cols, k, outlier_pct, gscale, nb, b,
                                 (long long)r, got, (double)ref[r]);
                 } else if (err > worst) {
                     worst = err;
@@ -128,10 +153,15 @@ static void run_case(int64_t rows, int64_t cols, int32_t k, int outlier_pct, int
         CHECK(worst < 2e-3);
     }
     opc_cuda_free(dx);
+    opc_cuda_free(dx16);
     opc_cuda_free(dy);
     opc_cuda_cb_free(&d);
-    free(x), free(y), free(ref), free(wrow);
+    free(x), free(x16), free(y), free(ref), free(wrow);
     host_free(&h);
+}
+
+static void run_case(int64_t rows, int64_t cols, int32_t k, int outlier_pct, int nb) {
+    run_case_gs(rows, cols, k, outlier_pct, nb, 0);
 }
 
 static void test_gemv_matches_reference(void) {
@@ -150,6 +180,71 @@ static void test_gemv_batch_and_outliers(void) {
     run_case(50, 300, 3, 2, 8);
     run_case(9000, 130, 4, 1, 3); /* many row tiles per block (persistent grid) */
     run_case(20, 14400, 4, 0, 8); /* x too large for shared memory: the slab kernel */
+}
+
+static void test_gemv_group_scales(void) {
+    if (opc_cuda_device_count() == 0) SKIP("no CUDA device");
+    /* odd group counts (the upload pads each row's scales to 16 bytes),
+     * partial tiles, outliers (not scaled), batches */
+    static const struct { int64_t rows, cols; int k, ol, nb; } cs[] = {
+        {1, 1, 4, 0, 1},     {5, 63, 3, 0, 2},     {17, 65, 4, 2, 1},  {33, 1000, 4, 0, 8},
+        {100, 1088, 2, 1, 3}, {513, 2049, 4, 0, 1}, {64, 4096, 1, 0, 4}, {300, 5000, 4, 1, 5},
+        {40, 14400, 4, 0, 8}, /* x does not fit in shared memory: slab kernel */
+    };
+    for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++)
+        run_case_gs(cs[i].rows, cs[i].cols, cs[i].k, cs[i].ol, cs[i].nb, 1);
+}
+
+/* The GPU rotation against opc_cb_rotate / opc_cb_unrotate: every block
+ * size class of the kernel (registers only, lane shuffles, shared memory,
+ * the 2^15 maximum), several blocks per vector, several vectors, in place
+ * and out of place; fp32 throughout, so within a few ulp of the CPU's sums
+ * (different summation order). */
+static void test_rotate_matches_reference(void) {
+    if (opc_cuda_device_count() == 0) SKIP("no CUDA device");
+    static const struct { int lg, blocks, n; } cs[] = {{1, 3, 2}, {2, 43, 1}, {4, 2, 3}, {6, 5, 2},  {9, 2, 2},
+                                                       {10, 3, 1}, {12, 2, 2}, {13, 1, 2}, {14, 1, 1}, {15, 2, 1}};
+    for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) {
+        const int64_t b = (int64_t)1 << cs[i].lg, cols = b * cs[i].blocks, n = cs[i].n, tot = n * cols;
+        float *x = malloc(sizeof(float) * (size_t)tot), *want = malloc(sizeof(float) * (size_t)tot);
+        float *got = malloc(sizeof(float) * (size_t)tot);
+        for (int64_t j = 0; j < tot; j++) x[j] = rnd_sym();
+        void *dx = NULL, *dy = NULL;
+        opc_status st = opc_cuda_alloc(&dx, sizeof(float) * (size_t)tot);
+        if (st == OPC_OK) st = opc_cuda_alloc(&dy, sizeof(float) * (size_t)tot);
+        for (int inv = 0; st == OPC_OK && inv < 2; inv++)
+            for (int inplace = 0; st == OPC_OK && inplace < 2; inplace++) {
+                memcpy(want, x, sizeof(float) * (size_t)tot);
+                for (int64_t r = 0; r < n; r++) {
+                    if (inv) opc_cb_unrotate(want + r * cols, cols, cs[i].lg);
+                    else opc_cb_rotate(want + r * cols, cols, cs[i].lg);
+                }
+                memset(got, 0xFF, sizeof(float) * (size_t)tot); /* NaN poison */
+                st = opc_cuda_to_device(dy, got, sizeof(float) * (size_t)tot);
+                if (st == OPC_OK) st = opc_cuda_to_device(inplace ? dy : dx, x, sizeof(float) * (size_t)tot);
+                if (st == OPC_OK)
+                    st = opc_cuda_rotate(inplace ? dy : dx, dy, n, cols, cs[i].lg, inv, NULL);
+                if (st == OPC_OK) st = opc_cuda_sync(NULL);
+                if (st == OPC_OK) st = opc_cuda_to_host(got, dy, sizeof(float) * (size_t)tot);
+                CHECK_MSG(st == OPC_OK, "rotate 2^%d: %s", cs[i].lg, opc_last_error());
+                double worst = 0.0;
+                for (int64_t j = 0; st == OPC_OK && j < tot; j++) {
+                    const double e = fabs((double)got[j] - want[j]);
+                    if (!(e <= worst)) worst = isnan(e) ? INFINITY : e;
+                }
+                /* |x| < 1: sums of b terms scaled by 1/sqrt(b), rounding ~ log2(b) ulp */
+                CHECK_MSG(worst <= 1e-5, "rotate 2^%d x %d blocks x %lld, inverse %d, in place %d: max err %g",
+                          cs[i].lg, cs[i].blocks, (long long)n, inv, inplace, worst);
+            }
+        opc_cuda_free(dx);
+        opc_cuda_free(dy);
+        free(x), free(want), free(got);
+    }
+    float *p = (float *)(uintptr_t)16; /* never dereferenced: the checks come first */
+    CHECK_EQ_INT(opc_cuda_rotate(p, p, 1, 100, 3, 0, NULL), OPC_ERR_INVALID_ARG); /* 8 does not divide 100 */
+    CHECK_EQ_INT(opc_cuda_rotate(p, p, 1, 64, 0, 0, NULL), OPC_ERR_INVALID_ARG);
+    CHECK_EQ_INT(opc_cuda_rotate(p, p, 1, 1 << 16, 16, 0, NULL), OPC_ERR_INVALID_ARG);
+    CHECK_EQ_INT(opc_cuda_rotate(NULL, p, 1, 64, 3, 0, NULL), OPC_ERR_INVALID_ARG);
 }
 
 static void test_gemv_rejects_bad_arguments(void) {
@@ -182,12 +277,15 @@ static void test_gemv_rejects_bad_arguments(void) {
     CHECK_EQ_INT(opc_cuda_cb_gemv(&d, x, 1, y, NULL), OPC_ERR_INVALID_ARG);
     d.rows = 4;
     CHECK_EQ_INT(opc_cuda_cb_gemv_with(&d, x, 1, y, NULL, (opc_cuda_cb_kernel)7), OPC_ERR_INVALID_ARG);
+    d.gscale = fake, d.gs_stride = 1; /* group scales need a stride padded to 16 */
+    CHECK_EQ_INT(opc_cuda_cb_gemv(&d, x, 1, y, NULL), OPC_ERR_INVALID_ARG);
+    CHECK(strstr(opc_last_error(), "stride") != NULL);
 }
 
 static void test_upload_rejects_corrupt(void) {
     /* Validation runs before any allocation: no device needed. */
     host_cb h;
-    host_make(&h, 3, 70, 4, 0);
+    host_make(&h, 3, 70, 4, 0, 0);
     opc_cuda_cb_matrix d;
     h.m.row_bytes = 16; /* 70 columns need 2 groups = 32 bytes */
     CHECK_EQ_INT(opc_cuda_cb_upload(&h.m, &d), OPC_ERR_CORRUPT);
@@ -213,6 +311,8 @@ int main(void) {
     RUN(test_upload_rejects_corrupt);
     RUN(test_gemv_matches_reference);
     RUN(test_gemv_batch_and_outliers);
+    RUN(test_gemv_group_scales);
+    RUN(test_rotate_matches_reference);
     int rc = harness_finish();
     /* No GPU (CI): the argument checks above still ran, but the test as a
      * whole reports itself skipped unless one of them failed. */

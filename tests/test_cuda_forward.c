@@ -28,6 +28,7 @@
 #include "model/forward.h"
 #include "model/sampler.h"
 #include "quant/quantize.h"
+#include "quant/synth.h"
 #include "tokenizer/tokenizer.h"
 
 #ifdef OPC_HAVE_CUDA
@@ -70,8 +71,12 @@ typedef struct qset {
  * (fused and unfused GPU paths, codebooks of different k in one fused
  * matrix). The tensors then point into qs (freed by qset_free, after the
  * description). */
+/* gscale: per-group scales on every quantized tensor. rot: 0 none; 1 every
+ * tensor's input rotated (largest power-of-two block dividing its width, the
+ * embedding too: a rotated lookup and a rotated tied head); 2 every second
+ * tensor only, so q/k/v and gate/up mix rotated and plain inputs (unfused). */
 static int quantize_desc(opc_model_desc *d, const int32_t (*plan)[2], int n_plan, int embd,
-                         double outliers, qset *qs) {
+                         double outliers, int gscale, int rot, qset *qs) {
     qs->q = calloc((size_t)d->n_tensors, sizeof *qs->q);
     qs->n = 0;
     if (!qs->q) return 0;
@@ -89,6 +94,8 @@ static int quantize_desc(opc_model_desc *d, const int32_t (*plan)[2], int n_plan
         p.outlier_frac = outliers;
         p.seed = 7;
         p.n_init = 1;
+        p.group_scales = gscale;
+        if (rot == 1 || (rot == 2 && qs->n % 2 == 0)) p.rot_log2 = opc_quant_rot_log2(t->shape[1], OPC_CB_ROT_MAX_LOG2);
         opc_qmatrix *q = &qs->q[qs->n];
         if (opc_quantize_matrix(t->data, t->shape[0], t->shape[1], &p, q) != OPC_OK) {
             fprintf(stderr, "  quantize %s: %s\n", t->name, opc_last_error());
@@ -245,15 +252,22 @@ static void test_stories_cb(void) {
         const int32_t (*plan)[2];
         int n_plan, embd, no_fuse;
         double outliers;
-    } cases[] = {{"stories260K CB2 k=4 (+embd, 1% ol)", plan2, 1, 1, 0, 0.01},
-                 {"stories260K CB2 k=4 unfused", plan2, 1, 1, 1, 0.01},
-                 {"stories260K CB4 k=16/8 (1% ol)", plan34, 2, 0, 0, 0.01},
-                 {"stories260K CB2 k=3/4 + CB4 k=8", plan_mix, 3, 1, 0, 0.01}};
+        int gscale, rot;
+    } cases[] = {{"stories260K CB2 k=4 (+embd, 1% ol)", plan2, 1, 1, 0, 0.01, 0, 0},
+                 {"stories260K CB2 k=4 unfused", plan2, 1, 1, 1, 0.01, 0, 0},
+                 {"stories260K CB4 k=16/8 (1% ol)", plan34, 2, 0, 0, 0.01, 0, 0},
+                 {"stories260K CB2 k=3/4 + CB4 k=8", plan_mix, 3, 1, 0, 0.01, 0, 0},
+                 {"stories260K CB2 gscale (+embd, 1% ol)", plan2, 1, 1, 0, 0.01, 1, 0},
+                 {"stories260K CB2 gscale+rot (+embd)", plan2, 1, 1, 0, 0.01, 1, 1},
+                 {"stories260K CB2 gscale+rot unfused", plan2, 1, 1, 1, 0.0, 1, 1},
+                 {"stories260K CB2 rot on every 2nd", plan2, 1, 1, 0, 0.01, 0, 2},
+                 {"stories260K mixed gscale+rot", plan_mix, 3, 1, 0, 0.01, 1, 1}};
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         opc_model_desc *d = open_stories();
         if (!d) SKIP("stories260K not found");
         qset qs = {NULL, 0};
-        int ok = quantize_desc(d, cases[c].plan, cases[c].n_plan, cases[c].embd, cases[c].outliers, &qs);
+        int ok = quantize_desc(d, cases[c].plan, cases[c].n_plan, cases[c].embd, cases[c].outliers,
+                               cases[c].gscale, cases[c].rot, &qs);
         CHECK_MSG(ok, "%s: quantization failed", cases[c].label);
         int32_t ids[64];
         int n = stories_prompt(d, ids, 64);
@@ -351,12 +365,48 @@ static void test_smollm2_2bit(void) {
     opc_model_desc_free(d);
 }
 
+/* Synthetic models with group scales and rotated inputs on every codebook
+ * tensor (opacc1ty synth --gscale --rotate): widths that reach every path of
+ * the GPU rotation — the fused RMSNorm+rotation and SwiGLU+rotation kernels
+ * with their shared-memory butterflies (llama3.2-1b: rotation blocks of 2048
+ * and 8192), the stand-alone rotation kernel and odd widths (tiny-untied: dim
+ * 96, hidden 200, blocks 32 and 8), and 4-bit codebooks (tiny at 4 bits). The
+ * values are random, so the comparison is GPU vs CPU only. */
+static void test_synth_gscale_rotated(void) {
+    if (opc_cuda_device_count() == 0) SKIP("no CUDA device");
+    static const struct { const char *shape; int layers; float bits; } cs[] = {
+        {"tiny-untied", 2, 2.0f}, {"tiny", 2, 4.0f}, {"llama3.2-1b", 1, 2.0f}};
+    for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) {
+        char path[1024], label[64];
+        if (getenv("OPC_TEST_QUICK") && !strcmp(cs[i].shape, "llama3.2-1b")) continue; /* memcheck: minutes */
+        snprintf(path, sizeof path, "%s/tmp_cuda_synth_%d.bf2", OPC_BINARY_DIR, (int)i);
+        snprintf(label, sizeof label, "synth %s %g-bit gscale+rot", cs[i].shape, (double)cs[i].bits);
+        opc_synth_params p = opc_synth_defaults();
+        p.shape = cs[i].shape, p.bits = cs[i].bits, p.n_layers = cs[i].layers;
+        p.gscale = 1, p.rotate = 1, p.outlier_frac = 0.01;
+        opc_status st = opc_synth_write(path, &p, NULL);
+        CHECK_MSG(st == OPC_OK, "%s: %s", label, opc_last_error());
+        opc_model_desc *d = NULL;
+        if (st == OPC_OK) st = opc_model_desc_open(path, &d);
+        CHECK_MSG(st == OPC_OK, "%s: %s", label, opc_last_error());
+        if (d) {
+            int32_t ids[12];
+            for (int j = 0; j < 12; j++) ids[j] = (int32_t)((j * 2654435761u + 7u) % (uint32_t)d->cfg.vocab_size);
+            CHECK(compare(label, d, ids, 12, 6, 64, 16, 1) <= 2e-2);
+            CHECK(compare(label, d, ids, 12, 6, 64, 4, 1) <= 2e-2);
+        }
+        opc_model_desc_free(d);
+        remove(path);
+    }
+}
+
 int main(void) {
     RUN(test_args);
     RUN(test_stories_fp32);
     RUN(test_stories_cb);
     RUN(test_stories_zoo);
     RUN(test_smollm2_2bit);
+    RUN(test_synth_gscale_rotated);
     return harness_finish();
 }
 

@@ -78,7 +78,12 @@ struct HostCb {
     std::vector<uint16_t> cb;      /* (rows, k) */
     std::vector<uint32_t> rowptr;  /* (rows+1) or empty */
     std::vector<uint16_t> ocol, oval;
+    std::vector<uint8_t> gs;       /* (rows, groups) group scale bytes, or empty */
 };
+
+/* cb.h opc_cb_scale: 2^(-q/16) */
+static double h_scale(uint8_t q) { return exp2(-(double)q / 16.0); }
+static int gs_stride_of(int groups) { return (groups + 15) / 16 * 16; }
 
 static uint64_t g_rng = 0x9E3779B97F4A7C15ull;
 static uint32_t rnd_u32(void) {
@@ -99,7 +104,7 @@ static uint16_t h_fp32_to_fp16(float f) { /* inputs here are small normals: simp
     return u;
 }
 
-static HostCb make_host(int rows, int cols, int k, double ol_frac) {
+static HostCb make_host(int rows, int cols, int k, double ol_frac, bool gscale = false) {
     HostCb m;
     m.rows = rows, m.cols = cols, m.k = k, m.groups = (cols + 63) / 64;
     m.idx.assign((size_t)rows * m.groups * 16, 0);
@@ -112,6 +117,10 @@ static HostCb make_host(int rows, int cols, int k, double ol_frac) {
             int gi = c / 64, jj = c % 64;
             row[gi * 16 + jj % 16] |= (uint8_t)(v << (2 * (jj / 16)));
         }
+    }
+    if (gscale) { /* mostly moderate scales, some down to 2^-16 */
+        m.gs.resize((size_t)rows * m.groups);
+        for (auto &q : m.gs) q = (uint8_t)(rnd_u32() % 10 == 0 ? rnd_u32() % 256 : rnd_u32() % 48);
     }
     if (ol_frac > 0) {
         m.rowptr.assign(rows + 1, 0);
@@ -141,17 +150,20 @@ static void ref_gemv(const HostCb &m, const float *x, std::vector<double> &y,
     scale.assign(m.rows, 0.0);
     for (int r = 0; r < m.rows; r++) {
         const uint8_t *row = &m.idx[(size_t)r * m.groups * 16];
-        double part[4] = {0, 0, 0, 0}, apart[4] = {0, 0, 0, 0};
-        for (int c = 0; c < m.cols; c++) {
-            uint32_t i = h_get_index(row, c);
-            part[i] += x[c];
-            apart[i] += fabs(x[c]);
-        }
         double acc = 0, sc = 0;
-        for (int i = 0; i < m.k; i++) {
-            double cv = h_fp16_to_fp32(m.cb[(size_t)r * m.k + i]);
-            acc += part[i] * cv;
-            sc += apart[i] * fabs(cv);
+        for (int g0 = 0; g0 < m.groups; g0++) { /* per group: sums per entry, then the group's scale */
+            double part[4] = {0, 0, 0, 0}, apart[4] = {0, 0, 0, 0};
+            for (int c = g0 * 64; c < m.cols && c < g0 * 64 + 64; c++) {
+                uint32_t i = h_get_index(row, c);
+                part[i] += x[c];
+                apart[i] += fabs(x[c]);
+            }
+            const double gsc = m.gs.empty() ? 1.0 : h_scale(m.gs[(size_t)r * m.groups + g0]);
+            for (int i = 0; i < m.k; i++) {
+                double cv = h_fp16_to_fp32(m.cb[(size_t)r * m.k + i]);
+                acc += part[i] * cv * gsc;
+                sc += apart[i] * fabs(cv) * gsc;
+            }
         }
         if (!m.rowptr.empty())
             for (uint32_t e = m.rowptr[r]; e < m.rowptr[r + 1]; e++) {
@@ -171,13 +183,15 @@ struct DevCb {
     uint16_t *cb = nullptr;
     uint32_t *rowptr = nullptr;
     uint16_t *ocol = nullptr, *oval = nullptr;
+    uint8_t *gs = nullptr;
     CbView view() const;
-    int rows, cols, groups, k;
+    int rows, cols, groups, k, gs_stride = 0;
 };
 CbView DevCb::view() const {
     CbView v;
     v.idx = idx, v.codebook = cb, v.ol_rowptr = rowptr, v.ol_col = ocol, v.ol_val = oval;
     v.rows = rows, v.cols = cols, v.groups = groups, v.k = k;
+    v.gs = gs, v.gs_stride = gs_stride;
     return v;
 }
 
@@ -196,10 +210,16 @@ static DevCb upload(const HostCb &m) {
     d.rowptr = dupload(m.rowptr);
     d.ocol = dupload(m.ocol);
     d.oval = dupload(m.oval);
+    if (!m.gs.empty()) { /* the library's upload repack: rows padded to 16 bytes */
+        d.gs_stride = gs_stride_of(m.groups);
+        std::vector<uint8_t> pad((size_t)m.rows * d.gs_stride, 0);
+        for (int r = 0; r < m.rows; r++) memcpy(&pad[(size_t)r * d.gs_stride], &m.gs[(size_t)r * m.groups], m.groups);
+        d.gs = dupload(pad);
+    }
     return d;
 }
 static void dfree(DevCb &d) {
-    cudaFree(d.idx), cudaFree(d.cb), cudaFree(d.rowptr), cudaFree(d.ocol), cudaFree(d.oval);
+    cudaFree(d.idx), cudaFree(d.cb), cudaFree(d.rowptr), cudaFree(d.ocol), cudaFree(d.oval), cudaFree(d.gs);
     d = DevCb();
 }
 
@@ -207,6 +227,7 @@ static void dfree(DevCb &d) {
 struct Version {
     std::string name;
     int max_batch;
+    bool gs; /* applies group scales (m.gs) */
     std::function<void(const CbView &, const float *, int, float *, cudaStream_t)> launch;
 };
 
@@ -214,6 +235,7 @@ template <int MT, int WK> static Version mma_version(void) {
     Version v;
     v.name = "v3_mma_mt" + std::to_string(MT) + "_wk" + std::to_string(WK);
     v.max_batch = OPC_CBK_MAX_BATCH;
+    v.gs = false;
     v.launch = [](const CbView &m, const float *x, int nb, float *y, cudaStream_t s) {
         int vec = (m.cols % 4 == 0) && ((uintptr_t)x % 16 == 0);
         dim3 grid((m.rows + MT * 16 - 1) / (MT * 16));
@@ -226,12 +248,18 @@ template <int MT, int WK, int U> static Version v4_version(void) {
     Version v;
     v.name = "v4_mt" + std::to_string(MT) + "_wk" + std::to_string(WK) + "_u" + std::to_string(U);
     v.max_batch = OPC_CBK_MAX_BATCH;
+    v.gs = true;
     CK(cudaFuncSetAttribute(cbk_gemv_v4<MT, WK, U>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                            (int)cbk_v4_smem<MT, WK, U>(OPC_CBK_MAX_BATCH)));
+    CK(cudaFuncSetAttribute(cbk_gemv_v4<MT, WK, U, true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                             (int)cbk_v4_smem<MT, WK, U>(OPC_CBK_MAX_BATCH)));
     v.launch = [](const CbView &m, const float *x, int nb, float *y, cudaStream_t s) {
         int vec = (m.cols % 4 == 0) && ((uintptr_t)x % 16 == 0);
         dim3 grid((m.rows + MT * 16 - 1) / (MT * 16));
-        cbk_gemv_v4<MT, WK, U><<<grid, WK * 32, cbk_v4_smem<MT, WK, U>(nb), s>>>(m, x, nb, y, vec);
+        if (m.gs)
+            cbk_gemv_v4<MT, WK, U, true><<<grid, WK * 32, cbk_v4_smem<MT, WK, U>(nb), s>>>(m, x, nullptr, nb, y, vec);
+        else
+            cbk_gemv_v4<MT, WK, U><<<grid, WK * 32, cbk_v4_smem<MT, WK, U>(nb), s>>>(m, x, nullptr, nb, y, vec);
     };
     return v;
 }
@@ -250,13 +278,14 @@ template <int MT, int WK, int UC> static Version v5_version(void) {
     Version v;
     v.name = "v5_mt" + std::to_string(MT) + "_wk" + std::to_string(WK) + "_u" + std::to_string(UC);
     v.max_batch = OPC_CBK_MAX_BATCH;
+    v.gs = false;
     CK(cudaFuncSetAttribute(cbk_gemv_v5<MT, WK, UC>, cudaFuncAttributeMaxDynamicSharedMemorySize, 227 * 1024));
     v.launch = [](const CbView &m, const float *x, int nb, float *y, cudaStream_t s) {
         typedef CbkV5<MT, WK, UC> P;
         size_t smem = P::smem(m.groups, nb);
         if (smem > 227 * 1024) { /* does not fit: the product falls back to v4 */
             cbk_gemv_v4<1, 8, 2><<<(m.rows + 15) / 16, 256, cbk_v4_smem<1, 8, 2>(nb), s>>>(
-                m, x, nb, y, (m.cols % 4 == 0) && ((uintptr_t)x % 16 == 0));
+                m, x, nullptr, nb, y, (m.cols % 4 == 0) && ((uintptr_t)x % 16 == 0));
             return;
         }
         /* occupancy per (rows, smem) is cached: a host call per launch would
@@ -282,6 +311,7 @@ template <int WK, int U, int MINB = 1, int MT = 1> static Version v6_version(voi
     v.name = "v6_wk" + std::to_string(WK) + "_u" + std::to_string(U) + (MINB > 1 ? "_b" + std::to_string(MINB) : "") +
              (MT > 1 ? "_mt" + std::to_string(MT) : "");
     v.max_batch = OPC_CBK_MAX_BATCH;
+    v.gs = false;
     v.launch = [](const CbView &m, const float *x, int nb, float *y, cudaStream_t s) {
         int vec = (m.cols % 4 == 0) && ((uintptr_t)x % 16 == 0);
         cbk_gemv_v6<WK, U, MINB, MT><<<(m.rows + MT * 16 - 1) / (MT * 16), WK * 32, 0, s>>>(m, x, nb, y, vec);
@@ -289,15 +319,67 @@ template <int WK, int U, int MINB = 1, int MT = 1> static Version v6_version(voi
     return v;
 }
 
+/* v7: persistent grid of (blocks that fit per SM) x SMs, at most one block per
+ * tile, tiles spread evenly (every block gets the same number, +-1 block).
+ * Falls back to v4 when x does not fit in shared memory (as the library does). */
+template <int MT, int NW, int CK, int ST> static Version v7_version(void) {
+    typedef CbkV7<MT, NW, CK, ST> P;
+    Version v;
+    v.name = "v7_mt" + std::to_string(MT) + "_w" + std::to_string(NW) + "_ck" + std::to_string(CK) + "_st" +
+             std::to_string(ST);
+    v.max_batch = OPC_CBK_MAX_BATCH;
+    v.gs = true;
+    CK(cudaFuncSetAttribute(cbk_gemv_v7<MT, NW, CK, ST, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, 227 * 1024));
+    CK(cudaFuncSetAttribute(cbk_gemv_v7<MT, NW, CK, ST, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, 227 * 1024));
+    CK(cudaFuncSetAttribute(cbk_gemv_v4<1, 16, 1, true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                            (int)cbk_v4_smem<1, 16, 1>(OPC_CBK_MAX_BATCH)));
+    CK(cudaFuncSetAttribute(cbk_gemv_v4<1, 16, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                            (int)cbk_v4_smem<1, 16, 1>(OPC_CBK_MAX_BATCH)));
+    v.launch = [](const CbView &m, const float *x, int nb, float *y, cudaStream_t s) {
+        int vec = (m.cols % 4 == 0) && ((uintptr_t)x % 16 == 0);
+        const size_t smem = P::smem(m.groups, nb);
+        if (smem > 227 * 1024) {
+            if (m.gs)
+                cbk_gemv_v4<1, 16, 1, true><<<(m.rows + 15) / 16, 512, cbk_v4_smem<1, 16, 1>(nb), s>>>(m, x, nullptr, nb, y, vec);
+            else
+                cbk_gemv_v4<1, 16, 1><<<(m.rows + 15) / 16, 512, cbk_v4_smem<1, 16, 1>(nb), s>>>(m, x, nullptr, nb, y, vec);
+            return;
+        }
+        static int sms = 0;
+        if (!sms) CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+        /* occupancy per smem size, cached: a host query per launch would distort stream timings */
+        static size_t c_key[8];
+        static int c_per[8], c_n = 0;
+        const size_t key = smem * 2 + (m.gs != nullptr);
+        int per_sm = -1;
+        for (int i = 0; i < c_n; i++)
+            if (c_key[i] == key) per_sm = c_per[i];
+        if (per_sm < 0) {
+            if (m.gs)
+                CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, cbk_gemv_v7<MT, NW, CK, ST, true>, NW * 32, smem));
+            else
+                CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, cbk_gemv_v7<MT, NW, CK, ST, false>, NW * 32, smem));
+            if (c_n < 8) c_key[c_n] = key, c_per[c_n] = per_sm, c_n++;
+        }
+        const int tiles = (m.rows + P::TR - 1) / P::TR, maxg = std::max(1, per_sm * sms);
+        const int per_block = (tiles + maxg - 1) / maxg, grid = (tiles + per_block - 1) / per_block;
+        if (m.gs)
+            cbk_gemv_v7<MT, NW, CK, ST, true><<<grid, NW * 32, smem, s>>>(m, x, nb, y, vec);
+        else
+            cbk_gemv_v7<MT, NW, CK, ST, false><<<grid, NW * 32, smem, s>>>(m, x, nb, y, vec);
+    };
+    return v;
+}
+
 static std::vector<Version> all_versions(void) {
     std::vector<Version> vs;
-    vs.push_back({"v1_scalar", OPC_CBK_MAX_BATCH,
+    vs.push_back({"v1_scalar", OPC_CBK_MAX_BATCH, false,
                   [](const CbView &m, const float *x, int nb, float *y, cudaStream_t s) {
                       for (int b = 0; b < nb; b++)
                           cbk_gemv_v1<<<(m.rows + 7) / 8, 256, 0, s>>>(
                               m, x + (size_t)b * m.cols, y + (size_t)b * m.rows);
                   }});
-    vs.push_back({"v2_prmt_fma", OPC_CBK_MAX_BATCH,
+    vs.push_back({"v2_prmt_fma", OPC_CBK_MAX_BATCH, true,
                   [](const CbView &m, const float *x, int nb, float *y, cudaStream_t s) {
                       int vec = (m.cols % 4 == 0) && ((uintptr_t)x % 16 == 0);
                       for (int b = 0; b < nb; b++)
@@ -323,6 +405,14 @@ static std::vector<Version> all_versions(void) {
     vs.push_back(v6_version<16, 1, 1, 2>());
     vs.push_back(v6_version<4, 1, 1, 2>());
     vs.push_back(v6_version<8, 1, 2, 2>());
+    vs.push_back(v7_version<1, 8, 64, 4>());
+    vs.push_back(v7_version<1, 4, 32, 4>());
+    vs.push_back(v7_version<1, 4, 64, 3>());
+    vs.push_back(v7_version<2, 4, 32, 3>());
+    vs.push_back(v7_version<2, 4, 16, 4>());
+    vs.push_back(v7_version<2, 2, 32, 4>());
+    vs.push_back(v7_version<1, 2, 16, 6>());
+    vs.push_back(v7_version<1, 4, 16, 6>());
     return vs;
 }
 
@@ -343,10 +433,12 @@ static int validate(bool quick) {
     double worst[32] = {0};
     for (const Shape &sh : shapes)
         for (int k = 1; k <= 4; k++)
-            for (int ol = 0; ol < 2; ol++) {
+            for (int ol = 0; ol < 2; ol++)
+            for (int gsc = 0; gsc < 2; gsc++) {
                 if (quick && k != 4 && k != 1) continue;
                 if (!quick && sh.rows * (double)sh.cols > 2e6 && k != 4) continue;
-                HostCb hm = make_host(sh.rows, sh.cols, k, ol ? 0.01 : 0.0);
+                if (gsc && k == 2) continue;
+                HostCb hm = make_host(sh.rows, sh.cols, k, ol ? 0.01 : 0.0, gsc != 0);
                 DevCb dm = upload(hm);
                 CbView view = dm.view();
                 for (int nb : batches) {
@@ -364,6 +456,7 @@ static int validate(bool quick) {
                     std::vector<float> hy((size_t)nb * sh.rows);
                     for (size_t vi = 0; vi < vs.size(); vi++) {
                         const Version &v = vs[vi];
+                        if (gsc && !v.gs) continue;
                         CK(cudaMemset(dy, 0xFF, hy.size() * sizeof(float))); /* NaN poison */
                         v.launch(view, dx, nb, dy, 0);
                         CK(cudaGetLastError());
@@ -371,14 +464,20 @@ static int validate(bool quick) {
                         CK(cudaMemcpy(hy.data(), dy, hy.size() * sizeof(float), cudaMemcpyDeviceToHost));
                         /* error bound: fp32 paths ~1e-6 of sum|w x|; the mma path rounds
                          * x to fp16 (<= 2^-11 relative) then accumulates in fp32 */
-                        const double tol = vi < 2 ? 1e-5 : 1e-3;
+                        const double tol = (vi < 2 && !gsc) ? 1e-5 : 1e-3;
+                        /* scaled fp16 codebooks go subnormal (2^-24 apart) for tiny
+                         * group scales: an absolute 2^-25 per weight on top */
+                        double xabs[OPC_CBK_MAX_BATCH] = {0};
+                        if (gsc)
+                            for (int b = 0; b < nb; b++)
+                                for (int c = 0; c < sh.cols; c++) xabs[b] += fabs(hx[(size_t)b * sh.cols + c]);
                         double werr = 0, num = 0, den = 0;
                         bool bad = false;
                         for (int b = 0; b < nb; b++)
                             for (int r = 0; r < sh.rows; r++) {
                                 double got = hy[(size_t)b * sh.rows + r], want = ref[b][r];
                                 if (!std::isfinite(got)) { bad = true; continue; }
-                                double e = fabs(got - want) / (scale[b][r] + 1e-30);
+                                double e = fabs(got - want) / (scale[b][r] + 0x1p-25 / tol * xabs[b] + 1e-30);
                                 werr = std::max(werr, e);
                                 num += (got - want) * (got - want);
                                 den += want * want;
@@ -387,9 +486,9 @@ static int validate(bool quick) {
                         worst[vi] = std::max(worst[vi], werr);
                         if (bad || werr > tol) {
                             fails++;
-                            printf("FAIL %-16s rows=%d cols=%d k=%d outliers=%d nb=%d misalign=%d: "
+                            printf("FAIL %-16s rows=%d cols=%d k=%d outliers=%d gscale=%d nb=%d misalign=%d: "
                                    "%s max err/scale %.3g rel-l2 %.3g\n",
-                                   v.name.c_str(), sh.rows, sh.cols, k, ol, nb, (int)misalign,
+                                   v.name.c_str(), sh.rows, sh.cols, k, ol, gsc, nb, (int)misalign,
                                    bad ? "non-finite (unwritten?) output;" : "", werr,
                                    sqrt(num / (den + 1e-300)));
                         }
@@ -506,6 +605,15 @@ struct Row {
     double us_stream, us_graph, bytes;
 };
 
+/* --only A,B,...: bench only versions whose name starts with one of these */
+static std::vector<std::string> g_only;
+static bool selected(const std::string &name) {
+    if (g_only.empty()) return true;
+    for (const std::string &p : g_only)
+        if (name.rfind(p, 0) == 0) return true;
+    return false;
+}
+
 static int bench(void) {
     cudaDeviceProp p;
     CK(cudaGetDeviceProperties(&p, 0));
@@ -614,15 +722,66 @@ static int bench(void) {
 
         for (const Version &v : vs)
             for (int nb : batches) {
+                if (!selected(v.name)) continue;
                 if (v.name.rfind("v1", 0) == 0 || v.name.rfind("v2", 0) == 0)
                     if (nb > 1) continue; /* v1/v2: batch 1 only (one launch per vector) */
                 auto fn = [&](int i) { v.launch(copies[i % ncopy].view(), dx, nb, dy, s); };
                 double bytes = (double)per + nb * (sh.cols + sh.rows) * 4.0;
                 rows_out.push_back({sname, v.name, nb, time_stream(fn, s) * 1e3, time_graph(fn, s) * 1e3, bytes});
             }
-        /* outliers (1%), two mma configs, batch 1 and 8 */
+        /* group scales (random bytes), versions that take them, batch 1 and 4 */
+        {
+            const int gstride = gs_stride_of(groups);
+            uint8_t *d_gs;
+            CK(cudaMalloc(&d_gs, (size_t)sh.rows * gstride));
+            launch_fill_u32(d_gs, (size_t)sh.rows * gstride, 77);
+            for (const Version &v : vs) {
+                if (!v.gs || !selected(v.name) || v.name.rfind("v2", 0) == 0) continue;
+                for (int nb : {1, 4}) {
+                    auto fn = [&](int i) {
+                        CbView w = copies[i % ncopy].view();
+                        w.gs = d_gs, w.gs_stride = gstride;
+                        v.launch(w, dx, nb, dy, s);
+                    };
+                    double bytes = (double)per + (double)sh.rows * groups + nb * (sh.cols + sh.rows) * 4.0;
+                    rows_out.push_back({sname, v.name + "+gs", nb, time_stream(fn, s) * 1e3,
+                                        time_graph(fn, s) * 1e3, bytes});
+                }
+            }
+            cudaFree(d_gs);
+        }
+        /* v4 staging the caller's fp16 copy of x (the library's opc_cuda_cb_gemv_x16) */
+        {
+            __half *dxh16;
+            CK(cudaMalloc(&dxh16, (size_t)OPC_CBK_MAX_BATCH * sh.cols * 2));
+            fill_h<<<256, 256>>>(dxh16, (size_t)OPC_CBK_MAX_BATCH * sh.cols, 11, 1.0f);
+            CK(cudaFuncSetAttribute(cbk_gemv_v4<1, 16, 1, false, true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    (int)cbk_v4_smem<1, 16, 1>(OPC_CBK_MAX_BATCH)));
+            CK(cudaFuncSetAttribute(cbk_gemv_v4<2, 8, 1, false, true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    (int)cbk_v4_smem<2, 8, 1>(OPC_CBK_MAX_BATCH)));
+            const uint16_t *x16 = reinterpret_cast<const uint16_t *>(dxh16);
+            for (int cfg = 0; cfg < 2; cfg++)
+                for (int nb : batches) {
+                    const char *nm = cfg ? "v4_mt2_wk8_u1+x16" : "v4_mt1_wk16_u1+x16";
+                    if (!selected(cfg ? "v4_mt2_wk8_u1" : "v4_mt1_wk16_u1")) continue;
+                    auto fn = [&](int i) {
+                        CbView w = copies[i % ncopy].view();
+                        if (cfg)
+                            cbk_gemv_v4<2, 8, 1, false, true><<<(w.rows + 31) / 32, 256, cbk_v4_smem<2, 8, 1>(nb), s>>>(
+                                w, dx, x16, nb, dy, 1);
+                        else
+                            cbk_gemv_v4<1, 16, 1, false, true><<<(w.rows + 15) / 16, 512, cbk_v4_smem<1, 16, 1>(nb), s>>>(
+                                w, dx, x16, nb, dy, 1);
+                    };
+                    double bytes = (double)per + nb * (sh.cols * 2.0 + sh.rows * 4.0);
+                    rows_out.push_back({sname, nm, nb, time_stream(fn, s) * 1e3, time_graph(fn, s) * 1e3, bytes});
+                }
+            cudaFree(dxh16);
+        }
+        /* outliers (1%), some configs, batch 1 and 8 */
         for (const Version &v : vs) {
-            if (v.name != "v4_mt1_wk16_u1" && v.name != "v6_wk8_u1_b3" && v.name != "v6_wk8_u1_mt2")
+            if (!selected(v.name) || (v.name != "v4_mt1_wk16_u1" && v.name != "v6_wk8_u1_b3" &&
+                                      v.name.rfind("v7", 0) != 0))
                 continue;
             for (int nb : {1, 8}) {
                 auto fn = [&](int i) {
@@ -718,8 +877,16 @@ int main(int argc, char **argv) {
         if (!strcmp(argv[i], "--validate")) do_val = true;
         else if (!strcmp(argv[i], "--bench")) do_bench = true;
         else if (!strcmp(argv[i], "--quick")) quick = true;
+        else if (!strcmp(argv[i], "--only") && i + 1 < argc) {
+            std::string l = argv[++i];
+            for (size_t a = 0, b; a <= l.size(); a = b + 1) {
+                b = l.find(',', a);
+                if (b == std::string::npos) b = l.size();
+                if (b > a) g_only.push_back(l.substr(a, b - a));
+            }
+        }
         else {
-            fprintf(stderr, "usage: %s [--validate [--quick]] [--bench]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--validate [--quick]] [--bench [--only PREFIX,...]]\n", argv[0]);
             return 2;
         }
     }

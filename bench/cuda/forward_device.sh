@@ -7,7 +7,8 @@
 # 2-layer 8B-shape decode step.
 # Run from the repository root on the GPU machine, with .debs and gpu_carry/
 # carried (docs/RESULTS.md "CUDA forward pass"); logs go to $OUT.
-#   bash bench/cuda/forward_device.sh [all|test|bench]
+#   bash bench/cuda/forward_device.sh [all|test|bench|h4]
+# h4: only the 8B-shape GEMV/PDL/format comparisons (no tests).
 set -uo pipefail
 OUT=${OUT:-$PWD/out}
 mkdir -p "$OUT"
@@ -24,12 +25,12 @@ cmake -S . -B $B -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 -DOPC_
 cmake --build $B -j16 --target opacc1ty_cli test_cuda_forward test_cuda bench_cuda_forward > /tmp/opc_build.txt 2>&1 || { grep -E "error|Error" /tmp/opc_build.txt | head -30; exit 1; }
 echo built
 
-if [ "$WHAT" != bench ]; then
+if [ "$WHAT" != bench ] && [ "$WHAT" != h4 ]; then
   log test_cuda_forward
   (cd $B && timeout 200 ./test_cuda_forward) > "$OUT/test.txt" 2>&1; echo "rc=$?"
   grep -vE "^\[ RUN" "$OUT/test.txt" | tail -40
   log test_cuda
-  (cd $B && timeout 120 ./test_cuda) 2>&1 | tail -1
+  (cd $B && timeout 120 ./test_cuda) 2>&1 | grep -vE "^\[ +OK|^\[ RUN" | tail -15
   log memcheck
   (cd $B && OPC_TEST_QUICK=1 timeout 150 compute-sanitizer --tool memcheck --leak-check full ./test_cuda_forward) > "$OUT/memcheck.txt" 2>&1; echo "rc=$?"
   grep -E "ERROR SUMMARY|LEAK SUMMARY|passed|Invalid|Program hit" "$OUT/memcheck.txt" | head -12
@@ -41,6 +42,36 @@ synth() { # NAME ARGS...
   rm -f /tmp/*.bf2
   timeout 200 $B/opacc1ty synth --shape llama3-8b -o $f --quiet "$@" 2>&1 | tail -2
 }
+bench() { # LABEL FILE [env assignments via env]
+  log "$1"; shift
+  timeout 150 "$@" --pp 512 --tg 128 --reps 3 2>&1 | tee -a "$OUT/bench.txt"
+}
+if [ "$WHAT" = h4 ]; then
+  # GEMV/PDL comparisons on the 8B shape: plain 2-bit, then the new default
+  # format (group scales + rotated inputs), with an f16 and a 2-bit head.
+  synth l8b --bits 2
+  bench "llama3-8b 2-bit, f16 head" $BENCH /tmp/l8b.bf2
+  bench "llama3-8b 2-bit, f16 head, PDL off" env OPC_CUDA_PDL=0 $BENCH /tmp/l8b.bf2
+  bench "llama3-8b 2-bit, f16 head, PDL on the small kernels too" env OPC_CUDA_PDL_OPS=1 $BENCH /tmp/l8b.bf2
+  bench "llama3-8b 2-bit, f16 head, streaming GEMV (v7)" env OPC_CUDA_GEMV=stream $BENCH /tmp/l8b.bf2
+  synth l8b --bits 2 --gscale --rotate
+  bench "llama3-8b 2-bit gscale+rotate, f16 head" $BENCH /tmp/l8b.bf2
+  synth l8b --bits 2 --gscale --rotate --head-bits 2
+  bench "llama3-8b 2-bit gscale+rotate, 2-bit head" $BENCH /tmp/l8b.bf2
+  bench "llama3-8b 2-bit gscale+rotate, 2-bit head, PDL off" env OPC_CUDA_PDL=0 $BENCH /tmp/l8b.bf2
+  synth l8b --bits 2 --gscale --rotate --head-bits 4
+  bench "llama3-8b 2-bit gscale+rotate, 4-bit head" $BENCH /tmp/l8b.bf2
+  bench "SmolLM2 2-bit (.bf2 from quantize)" $BENCH gpu_carry/smollm2-2bit.bf2
+  bench "SmolLM2 2-bit, PDL off" env OPC_CUDA_PDL=0 $BENCH gpu_carry/smollm2-2bit.bf2
+  bench "SmolLM2 2-bit, PDL on the small kernels too" env OPC_CUDA_PDL_OPS=1 $BENCH gpu_carry/smollm2-2bit.bf2
+  log ncu per-kernel times, 2-layer 8B shape, gscale+rotate, 2-bit head, one decode step
+  synth l8b2 --bits 2 --gscale --rotate --head-bits 2 --layers 2
+  timeout 120 ncu --clock-control none --metrics gpu__time_duration.sum --csv $BENCH /tmp/l8b2.bf2 --pp 16 --tg 3 --reps 1 > /tmp/ncu_l8b2.csv 2>/dev/null; echo "ncu rc=$?"
+  python3 bench/cuda/ncu_step.py /tmp/ncu_l8b2.csv 2>&1 | tee "$OUT/ncu_summary.txt"
+  rm -f /tmp/*.bf2
+  exit 0
+fi
+
 log bench SmolLM2 2-bit
 timeout 100 $BENCH gpu_carry/smollm2-2bit.bf2 --pp 512 --tg 128 --reps 3 2>&1 | tee -a "$OUT/bench.txt"
 
@@ -55,24 +86,7 @@ timeout 150 $BENCH /tmp/l8b.bf2 --pp 512 --tg 128 --reps 3 2>&1 | tee -a "$OUT/b
 log ncu per-kernel times, 2-layer 8B shape, 2-bit, one decode step
 synth l8b2 --bits 2 --layers 2
 timeout 120 ncu --clock-control none --metrics gpu__time_duration.sum --csv $BENCH /tmp/l8b2.bf2 --pp 16 --tg 3 --reps 1 > /tmp/ncu_l8b2.csv 2>/dev/null; echo "ncu rc=$?"
-python3 - /tmp/ncu_l8b2.csv <<'PY' 2>&1 | tee "$OUT/ncu_summary.txt"
-import csv, sys, collections
-allr = list(csv.reader(open(sys.argv[1])))
-hi = next(i for i, r in enumerate(allr) if "Kernel Name" in r)
-h = allr[hi]; rows = [r for r in allr[hi + 1:] if len(r) == len(h)]
-ki, vi, ui = h.index("Kernel Name"), h.index("Metric Value"), h.index("Metric Unit")
-scale = {"nsecond": 1.0, "usecond": 1e3, "msecond": 1e6, "second": 1e9}
-seq = [(r[ki][:60], float(r[vi].replace(",", "")) * scale.get(r[ui], 1.0)) for r in rows]
-# the last decode step: kernels after the last embedding launch
-last = max(i for i, (k, _) in enumerate(seq) if k.startswith("opc_cudafwd::k_embed") or "k_embed" in k)
-step = seq[last:]
-tot = collections.OrderedDict()
-for k, v in step:
-    tot.setdefault(k, [0, 0.0]); tot[k][0] += 1; tot[k][1] += v
-print("one decode step, 2 layers: %d kernels, %.1f us of kernel time" % (len(step), sum(v for _, v in step) / 1e3))
-for k, (n, v) in sorted(tot.items(), key=lambda x: -x[1][1]):
-    print("%8.1f us  %3d x  %s" % (v / 1e3, n, k))
-PY
+python3 bench/cuda/ncu_step.py /tmp/ncu_l8b2.csv 2>&1 | tee "$OUT/ncu_summary.txt"
 log llama3-8b f16
 synth l8b16 --bits 16
 timeout 200 $BENCH /tmp/l8b16.bf2 --pp 512 --tg 128 --reps 3 2>&1 | tee -a "$OUT/bench.txt"

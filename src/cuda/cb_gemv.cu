@@ -10,6 +10,7 @@
 #include <cuda_runtime.h>
 
 #include <limits.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* ---------------------------------------------------------- helpers ---- */
@@ -71,6 +72,7 @@ extern "C" void opc_cuda_cb_free(opc_cuda_cb_matrix *dev) {
     opc_cuda_free(dev->ol_rowptr);
     opc_cuda_free(dev->ol_col);
     opc_cuda_free(dev->ol_val);
+    opc_cuda_free(dev->gscale);
     memset(dev, 0, sizeof *dev);
 }
 
@@ -90,6 +92,14 @@ extern "C" opc_status opc_cuda_cb_upload(const opc_cb_matrix *host, opc_cuda_cb_
         return opc_error(OPC_ERR_UNSUPPORTED,
                          "opc_cuda_cb_upload: %d-bit indices have no CUDA kernel yet (2-bit only)",
                          host->bits);
+    return opc_cuda_cb_upload_any(host, dev);
+}
+
+extern "C" opc_status opc_cuda_cb_upload_any(const opc_cb_matrix *host, opc_cuda_cb_matrix *dev) {
+    if (!host || !dev) return opc_error(OPC_ERR_INVALID_ARG, "opc_cuda_cb_upload: NULL argument");
+    memset(dev, 0, sizeof *dev);
+    opc_status st = opc_cb_validate(host, "opc_cuda_cb_upload");
+    if (st != OPC_OK) return st;
     if (host->rows > INT_MAX || host->cols > INT_MAX)
         return opc_error(OPC_ERR_UNSUPPORTED, "opc_cuda_cb_upload: shape (%lld, %lld) too large",
                          (long long)host->rows, (long long)host->cols);
@@ -104,8 +114,24 @@ extern "C" opc_status opc_cuda_cb_upload(const opc_cb_matrix *host, opc_cuda_cb_
     opc_cuda_cb_matrix d;
     memset(&d, 0, sizeof d);
     d.rows = host->rows, d.cols = host->cols, d.bits = host->bits, d.k = host->k;
-    d.row_bytes = host->row_bytes, d.n_outliers = host->n_outliers;
+    d.row_bytes = host->row_bytes, d.n_outliers = host->n_outliers, d.rot_log2 = host->rot_log2;
     st = upload_array((void **)&d.idx, host->idx, idx_bytes);
+    if (st == OPC_OK && host->gscale) {
+        /* repack: each row's ceil(cols/64) scale bytes padded to a multiple of
+         * 16, so the streaming kernel copies them in aligned 16-byte pieces;
+         * the padding is never used (those groups hold no columns). */
+        const int64_t ng = opc_cb_groups(host->cols);
+        d.gs_stride = (ng + 15) / 16 * 16;
+        uint8_t *pad = (uint8_t *)calloc((size_t)host->rows, (size_t)d.gs_stride);
+        if (!pad) {
+            st = opc_error(OPC_ERR_NOMEM, "opc_cuda_cb_upload: group scale staging");
+        } else {
+            for (int64_t r = 0; r < host->rows; r++)
+                memcpy(pad + r * d.gs_stride, host->gscale + r * ng, (size_t)ng);
+            st = upload_array((void **)&d.gscale, pad, (uint64_t)host->rows * (uint64_t)d.gs_stride);
+            free(pad);
+        }
+    }
     if (st == OPC_OK) st = upload_array((void **)&d.codebook, host->codebook, cb_bytes);
     if (st == OPC_OK && host->n_outliers) {
         st = upload_array((void **)&d.ol_rowptr, host->ol_rowptr, ptr_bytes);
@@ -124,26 +150,108 @@ extern "C" opc_status opc_cuda_cb_upload(const opc_cb_matrix *host, opc_cuda_cb_
 /* ------------------------------------------------------------- GEMV ---- */
 
 
+/* Launch with the programmatic-dependent-launch attribute (see
+ * cbk_grid_wait): the GEMV's weight loads overlap the previous kernel's
+ * tail and the launch gap. OPC_CUDA_PDL=0 turns it off (for comparisons). */
+static int pdl_on(void) {
+    static int on = -1; /* benign race: every writer stores the same value */
+    if (on < 0) {
+        const char *e = getenv("OPC_CUDA_PDL");
+        on = !(e && !strcmp(e, "0"));
+    }
+    return on;
+}
+
+template <typename... Args>
+static cudaError_t launch_pdl(void (*kern)(Args...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
+                              Args... args) {
+    cudaLaunchConfig_t cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.gridDim = grid, cfg.blockDim = block, cfg.dynamicSmemBytes = smem, cfg.stream = s;
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = at, cfg.numAttrs = pdl_on() ? 1 : 0;
+    return cudaLaunchKernelEx(&cfg, kern, args...);
+}
+
 /* The compiled configurations of the tensor-core kernel (rows per block =
  * 16*MT, WK split-K warps, U groups per lane per slab), measured side by side
  * in the lab. Anything else is not compiled. Shared memory grows with the
  * batch (x staged as fp16), past the 48 KB default for nb > 4: the limit is
  * raised once per configuration. */
-template <int MT, int WK, int U>
-static opc_status launch_v4(const opc_cuda::CbView &v, const float *x, int nb, float *y, int vec,
-                            cudaStream_t s) {
+template <int MT, int WK, int U, bool GS, bool X16>
+static opc_status launch_v4_t(const opc_cuda::CbView &v, const float *x, const uint16_t *x16, int nb, float *y,
+                              int vec, cudaStream_t s) {
     static int smem_ok = 0; /* benign race: every writer stores 1 after the same call */
     const size_t smem = opc_cuda::cbk_v4_smem<MT, WK, U>(nb);
     if (!smem_ok) {
-        cudaError_t e = cudaFuncSetAttribute(opc_cuda::cbk_gemv_v4<MT, WK, U>,
+        cudaError_t e = cudaFuncSetAttribute(opc_cuda::cbk_gemv_v4<MT, WK, U, GS, X16>,
                                              cudaFuncAttributeMaxDynamicSharedMemorySize,
                                              (int)opc_cuda::cbk_v4_smem<MT, WK, U>(OPC_CBK_MAX_BATCH));
         if (e != cudaSuccess) return cuda_fail(e, "opc_cuda_cb_gemv: shared memory limit");
         smem_ok = 1;
     }
     dim3 grid((unsigned)((v.rows + MT * 16 - 1) / (MT * 16)));
-    opc_cuda::cbk_gemv_v4<MT, WK, U><<<grid, WK * 32, smem, s>>>(v, x, nb, y, vec);
-    return OPC_OK;
+    cudaError_t e = launch_pdl(opc_cuda::cbk_gemv_v4<MT, WK, U, GS, X16>, grid, dim3(WK * 32), smem, s, v, x, x16,
+                               nb, y, vec);
+    return e == cudaSuccess ? OPC_OK : cuda_fail(e, "opc_cuda_cb_gemv");
+}
+
+/* x16 != NULL: stage the caller's fp16 copy of x (see opc_cuda_cb_gemv_x16). */
+template <int MT, int WK, int U, bool GS>
+static opc_status launch_v4(const opc_cuda::CbView &v, const float *x, const uint16_t *x16, int nb, float *y,
+                            int vec, cudaStream_t s) {
+    return x16 ? launch_v4_t<MT, WK, U, GS, true>(v, x, x16, nb, y, vec, s)
+               : launch_v4_t<MT, WK, U, GS, false>(v, x, x16, nb, y, vec, s);
+}
+
+/* The streaming kernel (lab v7) in its one compiled configuration: 16-row
+ * tiles, 4 warps, 64-group chunks, 3 stages. Persistent grid: as many blocks
+ * as fit on the device at once, tiles spread evenly over them. Returns
+ * OPC_ERR_UNSUPPORTED (nothing launched) when x does not fit in shared
+ * memory; the caller then uses the slab kernel. Device properties and the
+ * occupancy per shared-memory size are cached (benign races: every writer
+ * stores the same values). */
+enum { V7_MT = 1, V7_NW = 4, V7_CK = 64, V7_ST = 3 };
+template <bool GS>
+static opc_status launch_v7(const opc_cuda::CbView &v, const float *x, int nb, float *y, int vec,
+                            cudaStream_t s) {
+    typedef opc_cuda::CbkV7<V7_MT, V7_NW, V7_CK, V7_ST> P;
+    static int sms = 0, smem_max = 0;
+    static size_t c_smem[8];
+    static int c_per[8], c_n = 0;
+    if (!sms) {
+        int dev = 0, n = 0, mx = 0;
+        cudaError_t e = cudaGetDevice(&dev);
+        if (e == cudaSuccess) e = cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev);
+        if (e == cudaSuccess) e = cudaDeviceGetAttribute(&mx, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
+        if (e == cudaSuccess)
+            e = cudaFuncSetAttribute(opc_cuda::cbk_gemv_v7<V7_MT, V7_NW, V7_CK, V7_ST, GS>,
+                                     cudaFuncAttributeMaxDynamicSharedMemorySize, mx);
+        if (e != cudaSuccess) return cuda_fail(e, "opc_cuda_cb_gemv: device properties");
+        smem_max = mx, sms = n;
+    }
+    const size_t smem = P::smem(v.groups, nb);
+    if (smem > (size_t)smem_max)
+        return opc_error(OPC_ERR_UNSUPPORTED, "opc_cuda_cb_gemv: x (%d x %d) does not fit in shared memory", nb,
+                         v.cols);
+    int per_sm = -1;
+    for (int i = 0; i < c_n; i++)
+        if (c_smem[i] == smem) per_sm = c_per[i];
+    if (per_sm < 0) {
+        cudaError_t e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+            &per_sm, opc_cuda::cbk_gemv_v7<V7_MT, V7_NW, V7_CK, V7_ST, GS>, V7_NW * 32, smem);
+        if (e != cudaSuccess) return cuda_fail(e, "opc_cuda_cb_gemv: occupancy");
+        if (per_sm < 1)
+            return opc_error(OPC_ERR_UNSUPPORTED, "opc_cuda_cb_gemv: streaming kernel does not fit an SM");
+        if (c_n < 8) c_smem[c_n] = smem, c_per[c_n] = per_sm, c_n++;
+    }
+    const int tiles = (v.rows + P::TR - 1) / P::TR, maxg = per_sm * sms;
+    const int per_block = (tiles + maxg - 1) / maxg, grid = (tiles + per_block - 1) / per_block;
+    cudaError_t e = launch_pdl(opc_cuda::cbk_gemv_v7<V7_MT, V7_NW, V7_CK, V7_ST, GS>, dim3((unsigned)grid),
+                               dim3(V7_NW * 32), smem, s, v, x, nb, y, vec);
+    return e == cudaSuccess ? OPC_OK : cuda_fail(e, "opc_cuda_cb_gemv");
 }
 
 /* Whether the tensor-core kernels were compiled for sm_80+ (the build's
@@ -159,14 +267,32 @@ static bool mma_compiled(void) {
     return ok == 1;
 }
 
+/* What AUTO means: the measured-fastest kernel (docs/RESULTS.md, lab bench).
+ * OPC_CUDA_GEMV=slab|stream overrides it, for comparisons on a device. */
+static opc_cuda_cb_kernel g_auto_kernel = OPC_CUDA_CB_SLAB;
+static int g_auto_init = 0;
+
+static opc_status gemv_impl(const opc_cuda_cb_matrix *m, const float *x, const uint16_t *x16, int64_t nb,
+                            float *y, opc_cuda_stream stream, opc_cuda_cb_kernel kernel);
+
 extern "C" opc_status opc_cuda_cb_gemv(const opc_cuda_cb_matrix *m, const float *x, int64_t nb,
                                        float *y, opc_cuda_stream stream) {
-    return opc_cuda_cb_gemv_with(m, x, nb, y, stream, OPC_CUDA_CB_AUTO);
+    return gemv_impl(m, x, NULL, nb, y, stream, OPC_CUDA_CB_AUTO);
+}
+
+extern "C" opc_status opc_cuda_cb_gemv_x16(const opc_cuda_cb_matrix *m, const float *x, const uint16_t *x16,
+                                           int64_t nb, float *y, opc_cuda_stream stream) {
+    return gemv_impl(m, x, x16, nb, y, stream, OPC_CUDA_CB_AUTO);
 }
 
 extern "C" opc_status opc_cuda_cb_gemv_with(const opc_cuda_cb_matrix *m, const float *x, int64_t nb,
                                             float *y, opc_cuda_stream stream,
                                             opc_cuda_cb_kernel kernel) {
+    return gemv_impl(m, x, NULL, nb, y, stream, kernel);
+}
+
+static opc_status gemv_impl(const opc_cuda_cb_matrix *m, const float *x, const uint16_t *x16, int64_t nb,
+                            float *y, opc_cuda_stream stream, opc_cuda_cb_kernel kernel) {
     const char *fn = "opc_cuda_cb_gemv";
     if (!m || !x || !y) return opc_error(OPC_ERR_INVALID_ARG, "%s: NULL argument", fn);
     if (m->bits != 2)
@@ -183,9 +309,14 @@ extern "C" opc_status opc_cuda_cb_gemv_with(const opc_cuda_cb_matrix *m, const f
                          (unsigned long long)opc_cb_row_bytes(2, m->cols), (long long)m->cols);
     if (!m->idx || !m->codebook || ((uintptr_t)m->idx & 15u))
         return opc_error(OPC_ERR_INVALID_ARG, "%s: index array missing or not 16-byte aligned", fn);
+    if (m->k == 4 && ((uintptr_t)m->codebook & 7u)) /* read as one 8-byte load per row */
+        return opc_error(OPC_ERR_INVALID_ARG, "%s: codebook array not 8-byte aligned", fn);
     if (m->n_outliers && (!m->ol_rowptr || !m->ol_col || !m->ol_val))
         return opc_error(OPC_ERR_INVALID_ARG, "%s: %llu outliers but missing CSR arrays", fn,
                          (unsigned long long)m->n_outliers);
+    if (m->gscale && m->gs_stride < (m->cols + 1023) / 1024 * 16)
+        return opc_error(OPC_ERR_INVALID_ARG, "%s: group scale stride %lld too small for %lld columns", fn,
+                         (long long)m->gs_stride, (long long)m->cols);
     if (m->n_outliers && m->cols > 65535)
         return opc_error(OPC_ERR_UNSUPPORTED, "%s: outliers need cols <= 65535 (got %lld)", fn,
                          (long long)m->cols);
@@ -201,25 +332,57 @@ extern "C" opc_status opc_cuda_cb_gemv_with(const opc_cuda_cb_matrix *m, const f
     v.ol_val = m->ol_val;
     v.rows = (int)m->rows, v.cols = (int)m->cols, v.k = m->k;
     v.groups = (int)(m->row_bytes / 16);
+    v.gs = m->gscale, v.gs_stride = m->gscale ? (int)m->gs_stride : 0;
+    const bool gs = m->gscale != NULL;
     /* 16-byte x loads need every batch row aligned: base aligned and cols % 4 == 0 */
     const int vec = ((uintptr_t)x % 16 == 0) && (m->cols % 4 == 0);
+    /* the fp16 copy is staged with 16-byte copies of 8 columns: rows must stay aligned */
+    if (x16 && (m->cols % 8 != 0 || (uintptr_t)x16 % 16 != 0)) x16 = NULL;
     cudaStream_t s = stream;
-    if (kernel < OPC_CUDA_CB_AUTO || kernel > OPC_CUDA_CB_CUDACORE)
+    if (kernel < OPC_CUDA_CB_AUTO || kernel > OPC_CUDA_CB_STREAM)
         return opc_error(OPC_ERR_INVALID_ARG, "%s: unknown kernel id %d", fn, (int)kernel);
-    if (kernel == OPC_CUDA_CB_AUTO)
-        kernel = OPC_CUDA_CB_SLAB; /* lab v4_mt1_wk16_u1: fastest or near it in every measured
-                                    * shape and batch on the H200 (docs/RESULTS.md) */
+    if (kernel == OPC_CUDA_CB_AUTO) {
+        if (!g_auto_init) { /* benign race: every writer stores the same value */
+            const char *env = getenv("OPC_CUDA_GEMV");
+            if (env && !strcmp(env, "stream")) g_auto_kernel = OPC_CUDA_CB_STREAM;
+            else if (env && !strcmp(env, "slab")) g_auto_kernel = OPC_CUDA_CB_SLAB;
+            g_auto_init = 1;
+        }
+        kernel = g_auto_kernel;
+    }
+    if (kernel == OPC_CUDA_CB_DIRECT && gs) kernel = OPC_CUDA_CB_SLAB; /* v6 has no group-scale path */
     if (!mma_compiled()) kernel = OPC_CUDA_CB_CUDACORE; /* built for a pre-sm_80 target */
+    if (kernel == OPC_CUDA_CB_STREAM) {
+        opc_status st = gs ? launch_v7<true>(v, x, (int)nb, y, vec, s) : launch_v7<false>(v, x, (int)nb, y, vec, s);
+        if (st == OPC_ERR_UNSUPPORTED) kernel = OPC_CUDA_CB_SLAB; /* x too large for shared memory */
+        else if (st != OPC_OK) return st;
+    }
     const unsigned tiles = (unsigned)((v.rows + 15) / 16);
     switch (kernel) {
     case OPC_CUDA_CB_DIRECT: /* fewer instructions than SLAB but L1-bound on x: slower (RESULTS.md) */
         opc_cuda::cbk_gemv_v6<8, 1, 3><<<tiles, 8 * 32, 0, s>>>(v, x, (int)nb, y, vec);
         break;
     case OPC_CUDA_CB_SLAB: {
-        opc_status st = launch_v4<1, 16, 1>(v, x, (int)nb, y, vec, s);
+        /* Lab, H200 (bench/cuda/results/h200_2026-11-26_h4_lab_v4_final.txt, us
+         * per call at batch 1/2/4/8): 32-row tiles over 8 warps share each staged
+         * x fragment between two row tiles and win on tall matrices (14336x4096
+         * with the fp16 x: 13.6/14.0/15.2/17.4 vs 16-row tiles 16.7/18.2/21.3/30.5)
+         * and on wide ones from batch 2 (4096x14336: 17.7/18.3/21.3 at 2/4/8 vs
+         * 18.1/22.3/31.4); 16-row tiles over 16 warps win otherwise (4096x4096:
+         * 5.9 us; 4096x14336 batch 1: 16.3). Staging the fp16 copy of x pays only
+         * with the 32-row tiles (16-row tiles at batch 1: 6.5 vs 5.9 us). */
+        const bool tall = m->rows >= 2 * m->cols, wide = m->cols >= 2 * m->rows;
+        const bool mt2 = tall || (wide && nb >= 2);
+        const uint16_t *xs16 = mt2 ? x16 : NULL;
+        opc_status st = mt2 ? (gs ? launch_v4<2, 8, 1, true>(v, x, xs16, (int)nb, y, vec, s)
+                                  : launch_v4<2, 8, 1, false>(v, x, xs16, (int)nb, y, vec, s))
+                            : (gs ? launch_v4<1, 16, 1, true>(v, x, xs16, (int)nb, y, vec, s)
+                                  : launch_v4<1, 16, 1, false>(v, x, xs16, (int)nb, y, vec, s));
         if (st != OPC_OK) return st;
         break;
     }
+    case OPC_CUDA_CB_STREAM:
+        break; /* launched above */
     default:
         /* CUDA cores only, one launch per x vector: correct, several times slower */
         for (int64_t b = 0; b < nb; b++)

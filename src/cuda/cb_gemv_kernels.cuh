@@ -30,6 +30,9 @@
  *   v4  v3 + x staged in shared memory (fp16)    the library's kernel (SLAB)
  *   v5  v4 persistent + weight prefetch          no better than v4 (tail imbalance)
  *   v6  x per lane from global, no staging       fewer instructions, L1-bound: slower
+ *   v7  persistent, cp.async weight stages       loads never wait behind math (lab numbers)
+ * Group scales (cb.h gscale): v2, v4 and v7 (the library's kernels) scale the
+ * codebook per (row, 64-column group) before the lookup; v1/v3/v5/v6 do not.
  */
 #ifndef OPC_CB_GEMV_KERNELS_CUH
 #define OPC_CB_GEMV_KERNELS_CUH
@@ -48,22 +51,97 @@ struct CbView {
     const uint32_t *ol_rowptr; /* (rows + 1) CSR row pointers, NULL when no outliers */
     const uint16_t *ol_col;    /* (n_outliers) column */
     const uint16_t *ol_val;    /* (n_outliers) fp16 delta */
+    const uint8_t *gs;         /* (rows, gs_stride) group scale bytes q (s = 2^(-q/16)), or NULL */
     int rows, cols, groups, k;
+    int gs_stride;             /* bytes per row of gs, a multiple of 16 >= groups */
 };
 
 /* ------------------------------------------------------------ helpers --- */
+
+/* 16 bytes global -> shared without passing through registers (LDGSTS), so a
+ * warp can have many chunks in flight and still run math on an earlier one.
+ * .cg: L2 only (streamed weights are never re-read). valid == false writes
+ * 16 zero bytes and reads nothing (src-size 0). */
+__device__ __forceinline__ void cbk_cp16(void *sdst, const void *gsrc, bool valid) {
+    const uint32_t d = (uint32_t)__cvta_generic_to_shared(sdst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(gsrc), "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cbk_cp_commit(void) { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N> __device__ __forceinline__ void cbk_cp_wait(void) {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+/* Programmatic dependent launch (sm_90). The library launches the GEMV with
+ * the PDL attribute: its blocks may start while the previous kernel in the
+ * stream is still running, so everything that reads only the weights
+ * (codebooks, the first weight loads) goes before cbk_grid_wait(), which
+ * returns once the previous grid has completed and its writes are visible;
+ * x is read and y written only after it. Without the attribute (the lab's
+ * <<<>>> launches, older GPUs) both are no-ops. cbk_grid_trigger() lets the
+ * next PDL-launched kernel be scheduled early. */
+__device__ __forceinline__ void cbk_grid_wait(void) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void cbk_grid_trigger(void) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
 
 /* Codebook of row r as byte planes for the PRMT lookup: lo holds the low
  * bytes of cb[0..3], hi the high bytes. Entries >= k are 0 (never indexed by
  * valid data). */
 __device__ __forceinline__ void cbk_row_planes(const CbView &m, int r, uint32_t &lo,
                                                uint32_t &hi) {
-    uint32_t c[4];
+    uint32_t p01, p23;
+    if (m.k == 4) { /* the usual case: one 8-byte load (rows of 4 fp16 are 8-byte aligned) */
+        const uint2 c = __ldg(reinterpret_cast<const uint2 *>(m.codebook) + r);
+        p01 = c.x, p23 = c.y;
+    } else {
+        uint32_t c[4];
 #pragma unroll
-    for (int i = 0; i < 4; i++) c[i] = i < m.k ? m.codebook[(size_t)r * m.k + i] : 0u;
-    uint32_t p01 = c[0] | (c[1] << 16), p23 = c[2] | (c[3] << 16);
+        for (int i = 0; i < 4; i++) c[i] = i < m.k ? m.codebook[(size_t)r * m.k + i] : 0u;
+        p01 = c[0] | (c[1] << 16), p23 = c[2] | (c[3] << 16);
+    }
     lo = __byte_perm(p01, p23, 0x6420);
     hi = __byte_perm(p01, p23, 0x7531);
+}
+
+/* Row r's codebook as two half2 words: c01 = (cb[0], cb[1]), c23 = (cb[2], cb[3]);
+ * entries >= k are 0. */
+__device__ __forceinline__ void cbk_row_pairs(const CbView &m, int r, uint32_t &c01, uint32_t &c23) {
+    if (m.k == 4) {
+        const uint2 c = __ldg(reinterpret_cast<const uint2 *>(m.codebook) + r);
+        c01 = c.x, c23 = c.y;
+        return;
+    }
+    uint32_t c[4];
+#pragma unroll
+    for (int i = 0; i < 4; i++) c[i] = i < m.k ? (uint32_t)__ldg(m.codebook + (size_t)r * m.k + i) : 0u;
+    c01 = c[0] | (c[1] << 16), c23 = c[2] | (c[3] << 16);
+}
+
+/* The PRMT byte planes (see cbk_row_planes) of a codebook given as pairs,
+ * each value multiplied by the fp16 pair s2 = (s, s): a group's scaled
+ * codebook costs 2 HMUL2 + 2 PRMT per row and group, not one op per weight.
+ * The product is rounded to fp16 (relative error <= 2^-11, like x). */
+__device__ __forceinline__ void cbk_planes_scaled(uint32_t c01, uint32_t c23, uint32_t s2, uint32_t &lo,
+                                                  uint32_t &hi) {
+    __half2 a = __hmul2(*reinterpret_cast<__half2 *>(&c01), *reinterpret_cast<__half2 *>(&s2));
+    __half2 b = __hmul2(*reinterpret_cast<__half2 *>(&c23), *reinterpret_cast<__half2 *>(&s2));
+    const uint32_t p01 = *reinterpret_cast<uint32_t *>(&a), p23 = *reinterpret_cast<uint32_t *>(&b);
+    lo = __byte_perm(p01, p23, 0x6420);
+    hi = __byte_perm(p01, p23, 0x7531);
+}
+
+/* Group scale s(q) = 2^(-q/16) (cb.h opc_cb_scale) as an fp16 pair (s, s).
+ * exp2f is within 2 ulp of fp32; the fp16 rounding that follows dominates. */
+__device__ __forceinline__ uint32_t cbk_scale_h2(uint32_t q) {
+    const __half h = __float2half_rn(exp2f((float)q * -0.0625f));
+    const uint32_t u = __half_as_ushort(h);
+    return u | (u << 16);
 }
 
 /* Two fp16 codebook values (as a half2 in a uint32) for the index pair at
@@ -149,12 +227,14 @@ __global__ void cbk_gemv_v2(CbView m, const float *__restrict__ x, float *__rest
     const int lane = threadIdx.x & 31;
     const int r = (int)((blockIdx.x * blockDim.x + threadIdx.x) >> 5);
     if (r >= m.rows) return;
-    uint32_t lo, hi;
+    uint32_t lo, hi, c01, c23;
     cbk_row_planes(m, r, lo, hi);
+    cbk_row_pairs(m, r, c01, c23);
     const uint4 *row = m.idx + (size_t)r * m.groups;
     float acc0 = 0.0f, acc1 = 0.0f;
     for (int g = lane; g < m.groups; g += 32) {
         uint4 q = row[g];
+        if (m.gs) cbk_planes_scaled(c01, c23, cbk_scale_h2(m.gs[(size_t)r * m.gs_stride + g]), lo, hi);
         uint32_t w[4] = {q.x, q.y, q.z, q.w};
 #pragma unroll
         for (int j = 0; j < 4; j++)
@@ -393,9 +473,11 @@ template <int MT, int WK, int U> __host__ __device__ constexpr size_t cbk_v4_sme
  *     conflict-free 16-byte shared loads: no global load inside the math.
  *   - A 4096-column matrix is one slab (S = 64): one barrier, then math.
  * Dynamic shared memory: cbk_v4_smem<MT,WK,U>(nb) bytes. */
-template <int MT, int WK, int U>
+template <int MT, int WK, int U, bool GS = false, bool X16 = false> /* GS: m.gs != NULL (group scales) */
 __global__ void __launch_bounds__(WK * 32)
-    cbk_gemv_v4(CbView m, const float *__restrict__ x, int nb, float *__restrict__ y, int vec) {
+    cbk_gemv_v4(CbView m, const float *__restrict__ x, const uint16_t *__restrict__ x16, int nb,
+                float *__restrict__ y, int vec) {
+    cbk_grid_trigger();
     constexpr int S = WK * 4 * U;
     constexpr int XSW = cbk_xs_words(S);
     extern __shared__ __align__(16) uint32_t cbk_smem[];
@@ -406,7 +488,7 @@ __global__ void __launch_bounds__(WK * 32)
     const int g = lane >> 2, t = lane & 3;
     const int row0 = blockIdx.x * MT * 16;
 
-    uint32_t lo[MT][2], hi[MT][2];
+    uint32_t lo[MT][2], hi[MT][2], c01[MT][2], c23[MT][2];
     const uint4 *rowp[MT][2];
     bool rv[MT][2];
 #pragma unroll
@@ -415,8 +497,11 @@ __global__ void __launch_bounds__(WK * 32)
         for (int h = 0; h < 2; h++) {
             int r = row0 + mt * 16 + g + 8 * h;
             rv[mt][h] = r < m.rows;
-            lo[mt][h] = hi[mt][h] = 0u;
-            if (rv[mt][h]) cbk_row_planes(m, r, lo[mt][h], hi[mt][h]);
+            lo[mt][h] = hi[mt][h] = c01[mt][h] = c23[mt][h] = 0u;
+            if (rv[mt][h]) {
+                if (GS) cbk_row_pairs(m, r, c01[mt][h], c23[mt][h]);
+                else cbk_row_planes(m, r, lo[mt][h], hi[mt][h]);
+            }
             rowp[mt][h] = m.idx + (size_t)(rv[mt][h] ? r : 0) * m.groups;
         }
     float acc[MT][4];
@@ -426,31 +511,58 @@ __global__ void __launch_bounds__(WK * 32)
     const bool xvec = vec != 0;
 
     for (int s0 = 0; s0 < m.groups; s0 += S) {
-        /* 1. this slab's weights: all loads in flight before anything waits */
+        /* 1. this slab's weights (and group scales): all loads in flight before anything waits */
         uint4 q[U][MT][2];
+        uint32_t gq[U][MT][2];
 #pragma unroll
         for (int u = 0; u < U; u++) {
             const int G = s0 + (u * WK + warp) * 4 + t;
 #pragma unroll
             for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-                for (int h = 0; h < 2; h++)
-                    q[u][mt][h] = (G < m.groups && rv[mt][h]) ? __ldcs(rowp[mt][h] + G)
-                                                              : make_uint4(0u, 0u, 0u, 0u);
+                for (int h = 0; h < 2; h++) {
+                    const bool ok = G < m.groups && rv[mt][h];
+                    q[u][mt][h] = ok ? __ldcs(rowp[mt][h] + G) : make_uint4(0u, 0u, 0u, 0u);
+                    if (GS)
+                        gq[u][mt][h] = ok ? __ldg(m.gs + (size_t)(row0 + mt * 16 + g + 8 * h) * m.gs_stride + G)
+                                          : 0u;
+                }
         }
+        if (s0 == 0) cbk_grid_wait(); /* weights in flight; x is the previous kernel's output */
         /* 2. x slab -> fp16 in shared memory, zero past cols */
         const int c0 = s0 * 64;
-        for (int i = threadIdx.x; i < nb * S * 16; i += WK * 32) {
-            const int b = i / (S * 16), qd = i - b * (S * 16);
-            float4 v = cbk_load_x4(x + (size_t)b * m.cols, c0 + qd * 4, m.cols, xvec);
-            uint2 hv = make_uint2(cbk_pack_h2(v.x, v.y), cbk_pack_h2(v.z, v.w));
-            *reinterpret_cast<uint2 *>(xs + b * XSW + (qd >> 4) * 36 + (qd & 15) * 2) = hv;
+        if (X16) {
+            /* the caller's fp16 copy (x16 != NULL, cols % 8 == 0, 16-byte aligned):
+             * 16-byte asynchronous copies of 8 columns, no conversion in the loop;
+             * chunks past cols are zero-filled */
+            for (int i = threadIdx.x; i < nb * S * 8; i += WK * 32) {
+                const int b = i / (S * 8), ch = i - b * (S * 8), col = c0 + ch * 8;
+                const bool ok = col < m.cols;
+                cbk_cp16(xs + b * XSW + (ch >> 3) * 36 + (ch & 7) * 4, x16 + (ok ? (size_t)b * m.cols + col : 0), ok);
+            }
+            cbk_cp_commit();
+            cbk_cp_wait<0>();
+        } else {
+            for (int i = threadIdx.x; i < nb * S * 16; i += WK * 32) {
+                const int b = i / (S * 16), qd = i - b * (S * 16);
+                float4 v = cbk_load_x4(x + (size_t)b * m.cols, c0 + qd * 4, m.cols, xvec);
+                uint2 hv = make_uint2(cbk_pack_h2(v.x, v.y), cbk_pack_h2(v.z, v.w));
+                *reinterpret_cast<uint2 *>(xs + b * XSW + (qd >> 4) * 36 + (qd & 15) * 2) = hv;
+            }
         }
         __syncthreads();
         /* 3. math: lookups + mma from registers and shared memory only */
 #pragma unroll
         for (int u = 0; u < U; u++) {
             const uint32_t *xrow = xs + (xl ? g : 0) * XSW + ((u * WK + warp) * 4 + t) * 36;
+            if (GS) {
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                    for (int h = 0; h < 2; h++)
+                        cbk_planes_scaled(c01[mt][h], c23[mt][h], cbk_scale_h2(gq[u][mt][h]), lo[mt][h],
+                                          hi[mt][h]);
+            }
 #pragma unroll
             for (int qp = 0; qp < 8; qp++) {
                 uint4 xv = xl ? *reinterpret_cast<const uint4 *>(xrow + qp * 4) : make_uint4(0u, 0u, 0u, 0u);
@@ -480,7 +592,21 @@ __global__ void __launch_bounds__(WK * 32)
     }
     __syncthreads();
 
-    /* Epilogue: warp w finishes rows w, w + WK, ...; lane b < nb sums batch b's
+    /* Epilogue without outliers: one thread per (row, vector) adds the WK
+     * partials (for nb = 1 a single warp works; the old one-warp-per-row loop
+     * issued ~15 % of the kernel's instructions for 2-bit 4096-wide rows). */
+    if (!m.ol_rowptr) {
+        for (int i = threadIdx.x; i < MT * 16 * nb; i += WK * 32) {
+            const int rl = i % (MT * 16), b = i / (MT * 16), r = row0 + rl;
+            if (r >= m.rows) continue;
+            float tot = 0.0f;
+#pragma unroll
+            for (int w = 0; w < WK; w++) tot += red[w][rl][b];
+            y[(size_t)b * m.rows + r] = tot;
+        }
+        return;
+    }
+    /* With outliers: warp w finishes rows w, w + WK, ...; lane b < nb sums batch b's
      * WK partials. Outliers: each lane takes CSR entries e0 + lane, + 32, ...
      * and gathers x for every batch vector at once (independent loads), then
      * one warp sum per vector. */
@@ -817,6 +943,248 @@ __global__ void __launch_bounds__(WK * 32, MINB)
         }
         if (lane < nb) y[(size_t)lane * m.rows + r] = tot;
     }
+}
+
+/* ------------- v7: persistent, weights streamed through cp.async stages --- */
+
+/* Shared-memory plan of v7 (bytes): x as fp16 for all nb vectors over the
+ * whole (chunk-padded) K, ST weight stages, the split-K reduction buffer and
+ * the 256-entry group-scale table. */
+template <int MT, int NW, int CK, int ST> struct CbkV7 {
+    static constexpr int TR = 16 * MT;           /* rows per tile */
+    static constexpr int RSB = CK * 16 + 64;     /* bytes per staged row: +64 puts rows g and g+1
+                                                  * in opposite bank halves (quarter-warp LDS.128) */
+    static constexpr int STB = TR * RSB + TR * CK; /* one stage: indices, then scale bytes */
+    static constexpr int UG = CK / (4 * NW);     /* groups per lane per chunk */
+    static_assert(CK % 16 == 0 && CK % (4 * NW) == 0, "a chunk is whole 16-group runs and whole warp steps");
+    static __host__ __device__ int chunks(int groups) { return (groups + CK - 1) / CK; }
+    static __host__ __device__ int xs_words(int groups) { return cbk_xs_words(chunks(groups) * CK); }
+    static __host__ __device__ size_t smem(int groups, int nb) {
+        return (size_t)nb * xs_words(groups) * 4u + (size_t)ST * STB +
+               (size_t)NW * TR * (OPC_CBK_MAX_BATCH + 1) * 4u + 256u * 4u;
+    }
+};
+
+/*
+ * v7: v4's fragment mapping and math, with the memory side rebuilt so that
+ * no warp ever waits on DRAM while it has math to do (v4 issued one slab of
+ * loads and then stalled on it; v5 held the prefetch in registers, which
+ * capped the warps per SM).
+ *   - Persistent: block b takes row tiles b, b + grid, ...; its work is the
+ *     flat list of items (tile, chunk of CK groups).
+ *   - The weights of item i + ST - 1 are copied global -> shared by cp.async
+ *     while item i is computed: ST - 1 chunks (e.g. 3 x 8 KB) in flight per
+ *     block at all times, from the first cycle to the last, and they cost no
+ *     registers. One barrier per item recycles the oldest stage.
+ *   - Group scales (GS) ride in the same stage (CK bytes per row) and turn
+ *     into scaled codebook planes per (row, group) through a shared table of
+ *     the 256 scales as fp16 pairs.
+ *   - x is converted to fp16 into shared memory once per block, while the
+ *     first chunks are already in flight. The host uses v7 only when that fits.
+ *   - The codebooks of the next tile are loaded to registers one tile ahead.
+ * Two accumulator sets per tile break the mma.sync dependency chain in half.
+ * Needs CbkV7<...>::smem(groups, nb) bytes of dynamic shared memory.
+ */
+template <int MT, int NW, int CK, int ST, bool GS>
+__global__ void __launch_bounds__(NW * 32)
+    cbk_gemv_v7(CbView m, const float *__restrict__ x, int nb, float *__restrict__ y, int vec) {
+    typedef CbkV7<MT, NW, CK, ST> P;
+    constexpr int TR = P::TR, RSB = P::RSB, STB = P::STB, NT = NW * 32;
+    constexpr int NCW = (TR * CK + NT - 1) / NT;      /* 16-byte index copies per thread per item */
+    constexpr int NCS = (TR * CK / 16 + NT - 1) / NT; /* 16-byte scale copies per thread per item */
+    extern __shared__ __align__(16) uint8_t cbk_smem7[];
+    const int chunks = P::chunks(m.groups);
+    const int XSW = P::xs_words(m.groups);
+    uint32_t *xs = reinterpret_cast<uint32_t *>(cbk_smem7);  /* (nb, XSW) words */
+    uint8_t *stg = cbk_smem7 + (size_t)nb * XSW * 4;        /* (ST, STB) bytes */
+    float(*red)[TR][OPC_CBK_MAX_BATCH + 1] =                 /* (NW, TR, 9) */
+        reinterpret_cast<float(*)[TR][OPC_CBK_MAX_BATCH + 1]>(stg + (size_t)ST * STB);
+    uint32_t *stbl = reinterpret_cast<uint32_t *>(red + NW); /* (256) fp16 pairs (s, s) */
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int g = lane >> 2, t = lane & 3;
+    const int ntiles = (m.rows + TR - 1) / TR;
+    const int my_tiles = ((int)blockIdx.x < ntiles) ? (ntiles - 1 - (int)blockIdx.x) / (int)gridDim.x + 1 : 0;
+    const int nitems = my_tiles * chunks;
+
+    /* The copy side walks the items ST - 1 ahead of the math with its own
+     * counters. A thread's copies sit at fixed (row, group) offsets inside
+     * every item, so only the item's base moves: no division in the loop.
+     * Always one commit group per call. */
+    int cw_rr[NCW], cw_gg[NCW];
+#pragma unroll
+    for (int j = 0; j < NCW; j++) {
+        const int i = j * NT + (int)threadIdx.x;
+        cw_rr[j] = i / CK, cw_gg[j] = i % CK; /* rr >= TR: no copy (only when NT does not divide TR*CK) */
+    }
+    int cp_n = 0, cp_r0 = (int)blockIdx.x * TR, cp_g0 = 0, cp_stage = 0;
+    const int cp_rstep = (int)gridDim.x * TR;
+    auto issue = [&]() {
+        if (cp_n < nitems) {
+            uint8_t *dst = stg + cp_stage * STB;
+            const uint4 *base = m.idx + (size_t)cp_r0 * m.groups + cp_g0;
+#pragma unroll
+            for (int j = 0; j < NCW; j++) {
+                if ((TR * CK) % NT == 0 || cw_rr[j] < TR) {
+                    const bool ok = cp_r0 + cw_rr[j] < m.rows && cp_g0 + cw_gg[j] < m.groups;
+                    cbk_cp16(dst + cw_rr[j] * RSB + cw_gg[j] * 16, ok ? base + cw_rr[j] * m.groups + cw_gg[j] : m.idx, ok);
+                }
+            }
+            if (GS) {
+#pragma unroll
+                for (int j = 0; j < NCS; j++) {
+                    const int i = j * NT + (int)threadIdx.x;
+                    if ((TR * CK / 16) % NT == 0 || i < TR * CK / 16) {
+                        const int rr = i / (CK / 16), gg = (i % (CK / 16)) * 16;
+                        const bool ok = cp_r0 + rr < m.rows && cp_g0 + gg < m.gs_stride;
+                        cbk_cp16(dst + TR * RSB + rr * CK + gg,
+                                 ok ? m.gs + (size_t)(cp_r0 + rr) * m.gs_stride + cp_g0 + gg : m.gs, ok);
+                    }
+                }
+            }
+            cp_g0 += CK;
+            if (cp_g0 >= chunks * CK) cp_g0 = 0, cp_r0 += cp_rstep;
+            cp_stage = cp_stage + 1 == ST ? 0 : cp_stage + 1;
+        }
+        cp_n++;
+        cbk_cp_commit();
+    };
+
+    cbk_grid_trigger();
+#pragma unroll
+    for (int s = 0; s < ST - 1; s++) issue();
+    cbk_grid_wait(); /* weights in flight; x is the previous kernel's output */
+
+    /* x -> fp16 in shared memory (zero past cols), and the scale table, while
+     * the first chunks are in flight */
+    for (int b = 0; b < nb; b++) {
+        const int qrow = chunks * CK * 16; /* 4-column quads per vector */
+        const float *xb = x + (size_t)b * m.cols;
+        for (int qd = threadIdx.x; qd < qrow; qd += NT) {
+            float4 v = cbk_load_x4(xb, qd * 4, m.cols, vec != 0);
+            *reinterpret_cast<uint2 *>(xs + b * XSW + (qd >> 4) * 36 + (qd & 15) * 2) =
+                make_uint2(cbk_pack_h2(v.x, v.y), cbk_pack_h2(v.z, v.w));
+        }
+    }
+    if (GS)
+        for (int i = threadIdx.x; i < 256; i += NT) stbl[i] = cbk_scale_h2((uint32_t)i);
+
+    auto load_cb = [&](int tile, uint32_t (&c01)[MT][2], uint32_t (&c23)[MT][2]) {
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                const int r = tile * TR + mt * 16 + g + 8 * h;
+                c01[mt][h] = c23[mt][h] = 0u;
+                if (r < m.rows) cbk_row_pairs(m, r, c01[mt][h], c23[mt][h]);
+            }
+    };
+    uint32_t c01[MT][2], c23[MT][2], n01[MT][2], n23[MT][2], lo[MT][2], hi[MT][2];
+    if (nitems > 0) load_cb((int)blockIdx.x, n01, n23);
+    float acc[2][MT][4];
+#pragma unroll
+    for (int e = 0; e < 2; e++)
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) acc[e][mt][0] = acc[e][mt][1] = acc[e][mt][2] = acc[e][mt][3] = 0.0f;
+    /* Lanes of batch columns g >= nb read vector nb - 1 (their D columns are
+     * never stored): no predicated loads, no zeroing in the loop. */
+    const uint32_t *xlane = xs + (g < nb ? g : nb - 1) * XSW + t * 36;
+
+    int tile = (int)blockIdx.x, ch = 0, stage = 0;
+    for (int it = 0; it < nitems; it++) {
+        cbk_cp_wait<ST - 2>(); /* this thread's copies of item it have landed */
+        __syncthreads();       /* everyone's have; and the stage of item it - 1 is free */
+        issue();
+        if (ch == 0) {
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                for (int h = 0; h < 2; h++) {
+                    c01[mt][h] = n01[mt][h], c23[mt][h] = n23[mt][h];
+                    if (!GS) {
+                        lo[mt][h] = __byte_perm(c01[mt][h], c23[mt][h], 0x6420);
+                        hi[mt][h] = __byte_perm(c01[mt][h], c23[mt][h], 0x7531);
+                    }
+                }
+            if (tile + (int)gridDim.x < ntiles) load_cb(tile + (int)gridDim.x, n01, n23); /* used a tile later */
+        }
+        const uint8_t *st = stg + stage * STB;
+#pragma unroll
+        for (int u = 0; u < P::UG; u++) {
+            const int gl = (u * NW + warp) * 4 + t; /* group within the chunk */
+            const uint32_t *xrow = xlane + (ch * CK + (u * NW + warp) * 4) * 36;
+            uint4 q[MT][2];
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                for (int h = 0; h < 2; h++) {
+                    const int rr = mt * 16 + g + 8 * h;
+                    q[mt][h] = *reinterpret_cast<const uint4 *>(st + rr * RSB + gl * 16);
+                    if (GS) cbk_planes_scaled(c01[mt][h], c23[mt][h], stbl[st[TR * RSB + rr * CK + gl]], lo[mt][h], hi[mt][h]);
+                }
+#pragma unroll
+            for (int qp = 0; qp < 8; qp++) {
+                const uint4 xv = *reinterpret_cast<const uint4 *>(xrow + qp * 4);
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    const uint32_t b0 = e ? xv.z : xv.x, b1 = e ? xv.w : xv.y;
+#pragma unroll
+                    for (int mt = 0; mt < MT; mt++) {
+                        uint32_t a0, a1, a2, a3;
+                        cbk_afrag_rt(2 * qp + e, q[mt][0], q[mt][1], lo[mt][0], hi[mt][0], lo[mt][1], hi[mt][1],
+                                     a0, a1, a2, a3);
+                        cbk_mma16816(acc[e][mt], a0, a1, a2, a3, b0, b1);
+                    }
+                }
+            }
+        }
+        stage = stage + 1 == ST ? 0 : stage + 1;
+        if (++ch != chunks) continue;
+
+        /* tile done: add the NW warps' partial sums, outliers, store */
+        const int row0 = tile * TR;
+        ch = 0, tile += (int)gridDim.x;
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) {
+            red[warp][mt * 16 + g][2 * t] = acc[0][mt][0] + acc[1][mt][0];
+            red[warp][mt * 16 + g][2 * t + 1] = acc[0][mt][1] + acc[1][mt][1];
+            red[warp][mt * 16 + g + 8][2 * t] = acc[0][mt][2] + acc[1][mt][2];
+            red[warp][mt * 16 + g + 8][2 * t + 1] = acc[0][mt][3] + acc[1][mt][3];
+#pragma unroll
+            for (int e = 0; e < 2; e++) acc[e][mt][0] = acc[e][mt][1] = acc[e][mt][2] = acc[e][mt][3] = 0.0f;
+        }
+        __syncthreads();
+        /* red is next written after the next item's barrier: no second barrier here */
+        for (int rl = warp; rl < TR; rl += NW) {
+            const int r = row0 + rl;
+            if (r >= m.rows) break; /* warp-uniform */
+            float tot = 0.0f;
+            if (lane < nb) {
+#pragma unroll
+                for (int w = 0; w < NW; w++) tot += red[w][rl][lane];
+            }
+            if (m.ol_rowptr) {
+                const uint32_t e1 = m.ol_rowptr[r + 1];
+                float sb[OPC_CBK_MAX_BATCH];
+#pragma unroll
+                for (int b = 0; b < OPC_CBK_MAX_BATCH; b++) sb[b] = 0.0f;
+                for (uint32_t e = m.ol_rowptr[r] + lane; e < e1; e += 32) {
+                    const int c = m.ol_col[e];
+                    const float v = __half2float(__ushort_as_half(m.ol_val[e]));
+#pragma unroll
+                    for (int b = 0; b < OPC_CBK_MAX_BATCH; b++)
+                        if (b < nb) sb[b] += v * __ldg(x + (size_t)b * m.cols + c);
+                }
+#pragma unroll
+                for (int b = 0; b < OPC_CBK_MAX_BATCH; b++)
+                    if (b < nb) {
+                        const float sum = cbk_warp_sum(sb[b]);
+                        if (lane == b) tot += sum;
+                    }
+            }
+            if (lane < nb) y[(size_t)lane * m.rows + r] = tot;
+        }
+    }
+    cbk_cp_wait<0>(); /* no copy outlives the block (the tail commits are empty) */
 }
 
 } /* namespace opc_cuda */

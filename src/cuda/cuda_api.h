@@ -49,13 +49,25 @@ typedef struct opc_cuda_cb_matrix {
     uint32_t *ol_rowptr; /* device (rows + 1) */
     uint16_t *ol_col;    /* device (n_outliers) */
     uint16_t *ol_val;    /* device (n_outliers) fp16 deltas */
+    /* Group scales (cb.h), repacked at upload: row r's ceil(cols/64) bytes start
+     * at gscale + r * gs_stride, gs_stride = ceil(groups / 16) * 16 so that a
+     * kernel can copy any 16-group run of a row with one aligned 16-byte copy.
+     * NULL (gs_stride 0) = no group scales. */
+    uint8_t *gscale;
+    int64_t gs_stride;
+    int32_t rot_log2;    /* as in cb.h: the caller passes x already rotated */
 } opc_cuda_cb_matrix;
 
-/* Validate a host matrix (opc_cb_validate) and copy it to the device.
+/* Validate a host matrix (opc_cb_validate) and copy it to the device
+ * (group scales repacked to the padded stride above).
  * Errors: CORRUPT/UNSUPPORTED from validation, UNSUPPORTED for shapes the
  * kernels do not take (bits != 2, rows or cols >= 2^31), CUDA. On failure
  * *dev is left zeroed with nothing allocated. */
 opc_status opc_cuda_cb_upload(const opc_cb_matrix *host, opc_cuda_cb_matrix *dev);
+
+/* The same copy for any index width (2 or 4 bits): for callers with their
+ * own kernels for 4-bit indices (the forward pass). */
+opc_status opc_cuda_cb_upload_any(const opc_cb_matrix *host, opc_cuda_cb_matrix *dev);
 
 /* Free what opc_cuda_cb_upload allocated and zero *dev. NULL-safe. */
 void opc_cuda_cb_free(opc_cuda_cb_matrix *dev);
@@ -64,22 +76,43 @@ void opc_cuda_cb_free(opc_cuda_cb_matrix *dev);
  * fp32, 1 <= nb <= OPC_CUDA_CB_MAX_BATCH. Asynchronous on `stream`; no
  * allocation, no host synchronisation. x is rounded to fp16 for the tensor-core
  * multiply (products and sums in fp32): |Y - exact| <= ~1e-3 * sum|W||x| per
- * element. Only bits == 2 is implemented (UNSUPPORTED otherwise). */
+ * element. Only bits == 2 is implemented (UNSUPPORTED otherwise). Group
+ * scales are applied (the scaled codebook is rounded to fp16); rotation is
+ * not: for rot_log2 > 0 pass x~ = R^T x (opc_cb_rotate). */
 opc_status opc_cuda_cb_gemv(const opc_cuda_cb_matrix *m, const float *x, int64_t nb, float *y,
                             opc_cuda_stream stream);
+
+/* opc_cuda_cb_gemv with the same vectors also in fp16: x16 device (nb, cols),
+ * each value x rounded to the nearest fp16 (what the tensor-core kernels
+ * multiply with anyway). The slab kernel then stages x16 with asynchronous
+ * 16-byte copies instead of converting x in every block; x is still read
+ * for the outlier corrections. x16 == NULL, cols % 8 != 0 or a misaligned
+ * x16: same as opc_cuda_cb_gemv. */
+opc_status opc_cuda_cb_gemv_x16(const opc_cuda_cb_matrix *m, const float *x, const uint16_t *x16, int64_t nb,
+                                float *y, opc_cuda_stream stream);
 
 /* Kernel choice for opc_cuda_cb_gemv_with (tests and benchmarks; callers
  * normally use opc_cuda_cb_gemv = AUTO). Values are stable. */
 typedef enum opc_cuda_cb_kernel {
-    OPC_CUDA_CB_AUTO = 0,     /* currently SLAB: the fastest measured (docs/RESULTS.md) */
+    OPC_CUDA_CB_AUTO = 0,     /* STREAM when x fits in shared memory, else SLAB */
     OPC_CUDA_CB_DIRECT = 1,   /* tensor cores, x loaded per lane (lab v6; slower, kept for study) */
     OPC_CUDA_CB_SLAB = 2,     /* tensor cores, x staged in shared memory by slabs (lab v4) */
-    OPC_CUDA_CB_CUDACORE = 3  /* no tensor cores, one launch per x vector (lab v2) */
+    OPC_CUDA_CB_CUDACORE = 3, /* no tensor cores, one launch per x vector (lab v2) */
+    OPC_CUDA_CB_STREAM = 4    /* tensor cores, persistent, weights streamed by cp.async (lab v7);
+                               * falls back to SLAB when x does not fit in shared memory */
 } opc_cuda_cb_kernel;
 
 /* opc_cuda_cb_gemv with an explicit kernel; same checks and contract. */
 opc_status opc_cuda_cb_gemv_with(const opc_cuda_cb_matrix *m, const float *x, int64_t nb, float *y,
                                  opc_cuda_stream stream, opc_cuda_cb_kernel kernel);
+
+/* y = R^T x (opc_cb_rotate) for n vectors of cols floats in device memory,
+ * R the rotation of blocks of 2^rot_log2 columns; inverse != 0 applies R
+ * (opc_cb_unrotate). y may equal x. Asynchronous on `stream`; allocates
+ * nothing. Errors: INVALID_ARG (rot_log2 outside 1..15, cols not a multiple
+ * of 2^rot_log2, n outside 1..65535), CUDA. */
+opc_status opc_cuda_rotate(const float *x, float *y, int64_t n, int64_t cols, int32_t rot_log2, int inverse,
+                           opc_cuda_stream stream);
 
 #ifdef __cplusplus
 }

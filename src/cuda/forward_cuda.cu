@@ -44,6 +44,7 @@ typedef struct gweight {
     int kind;               /* WK_DENSE: w16; WK_CB: cb/cbd */
     int shared;             /* a copy of another gweight (tied head): not freed */
     int64_t rows, cols;
+    int rot;                /* WK_CB: input rotation log2 (cb.h rot_log2), 0 = none */
     __half *w16;            /* device (rows, cols) fp16 */
     opc_cuda_cb_matrix cb;  /* device packed codebook matrix (bits 2 or 4) */
     CbDev cbd;
@@ -76,6 +77,10 @@ struct opc_cuda_forward {
 
     /* activations for up to max_batch tokens, device */
     float *x, *xb32, *att32, *xo, *hb; /* (B, dim|q_dim|dim|hidden) */
+    float *xr32;        /* (B, max(dim, q_dim, hidden)): rotated input of a rotated matrix */
+    __half *xr16;       /* the same in fp16 (cuBLAS path) */
+    const float *xr_src;/* what xr holds: rotation of xr_src (n rows) by 2^xr_rot blocks */
+    int xr_rot, xr_n;
     float *qkv; /* (B, q_dim + 2 kv_dim): fused rows [q|k|v], or q, k, v blocks of B rows */
     float *gu;  /* (B, 2 hidden): fused rows [gate|up], or gate, up blocks of B rows */
     __half *xb16, *att16, *hb16;                         /* fp16 copies: cuBLAS inputs */
@@ -88,6 +93,7 @@ struct opc_cuda_forward {
     int splits_max, chunk;
 
     int use_graph, graph_failed, decode_eager;
+    int pdl_ops; /* PDL for the small kernels too (see init) */
     cudaGraphExec_t graph;
 
     opc_cuda_forward_mem mem;
@@ -132,45 +138,10 @@ static opc_status dev_alloc(opc_cuda_forward *f, void **p, uint64_t bytes, const
 
 /* ------------------------------------------------------ weight upload -- */
 
-/* Copy a codebook matrix of any width (2 or 4 bits) to the device. The
- * 2-bit case goes through opc_cuda_cb_upload (the GEMV kernel's own checks);
- * 4-bit indices have no tensor-core kernel, so they are copied here with the
- * same arrays. Freed with opc_cuda_cb_free either way. */
+/* Copy a codebook matrix of any width (2 or 4 bits) to the device, group
+ * scales repacked (cuda_api.h). Freed with opc_cuda_cb_free. */
 static opc_status upload_cb(const opc_cb_matrix *h, opc_cuda_cb_matrix *d) {
-    if (h->bits == 2) return opc_cuda_cb_upload(h, d);
-    memset(d, 0, sizeof *d);
-    opc_status st = opc_cb_validate(h, "cuda forward");
-    if (st != OPC_OK) return st;
-    uint64_t idx_bytes, cb_bytes, ptr_bytes = 0, ol_bytes = 0;
-    if (!opc_mul_ok((uint64_t)h->rows, h->row_bytes, &idx_bytes) ||
-        !opc_mul_ok((uint64_t)h->rows, (uint64_t)h->k * 2u, &cb_bytes) ||
-        (h->n_outliers && (!opc_mul_ok((uint64_t)h->rows + 1, 4, &ptr_bytes) ||
-                           !opc_mul_ok(h->n_outliers, 2, &ol_bytes))))
-        return opc_error(OPC_ERR_UNSUPPORTED, "cuda forward: codebook matrix size overflows");
-    opc_cuda_cb_matrix m;
-    memset(&m, 0, sizeof m);
-    m.rows = h->rows, m.cols = h->cols, m.bits = h->bits, m.k = h->k;
-    m.row_bytes = h->row_bytes, m.n_outliers = h->n_outliers;
-    struct {
-        void **dst;
-        const void *src;
-        uint64_t n;
-    } arr[5] = {{(void **)&m.idx, h->idx, idx_bytes},
-                {(void **)&m.codebook, h->codebook, cb_bytes},
-                {(void **)&m.ol_rowptr, h->ol_rowptr, ptr_bytes},
-                {(void **)&m.ol_col, h->ol_col, ol_bytes},
-                {(void **)&m.ol_val, h->ol_val, ol_bytes}};
-    for (int i = 0; i < 5 && st == OPC_OK; i++) {
-        if (arr[i].n == 0) continue;
-        st = opc_cuda_alloc(arr[i].dst, (size_t)arr[i].n);
-        if (st == OPC_OK) st = opc_cuda_to_device(*arr[i].dst, arr[i].src, (size_t)arr[i].n);
-    }
-    if (st != OPC_OK) {
-        opc_cuda_cb_free(&m);
-        return st;
-    }
-    *d = m;
-    return OPC_OK;
+    return opc_cuda_cb_upload_any(h, d);
 }
 
 /* Dequantize a (rows, cols) tensor of any block type on the host, row by row,
@@ -241,9 +212,10 @@ static opc_status prep_weight(opc_cuda_forward *f, const opc_model_desc *d, cons
         st = upload_cb(&t->cb, &w->cb);
         if (st != OPC_OK) return opc_error_wrap(st, "%s: tensor %s: ", f->path, name);
         w->kind = WK_CB;
+        w->rot = t->cb.rot_log2;
         w->cbd = cb_dev(&w->cb);
         f->mem.weights += (uint64_t)rows * t->cb.row_bytes + (uint64_t)rows * (uint64_t)t->cb.k * 2u +
-                          t->cb.n_outliers * 4u;
+                          t->cb.n_outliers * 4u + (uint64_t)rows * (uint64_t)w->cb.gs_stride;
         return OPC_OK;
     }
     w->kind = WK_DENSE;
@@ -306,11 +278,15 @@ static opc_status upload_fused(opc_cuda_forward *f, const opc_cb_matrix *const *
     memset(&m, 0, sizeof m);
     memset(w, 0, sizeof *w);
     m.cols = parts[0]->cols, m.bits = 2, m.row_bytes = parts[0]->row_bytes;
+    m.rot_log2 = parts[0]->rot_log2; /* the caller fuses only parts with equal rotations */
     uint64_t nol = 0;
+    int any_gs = 0;
+    const int64_t ng = opc_cb_groups(m.cols);
     for (int i = 0; i < np; i++) {
         m.rows += parts[i]->rows;
         if (parts[i]->k > m.k) m.k = parts[i]->k;
         nol += parts[i]->n_outliers;
+        any_gs |= parts[i]->gscale != NULL;
     }
     if (nol > 0xFFFFFFFFull)
         return opc_error(OPC_ERR_UNSUPPORTED, "cuda forward: %s: too many outliers to fuse", what);
@@ -319,8 +295,10 @@ static opc_status upload_fused(opc_cuda_forward *f, const opc_cb_matrix *const *
     uint32_t *rp = nol ? (uint32_t *)malloc((size_t)(m.rows + 1) * 4) : NULL;
     uint16_t *oc = nol ? (uint16_t *)malloc((size_t)nol * 2) : NULL;
     uint16_t *ov = nol ? (uint16_t *)malloc((size_t)nol * 2) : NULL;
+    /* a part without group scales gets q = 0 (scale 1) rows */
+    uint8_t *gsc = any_gs ? (uint8_t *)calloc((size_t)m.rows, (size_t)ng) : NULL;
     opc_status st = OPC_OK;
-    if (!idx || !cb || (nol && (!rp || !oc || !ov))) {
+    if (!idx || !cb || (nol && (!rp || !oc || !ov)) || (any_gs && !gsc)) {
         st = opc_error(OPC_ERR_NOMEM, "cuda forward: fusing %s", what);
         goto out;
     }
@@ -330,6 +308,7 @@ static opc_status upload_fused(opc_cuda_forward *f, const opc_cb_matrix *const *
         for (int i = 0; i < np; i++) {
             const opc_cb_matrix *p = parts[i];
             memcpy(idx + r0 * (int64_t)m.row_bytes, p->idx, (size_t)(p->rows * (int64_t)p->row_bytes));
+            if (p->gscale) memcpy(gsc + r0 * ng, p->gscale, (size_t)(p->rows * ng));
             for (int64_t r = 0; r < p->rows; r++)
                 memcpy(cb + (r0 + r) * m.k, p->codebook + r * p->k, (size_t)p->k * 2);
             if (nol) {
@@ -346,17 +325,19 @@ static opc_status upload_fused(opc_cuda_forward *f, const opc_cb_matrix *const *
         if (nol) rp[m.rows] = (uint32_t)o0;
     }
     m.idx = idx, m.codebook = cb, m.n_outliers = nol, m.ol_rowptr = rp, m.ol_col = oc, m.ol_val = ov;
+    m.gscale = gsc;
     st = opc_cuda_cb_upload(&m, &w->cb);
     if (st != OPC_OK) {
         st = opc_error_wrap(st, "%s: %s: ", f->path, what);
         goto out;
     }
     w->kind = WK_CB;
-    w->rows = m.rows, w->cols = m.cols;
+    w->rows = m.rows, w->cols = m.cols, w->rot = m.rot_log2;
     w->cbd = cb_dev(&w->cb);
-    f->mem.weights += (uint64_t)m.rows * m.row_bytes + (uint64_t)m.rows * (uint64_t)m.k * 2u + nol * 4u;
+    f->mem.weights += (uint64_t)m.rows * m.row_bytes + (uint64_t)m.rows * (uint64_t)m.k * 2u + nol * 4u +
+                      (uint64_t)m.rows * (uint64_t)w->cb.gs_stride;
 out:
-    free(idx), free(cb), free(rp), free(oc), free(ov);
+    free(idx), free(cb), free(rp), free(oc), free(ov), free(gsc);
     return st;
 }
 
@@ -420,6 +401,14 @@ extern "C" opc_status opc_cuda_forward_init(opc_cuda_forward **out, const opc_mo
     f->kv_dim = c->n_kv_heads * c->head_dim;
     const char *env = getenv("OPC_CUDA_GRAPH");
     f->use_graph = !(env && !strcmp(env, "0"));
+    /* Programmatic dependent launch for the norms, RoPE, attention, SwiGLU and
+     * rotations (the GEMVs always use it). H200 decode, same run: 8B shape
+     * 356 -> 375 tok/s, SmolLM2 (dim 576) 758 -> 707: on for wide models
+     * only. OPC_CUDA_PDL_OPS=0/1 overrides; OPC_CUDA_PDL=0 turns all PDL off. */
+    env = getenv("OPC_CUDA_PDL_OPS");
+    const char *env_all = getenv("OPC_CUDA_PDL");
+    f->pdl_ops = env ? !strcmp(env, "1") : c->dim >= 2048;
+    if (env_all && !strcmp(env_all, "0")) f->pdl_ops = 0;
     const int64_t dim = c->dim, hid = c->hidden_dim, qd = f->q_dim, kvd = f->kv_dim;
     const int64_t vocab = c->vocab_size, hd = c->head_dim;
     const uint64_t B = (uint64_t)f->max_batch;
@@ -474,8 +463,12 @@ extern "C" opc_status opc_cuda_forward_init(opc_cuda_forward **out, const opc_mo
             snprintf(name, sizeof name, "blk.%d.%s.weight", l, g_wname[w]);
             if ((st = cb2_part(f, d, name, shp[w][0], shp[w][1], &part[w])) != OPC_OK) goto fail;
         }
-        const int fuse_qkv = part[W_Q] && part[W_K] && part[W_V] && !getenv("OPC_CUDA_NO_FUSE");
-        const int fuse_gu = part[W_GATE] && part[W_UP] && !getenv("OPC_CUDA_NO_FUSE");
+        /* fused parts share one input, so they must share its rotation too */
+        const int fuse_qkv = part[W_Q] && part[W_K] && part[W_V] && !getenv("OPC_CUDA_NO_FUSE") &&
+                             part[W_K]->rot_log2 == part[W_Q]->rot_log2 &&
+                             part[W_V]->rot_log2 == part[W_Q]->rot_log2;
+        const int fuse_gu = part[W_GATE] && part[W_UP] && !getenv("OPC_CUDA_NO_FUSE") &&
+                            part[W_UP]->rot_log2 == part[W_GATE]->rot_log2;
         if (fuse_qkv) {
             snprintf(name, sizeof name, "blk.%d.attn_qkv", l);
             if ((st = upload_fused(f, part + W_Q, 3, name, &L->qkv)) != OPC_OK) goto fail;
@@ -553,8 +546,30 @@ extern "C" opc_status opc_cuda_forward_init(opc_cuda_forward **out, const opc_mo
         f->splits_max = (int)(((int64_t)ctx + ch - 1) / ch);
     }
 
+    /* rotations: every rotated matrix's block size prepared (shared memory
+     * limits are raised here, never during a graph capture) */
+    {
+        const gweight *all[2] = {&f->embd, &f->head};
+        for (int i = 0; i < 2; i++)
+            if (all[i]->kind == WK_CB && all[i]->rot && (e = rotate_prepare(all[i]->rot)) != cudaSuccess) {
+                st = cuda_err(e, "rotation kernel");
+                goto fail;
+            }
+        for (int32_t l = 0; l < c->n_layers; l++) {
+            glayer *L = &f->layers[l];
+            const gweight *ws[W_COUNT + 2] = {&L->qkv, &L->gate_up};
+            for (int w = 0; w < W_COUNT; w++) ws[2 + w] = &L->w[w];
+            for (int w = 0; w < W_COUNT + 2; w++)
+                if (ws[w]->kind == WK_CB && ws[w]->rot && (e = rotate_prepare(ws[w]->rot)) != cudaSuccess) {
+                    st = cuda_err(e, "rotation kernel");
+                    goto fail;
+                }
+        }
+    }
+
     /* activations */
     {
+        const int64_t maxc = dim > qd ? (dim > hid ? dim : hid) : (qd > hid ? qd : hid);
         const uint64_t B8 = B < GBIG_MAX_BATCH ? B : GBIG_MAX_BATCH;
         const uint64_t npart = B8 * (uint64_t)c->n_heads * (uint64_t)f->splits_max * (uint64_t)(hd + 2);
         struct {
@@ -565,6 +580,8 @@ extern "C" opc_status opc_cuda_forward_init(opc_cuda_forward **out, const opc_mo
                     {(void **)&f->xb32, B * dim * 4, "xb"},
                     {(void **)&f->xb16, B * dim * 2, "xb16"},
                     {(void **)&f->qkv, B * (qd + 2 * kvd) * 4, "qkv"},
+                    {(void **)&f->xr32, B * (uint64_t)maxc * 4, "rotated input"},
+                    {(void **)&f->xr16, B * (uint64_t)maxc * 2, "rotated input fp16"},
                     {(void **)&f->att32, B * qd * 4, "att"},
                     {(void **)&f->att16, B * qd * 2, "att16"},
                     {(void **)&f->xo, B * dim * 4, "xo"},
@@ -610,8 +627,22 @@ extern "C" opc_cuda_forward_mem opc_cuda_forward_memory(const opc_cuda_forward *
  * fp32 (GEMV kernels) and fp16 (cuBLAS). */
 static opc_status linear(opc_cuda_forward *f, const gweight *w, const float *x32, const __half *x16,
                          int n, float *y) {
+    if (w->kind == WK_CB && w->rot > 0) {
+        /* a rotated matrix multiplies R^T x (cb.h). xr holds the rotation of
+         * xr_src (made by a fused norm, or by an earlier linear() on the same
+         * input: q/k/v and gate/up when not fused); every producer of an
+         * input invalidates it (xr_src = NULL) before writing. */
+        if (!(f->xr_src == x32 && f->xr_rot == w->rot && f->xr_n == n)) {
+            rotate(x32, f->xr32, f->xr16, n, (int)w->cols, w->rot, 0, f->stream);
+            opc_status st = kcheck("input rotation");
+            if (st != OPC_OK) return st;
+            f->xr_src = x32, f->xr_rot = w->rot, f->xr_n = n;
+        }
+        x32 = f->xr32, x16 = f->xr16;
+    }
     if (w->kind == WK_CB && n <= GBIG_MAX_BATCH) {
-        if (w->cb.bits == 2) return opc_cuda_cb_gemv(&w->cb, x32, n, y, f->stream);
+        if (w->cb.bits == 2)
+            return opc_cuda_cb_gemv_x16(&w->cb, x32, reinterpret_cast<const uint16_t *>(x16), n, y, f->stream);
         cb_gemv_generic(w->cbd, x32, n, y, f->stream);
         return kcheck("codebook gemv");
     }
@@ -635,6 +666,21 @@ static opc_status linear(opc_cuda_forward *f, const gweight *w, const float *x32
     return bs == CUBLAS_STATUS_SUCCESS ? OPC_OK : blas_err(bs, "cublasGemmEx");
 }
 
+/* x (+)= xo; xb32/xb16 = rmsnorm(x) * w. When the first matrix this input
+ * feeds is rotated (and the block size suits the fused kernel), the same
+ * launch also writes its rotated copy into xr (linear() then reuses it). */
+static void norm_for(opc_cuda_forward *f, const float *xo, const float *w, const gweight *next, int n) {
+    const opc_config *c = &f->cfg;
+    f->xr_src = NULL; /* xb is rewritten */
+    const int rot = next && next->kind == WK_CB ? next->rot : 0;
+    if (rot > 0 && add_rmsnorm_rot_ok(c->dim, rot)) {
+        add_rmsnorm_rot(f->x, xo, w, f->xb32, f->xb16, n, c->dim, c->rms_eps, rot, f->xr32, f->xr16, f->stream);
+        f->xr_src = f->xb32, f->xr_rot = rot, f->xr_n = n;
+    } else {
+        add_rmsnorm(f->x, xo, w, f->xb32, f->xb16, n, c->dim, c->rms_eps, f->stream);
+    }
+}
+
 /* One slice of n <= max_batch tokens whose position and ids are already in
  * d_in. Only queues work on f->stream (also while a graph is captured). */
 static opc_status forward_slice(opc_cuda_forward *f, int n, opc_logits_mode mode) {
@@ -643,17 +689,20 @@ static opc_status forward_slice(opc_cuda_forward *f, int n, opc_logits_mode mode
     const int32_t *d_pos = f->d_in, *d_tok = f->d_in + 1;
     cudaStream_t s = f->stream;
     const int splits = n <= GBIG_MAX_BATCH ? f->splits_max : 1;
+    set_pdl_ops(f->pdl_ops);
     const int chunk = splits == 1 ? f->ctx : f->chunk;
     opc_status st;
 
     embed(f->embd.kind == WK_DENSE ? f->embd.w16 : NULL, f->embd.kind == WK_CB ? &f->embd.cbd : NULL,
           d_tok, n, dim, f->x, s);
+    if (f->embd.kind == WK_CB && f->embd.rot > 0) /* a lookup wants the original basis */
+        rotate(f->x, f->x, NULL, n, dim, f->embd.rot, 1, s);
     if ((st = kcheck("embedding")) != OPC_OK) return st;
     const float *pending = NULL; /* ffn output of the previous layer, added in the next norm */
     for (int l = 0; l < c->n_layers; l++) {
         glayer *L = &f->layers[l];
         __half *kc = f->kcache + (int64_t)l * f->ctx * kvd, *vc = f->vcache + (int64_t)l * f->ctx * kvd;
-        add_rmsnorm(f->x, pending, L->attn_norm, f->xb32, f->xb16, n, dim, c->rms_eps, s);
+        norm_for(f, pending, L->attn_norm, L->qkv.kind ? &L->qkv : &L->w[W_Q], n);
         if ((st = kcheck("rmsnorm")) != OPC_OK) return st;
         float *q = f->qkv, *k, *v;
         int ldq, ldkv;
@@ -669,11 +718,12 @@ static opc_status forward_slice(opc_cuda_forward *f, int n, opc_logits_mode mode
         rope_store_kv(q, ldq, k, v, ldkv, L->bq, L->bk, L->bv, f->rope_cos, f->rope_sin, kc, vc, d_pos,
                       n, c->n_heads, c->n_kv_heads, c->head_dim, s);
         if ((st = kcheck("rope")) != OPC_OK) return st;
+        f->xr_src = NULL; /* (att32 is only ever rotated by linear(): no stale copy, but stay uniform) */
         attention(q, ldq, kc, vc, d_pos, n, c->n_heads, c->n_kv_heads, c->head_dim, splits, chunk,
                   f->part, f->att32, f->att16, s);
         if ((st = kcheck("attention")) != OPC_OK) return st;
         if ((st = linear(f, &L->w[W_O], f->att32, f->att16, n, f->xo)) != OPC_OK) return st;
-        add_rmsnorm(f->x, f->xo, L->ffn_norm, f->xb32, f->xb16, n, dim, c->rms_eps, s);
+        norm_for(f, f->xo, L->ffn_norm, L->gate_up.kind ? &L->gate_up : &L->w[W_GATE], n);
         if ((st = kcheck("rmsnorm")) != OPC_OK) return st;
         const float *g = f->gu, *u;
         int ldg;
@@ -686,13 +736,20 @@ static opc_status forward_slice(opc_cuda_forward *f, int n, opc_logits_mode mode
             if ((st = linear(f, &L->w[W_UP], f->xb32, f->xb16, n, f->gu + (int64_t)f->max_batch * hid)) != OPC_OK)
                 return st;
         }
-        swiglu(f->hb, f->hb16, g, u, ldg, n, hid, s);
+        f->xr_src = NULL;
+        const gweight *wd = &L->w[W_DOWN];
+        if (wd->kind == WK_CB && wd->rot > 0 && swiglu_rot_ok(hid, wd->rot)) { /* fused: no separate rotation */
+            swiglu_rot(f->hb, f->hb16, g, u, ldg, n, hid, wd->rot, f->xr32, f->xr16, s);
+            f->xr_src = f->hb, f->xr_rot = wd->rot, f->xr_n = n;
+        } else {
+            swiglu(f->hb, f->hb16, g, u, ldg, n, hid, s);
+        }
         if ((st = kcheck("swiglu")) != OPC_OK) return st;
         if ((st = linear(f, &L->w[W_DOWN], f->hb, f->hb16, n, f->xo)) != OPC_OK) return st;
         pending = f->xo;
     }
     if (mode == OPC_LOGITS_NONE) return OPC_OK;
-    add_rmsnorm(f->x, pending, f->out_norm, f->xb32, f->xb16, n, dim, c->rms_eps, s);
+    norm_for(f, pending, f->out_norm, mode == OPC_LOGITS_LAST && n > 1 ? NULL : &f->head, n);
     if ((st = kcheck("output norm")) != OPC_OK) return st;
     const int first = mode == OPC_LOGITS_LAST ? n - 1 : 0;
     return linear(f, &f->head, f->xb32 + (int64_t)first * dim, f->xb16 + (int64_t)first * dim,

@@ -23,8 +23,19 @@
  *     on the host to fp16, multiplied with cuBLAS (cublasGemmEx, fp32 accumulate).
  *   - norms and biases fp32; RoPE tables fp32, computed exactly as the CPU path;
  *     KV cache fp16 (n_layers, ctx, n_kv_heads*head_dim) for K and for V.
+ *   - group scales (cb.h gscale) and rotated inputs (rot_log2) of codebook
+ *     weights: every kernel applies the scales; a rotated matrix multiplies
+ *     R^T x, made by a fast Walsh-Hadamard kernel (ops.cu rotate) once per
+ *     distinct input (fused Q|K|V and gate|up share one, and fuse only when
+ *     their rotations agree); a rotated codebook embedding is rotated back
+ *     after the lookup, as on the CPU.
  * Activations are fp32 between operations; inputs of a cuBLAS multiply are
- * rounded to fp16.
+ * rounded to fp16. The 2-bit GEMVs are launched with programmatic dependent
+ * launch (Hopper; OPC_CUDA_PDL=0 turns it off): their blocks start while the
+ * previous kernel runs, fetch weights, and wait for it before reading
+ * activations (OPC_CUDA_PDL_OPS=1 does the same for the small kernels). When
+ * a norm or SwiGLU feeds a rotated matrix, it writes the rotated copy in the
+ * same launch.
  *
  * Decode steps (n == 1) are captured once in a CUDA graph and replayed
  * (positions and tokens are read from device memory), unless disabled with

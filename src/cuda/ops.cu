@@ -11,8 +11,12 @@
  */
 #include "ops.cuh"
 
+#include <limits.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include <utility>
 
 namespace opc_cudafwd {
 
@@ -23,6 +27,8 @@ CbDev cb_dev(const opc_cuda_cb_matrix *m) {
     d.ol_rowptr = m->n_outliers ? m->ol_rowptr : NULL;
     d.ol_col = m->ol_col;
     d.ol_val = reinterpret_cast<const __half *>(m->ol_val);
+    d.gscale = m->gscale;
+    d.gs_stride = m->gscale ? m->gs_stride : 0;
     d.rows = m->rows, d.cols = m->cols;
     d.row_bytes = (int64_t)m->row_bytes;
     d.bits = m->bits, d.k = m->k;
@@ -40,12 +46,106 @@ __device__ __forceinline__ float warp_sum(float v) {
     return v;
 }
 
+/* Group scale of (row r, column c): cb.h opc_cb_scale(q) = 2^(-q/16); 1 without scales.
+ * exp2f is within 2 ulp of the exact fp32 value the CPU reference uses. */
+__device__ __forceinline__ float cb_gscale(const CbDev &m, int64_t r, int64_t c) {
+    return m.gscale ? exp2f((float)m.gscale[r * m.gs_stride + (c >> 6)] * -0.0625f) : 1.0f;
+}
+
+/* Programmatic dependent launch (Hopper): let the next kernel in the stream
+ * be scheduled now. The codebook GEMVs are launched with the PDL attribute:
+ * their blocks become resident while this kernel runs and fetch their
+ * weights (which no kernel writes) before they wait (griddepcontrol.wait)
+ * for this grid to complete. Kernels launched normally ignore it. */
+__device__ __forceinline__ void pdl_trigger(void) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+/* ... and wait, before touching any memory another kernel writes, until the
+ * previous grid in the stream has completed (a no-op when this kernel was
+ * launched without the PDL attribute). */
+__device__ __forceinline__ void pdl_wait(void) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+/* Launch, with the programmatic-stream-serialization attribute when this
+ * thread's set_pdl_ops() said so: then the kernel's blocks may be scheduled
+ * as soon as the previous kernel's blocks have all triggered, and each of
+ * these kernels starts with pdl_trigger(); pdl_wait();. (The codebook GEMVs,
+ * which have weights to fetch before they wait, always use PDL: cb_gemv.cu.)
+ * Errors are left for cudaGetLastError(). */
+static thread_local int t_pdl_ops = 0;
+void set_pdl_ops(int on) { t_pdl_ops = on != 0; }
+static int pdl_enabled(void) { return t_pdl_ops; }
+template <typename... KArgs, typename... Args>
+static void launch_k(void (*kern)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t s, Args &&...args) {
+    cudaLaunchConfig_t cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.gridDim = grid, cfg.blockDim = block, cfg.dynamicSmemBytes = smem, cfg.stream = s;
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = at, cfg.numAttrs = pdl_enabled() ? 1 : 0;
+    cudaLaunchKernelEx(&cfg, kern, std::forward<Args>(args)...);
+}
+
 /* Index of column c of a packed row (cb.h layout), device version of opc_cb_get_index. */
 __device__ __forceinline__ unsigned cb_index(const uint8_t *row, int bits, int64_t c) {
     const int64_t g = c >> 6;
     const int j = (int)(c & 63);
     if (bits == 2) return (row[g * 16 + (j & 15)] >> (2 * (j >> 4))) & 3u;
     return (row[g * 32 + (j & 31)] >> (4 * (j >> 5))) & 15u;
+}
+
+/* Sign of column c (cb.h opc_cb_rot_sign) for the 64 columns of group c >> 6,
+ * as a bit mask: bit j set = column 64*(c>>6) + j is negated. */
+__device__ __forceinline__ uint64_t rot_sign_bits(int64_t c) {
+    uint64_t z = ((uint64_t)(c >> 6) + 1u) * 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/* Butterflies of a normalized Walsh-Hadamard transform over the index bits
+ * above the E values a thread holds: lane bits by shuffles, then warp bits
+ * through `sm` ([i][tid] layout with `stride` >= the active threads, so
+ * E*stride floats: conflict-free), one barrier pair per bit. Each run of T
+ * threads holds consecutive E-value pieces of one rotation block of T*E
+ * columns; every thread of the CUDA block must call this (barriers), and
+ * `active` says whether this one holds values. T is a power of two. */
+template <int E>
+__device__ __forceinline__ void fwht_cross(float (&v)[E], int tid, int T, bool active, float *sm, int stride) {
+    const int lane = tid & 31;
+    if (active) {
+        const unsigned mask = T >= 32 ? 0xffffffffu : (1u << T) - 1u;
+        for (int hl = 1; hl < 32 && hl < T; hl *= 2) {
+            const bool up = lane & hl;
+#pragma unroll
+            for (int i = 0; i < E; i++) {
+                const float o = __shfl_xor_sync(mask, v[i], hl);
+                v[i] = up ? o - v[i] : v[i] + o;
+            }
+        }
+    }
+    for (int hw = 32; hw < T; hw *= 2) {
+        if (active)
+#pragma unroll
+            for (int i = 0; i < E; i++) sm[i * stride + tid] = v[i];
+        __syncthreads();
+        if (active) {
+            const bool up = tid & hw;
+#pragma unroll
+            for (int i = 0; i < E; i++) {
+                const float o = sm[i * stride + (tid ^ hw)];
+                v[i] = up ? o - v[i] : v[i] + o;
+            }
+        }
+        __syncthreads();
+    }
 }
 
 /* -------------------------------------------------------------- RMSNorm -- */
@@ -59,7 +159,9 @@ constexpr int kNormThreads = 1024, kNormPer = 8;
 
 __global__ void __launch_bounds__(kNormThreads)
     k_add_rmsnorm(float *x, const float *xo, const float *w, float *out32, __half *out16, int dim,
-                  float eps) {
+                  float eps, int rot_log2, float *rot32, __half *rot16) {
+    pdl_trigger();
+    pdl_wait();
     const int64_t t = blockIdx.x;
     float *xr = x + t * dim;
     float v[kNormPer];
@@ -92,6 +194,11 @@ __global__ void __launch_bounds__(kNormThreads)
     }
     __syncthreads();
     const float scale = rsqrtf(red[0] / (float)dim + eps);
+    /* rot_log2 > 0: also the rotated row (cb.h opc_cb_rotate) for the rotated
+     * matrices this norm feeds, without a separate launch: values go through
+     * shared memory (one pad word per 16, conflict-free both ways) to 16
+     * consecutive values per thread, then the same butterflies as k_rotate. */
+    extern __shared__ float rs[]; /* (dim / 16 * 17) when rot_log2 > 0, else none */
 #pragma unroll
     for (int j = 0; j < kNormPer; j++) {
         const int i = threadIdx.x + j * kNormThreads;
@@ -99,25 +206,79 @@ __global__ void __launch_bounds__(kNormThreads)
             const float o = w[i] * (v[j] * scale);
             if (out32) out32[t * dim + i] = o;
             if (out16) out16[t * dim + i] = __float2half_rn(o);
+            if (rot_log2) rs[i + (i >> 4)] = o;
+        }
+    }
+    if (!rot_log2) return; /* block-uniform */
+    __syncthreads();
+    constexpr int E = 16;
+    const int tid = threadIdx.x, T = (1 << rot_log2) / E;
+    const bool active = tid < dim / E;
+    const int c0 = tid * E;
+    float r[E] = {};
+    uint64_t sg = 0;
+    if (active) {
+        sg = rot_sign_bits(c0) >> (c0 & 63);
+#pragma unroll
+        for (int i = 0; i < E; i++) {
+            r[i] = rs[tid * 17 + i];
+            if ((sg >> i) & 1u) r[i] = -r[i];
+        }
+#pragma unroll
+        for (int h = 1; h < E; h *= 2)
+#pragma unroll
+            for (int i = 0; i < E; i++)
+                if (!(i & h)) {
+                    const float a = r[i], d = r[i + h];
+                    r[i] = a + d, r[i + h] = a - d;
+                }
+    }
+    __syncthreads(); /* rs is reused by the warp-bit stages */
+    fwht_cross<E>(r, tid, T, active, rs, dim / E); /* [i][tid] over the dim/E active threads */
+    if (active) {
+        const float norm = rsqrtf((float)(1 << rot_log2));
+#pragma unroll
+        for (int i = 0; i < E; i += 4) {
+            const float4 f = make_float4(r[i] * norm, r[i + 1] * norm, r[i + 2] * norm, r[i + 3] * norm);
+            *reinterpret_cast<float4 *>(rot32 + t * dim + c0 + i) = f;
+            const __half2 a = __floats2half2_rn(f.x, f.y), b = __floats2half2_rn(f.z, f.w);
+            uint2 u;
+            u.x = *reinterpret_cast<const uint32_t *>(&a), u.y = *reinterpret_cast<const uint32_t *>(&b);
+            *reinterpret_cast<uint2 *>(rot16 + t * dim + c0 + i) = u;
         }
     }
 }
 
 void add_rmsnorm(float *x, const float *xo, const float *w, float *out32, __half *out16, int n,
                  int dim, float eps, cudaStream_t s) {
-    k_add_rmsnorm<<<n, kNormThreads, 0, s>>>(x, xo, w, out32, out16, dim, eps);
+    launch_k(k_add_rmsnorm, n, kNormThreads, 0, s, x, xo, w, out32, out16, dim, eps, 0, (float *)NULL,
+             (__half *)NULL);
+}
+
+int add_rmsnorm_rot_ok(int dim, int log2) {
+    /* dim <= 8192: the staging buffer (dim/16*17 floats) stays under 48 KB */
+    return log2 >= 4 && (1 << log2) <= dim && dim % (1 << log2) == 0 && dim <= kNormThreads * kNormPer;
+}
+
+void add_rmsnorm_rot(float *x, const float *xo, const float *w, float *out32, __half *out16, int n, int dim,
+                     float eps, int log2, float *rot32, __half *rot16, cudaStream_t s) {
+    launch_k(k_add_rmsnorm, n, kNormThreads, (size_t)dim / 16 * 17 * 4, s, x, xo, w, out32, out16, dim, eps, log2,
+             rot32, rot16);
 }
 
 /* ------------------------------------------------------------ embedding -- */
 
 __global__ void k_embed(const __half *table, CbDev cb, int use_cb, const int32_t *tok, int n,
                         int dim, float *x) {
+    pdl_trigger();
+    pdl_wait();
     const int t = blockIdx.y;
     const int64_t r = tok[t];
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < dim; i += gridDim.x * blockDim.x) {
         float v;
         if (use_cb) {
-            v = __half2float(cb.codebook[r * cb.k + cb_index(cb.idx + r * cb.row_bytes, cb.bits, i)]);
+            v = __half2float(cb.codebook[r * cb.k + cb_index(cb.idx + r * cb.row_bytes, cb.bits, i)]) *
+                cb_gscale(cb, r, i);
         } else {
             v = __half2float(table[r * dim + i]);
         }
@@ -145,7 +306,7 @@ void embed(const __half *table, const CbDev *cb, const int32_t *tok_dev, int n, 
     /* With outliers one block per token writes the whole row, so the
      * block-local barrier orders the plain values before the deltas. */
     const unsigned bx = (cb && cb->ol_rowptr) ? 1u : (unsigned)((dim + 255) / 256);
-    k_embed<<<dim3(bx, (unsigned)n), 256, 0, s>>>(table, d, cb != NULL, tok_dev, n, dim, x);
+    launch_k(k_embed, dim3(bx, (unsigned)n), 256, 0, s, table, d, cb != NULL, tok_dev, n, dim, x);
 }
 
 /* ----------------------------------------------------- codebook dequant -- */
@@ -176,11 +337,13 @@ __global__ void k_cb_dequant(CbDev m, __half *out, int vec) {
         /* b0 is a multiple of 8 and rows/groups are 16-byte aligned */
         const uint2 raw = *reinterpret_cast<const uint2 *>(src);
         const __half *cb = m.codebook + r * m.k;
+        const float sc = cb_gscale(m, r, c0); /* the 8 columns share one 64-column group */
         __align__(16) __half v[8];
 #pragma unroll
         for (int j = 0; j < 8; j++) {
             const unsigned byte = ((j < 4 ? raw.x : raw.y) >> (8 * (j & 3))) & 0xFFu;
-            v[j] = cb[(byte >> shift) & mask];
+            v[j] = m.gscale ? __float2half_rn(__half2float(cb[(byte >> shift) & mask]) * sc)
+                            : cb[(byte >> shift) & mask];
         }
         __half *o = out + r * m.cols + c0;
         if (vec && c0 + 8 <= m.cols) {
@@ -223,7 +386,7 @@ __global__ void k_cb_gemv_generic(CbDev m, const float *x, int nb, float *y) {
 #pragma unroll
     for (int b = 0; b < 8; b++) acc[b] = 0.f;
     for (int64_t c = lane; c < m.cols; c += 32) {
-        const float w = __half2float(cb[cb_index(row, m.bits, c)]);
+        const float w = __half2float(cb[cb_index(row, m.bits, c)]) * cb_gscale(m, r, c);
 #pragma unroll
         for (int b = 0; b < 8; b++)
             if (b < nb) acc[b] += w * x[(int64_t)b * m.cols + c];
@@ -254,6 +417,8 @@ __global__ void k_rope_store_kv(float *q, int ldq, const float *k, const float *
                                 const float *bk, const float *bv, const float *rc, const float *rs,
                                 __half *kc, __half *vc, const int32_t *pos_dev, int n_heads,
                                 int n_kv, int hd) {
+    pdl_trigger();
+    pdl_wait();
     const int t = blockIdx.y;
     const int64_t p = (int64_t)*pos_dev + t;
     const int half = hd / 2, kvd = n_kv * hd;
@@ -293,7 +458,7 @@ void rope_store_kv(float *q, int ldq, const float *k, const float *v, int ldkv, 
     /* one item (a rotary pair of q or k, or a v element) per thread: a
      * single block looping over them was latency-bound (9.5 us at 8B shape) */
     const int items = n_heads * (hd / 2) + n_kv * (hd / 2) + n_kv * hd;
-    k_rope_store_kv<<<dim3((unsigned)((items + 127) / 128), (unsigned)n), 128, 0, s>>>(q, ldq, k, v, ldkv, bq, bk, bv, rope_cos, rope_sin, kc, vc, pos_dev,
+    launch_k(k_rope_store_kv, dim3((unsigned)((items + 127) / 128), (unsigned)n), 128, 0, s, q, ldq, k, v, ldkv, bq, bk, bv, rope_cos, rope_sin, kc, vc, pos_dev,
                                       n_heads, n_kv, hd);
 }
 
@@ -310,6 +475,8 @@ __global__ void __launch_bounds__(kAttnWarps * 32)
     k_attention(const float *q, int ldq, const __half *kc, const __half *vc, const int32_t *pos_dev,
                 int n_heads, int n_kv, int hd, int splits, int chunk, float *part, float *out32,
                 __half *out16) {
+    pdl_trigger();
+    pdl_wait();
     const int h = blockIdx.x, t = blockIdx.y, sp = blockIdx.z;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int qd = n_heads * hd, kvd = n_kv * hd;
@@ -385,6 +552,8 @@ __global__ void __launch_bounds__(kAttnWarps * 32)
 /* Merge the splits of one (head, token): thread d owns output element d. */
 __global__ void k_attention_merge(const float *part, int n_heads, int hd, int splits, float *out32,
                                   __half *out16) {
+    pdl_trigger();
+    pdl_wait();
     const int h = blockIdx.x, t = blockIdx.y;
     const float *pp = part + ((int64_t)t * n_heads + h) * splits * (hd + 2);
     float M = -INFINITY;
@@ -411,22 +580,127 @@ void attention(const float *q, int ldq, const __half *kc, const __half *vc, cons
     const int th = kAttnWarps * 32;
     const int vpl = (hd + 31) / 32;
     if (vpl <= 1)
-        k_attention<1><<<grid, th, 0, s>>>(q, ldq, kc, vc, pos_dev, n_heads, n_kv, hd, splits, chunk, part, out32, out16);
+        launch_k(k_attention<1>, grid, th, 0, s, q, ldq, kc, vc, pos_dev, n_heads, n_kv, hd, splits, chunk, part, out32, out16);
     else if (vpl <= 2)
-        k_attention<2><<<grid, th, 0, s>>>(q, ldq, kc, vc, pos_dev, n_heads, n_kv, hd, splits, chunk, part, out32, out16);
+        launch_k(k_attention<2>, grid, th, 0, s, q, ldq, kc, vc, pos_dev, n_heads, n_kv, hd, splits, chunk, part, out32, out16);
     else if (vpl <= 4)
-        k_attention<4><<<grid, th, 0, s>>>(q, ldq, kc, vc, pos_dev, n_heads, n_kv, hd, splits, chunk, part, out32, out16);
+        launch_k(k_attention<4>, grid, th, 0, s, q, ldq, kc, vc, pos_dev, n_heads, n_kv, hd, splits, chunk, part, out32, out16);
     else
-        k_attention<8><<<grid, th, 0, s>>>(q, ldq, kc, vc, pos_dev, n_heads, n_kv, hd, splits, chunk, part, out32, out16);
+        launch_k(k_attention<8>, grid, th, 0, s, q, ldq, kc, vc, pos_dev, n_heads, n_kv, hd, splits, chunk, part, out32, out16);
     if (splits > 1)
-        k_attention_merge<<<dim3((unsigned)n_heads, (unsigned)n), hd < 128 ? 128 : 256, 0, s>>>(
+        launch_k(k_attention_merge, dim3((unsigned)n_heads, (unsigned)n), hd < 128 ? 128 : 256, 0, s, 
             part, n_heads, hd, splits, out32, out16);
+}
+
+/* ------------------------------------------------------------- rotation -- */
+
+/*
+ * One block per (rotation block of b = 2^log2 columns, token). Thread i holds
+ * E = 2^le consecutive values (E <= 64 and E-aligned, so one sign word covers
+ * them) in registers; the butterflies over index bits [0, le) run in
+ * registers, bits [le, le+5) across the lanes of a warp (shuffles), and only
+ * the bits above that (the warp index) go through shared memory, one barrier
+ * pair per bit. So a 4096-column block (E = 16, 8 warps) needs 3 barrier
+ * pairs instead of 12 (a first, all-shared-memory version had 12).
+ */
+template <int E>
+__global__ void __launch_bounds__(512) /* <= 512 threads: up to 128 registers for E = 64 */
+    k_rotate(const float *in, float *out32, __half *out16, int cols, int log2, int inverse, int vec) {
+    pdl_trigger();
+    pdl_wait();
+    extern __shared__ float rot_smem[]; /* (b) */
+    const int b = 1 << log2, T = b / E;
+    const int tid = threadIdx.x;
+    const int64_t c0 = (int64_t)blockIdx.x * b + (int64_t)tid * E; /* first column of this thread */
+    const int64_t row = (int64_t)blockIdx.y * cols;
+    const uint64_t sg = rot_sign_bits(c0) >> (c0 & 63);
+    float v[E];
+    if (E >= 4 && vec) { /* 16-byte loads: rows stay 16-byte aligned */
+#pragma unroll
+        for (int i = 0; i < E; i += 4) {
+            const float4 f = *reinterpret_cast<const float4 *>(in + row + c0 + i);
+            v[i] = f.x, v[(i + 1) % E] = f.y, v[(i + 2) % E] = f.z, v[(i + 3) % E] = f.w;
+        }
+    } else {
+#pragma unroll
+        for (int i = 0; i < E; i++) v[i] = in[row + c0 + i];
+    }
+#pragma unroll
+    for (int i = 0; i < E; i++)
+        if (!inverse && ((sg >> i) & 1u)) v[i] = -v[i];
+#pragma unroll
+    for (int h = 1; h < E; h *= 2)
+#pragma unroll
+        for (int i = 0; i < E; i++)
+            if (!(i & h)) {
+                const float a = v[i], d = v[i + h];
+                v[i] = a + d, v[i + h] = a - d;
+            }
+    fwht_cross<E>(v, tid, T, true, rot_smem, T);
+    const float norm = rsqrtf((float)b);
+#pragma unroll
+    for (int i = 0; i < E; i++) {
+        v[i] *= norm;
+        if (inverse && ((sg >> i) & 1u)) v[i] = -v[i];
+    }
+    if (E >= 4 && vec) {
+#pragma unroll
+        for (int i = 0; i < E; i += 4) {
+            *reinterpret_cast<float4 *>(out32 + row + c0 + i) =
+                make_float4(v[i], v[(i + 1) % E], v[(i + 2) % E], v[(i + 3) % E]);
+            if (out16) {
+                const __half2 a = __floats2half2_rn(v[i], v[(i + 1) % E]);
+                const __half2 b2 = __floats2half2_rn(v[(i + 2) % E], v[(i + 3) % E]);
+                uint2 u;
+                u.x = *reinterpret_cast<const uint32_t *>(&a), u.y = *reinterpret_cast<const uint32_t *>(&b2);
+                *reinterpret_cast<uint2 *>(out16 + row + c0 + i) = u;
+            }
+        }
+    } else {
+#pragma unroll
+        for (int i = 0; i < E; i++) {
+            out32[row + c0 + i] = v[i];
+            if (out16) out16[row + c0 + i] = __float2half_rn(v[i]);
+        }
+    }
+}
+
+/* E per block size: 16 values per thread up to b = 2^13 (512 threads), then
+ * 32 and 64 so that a block never exceeds 512 threads (1024 threads x 32
+ * values needed more registers than an SM has: launch failure at 2^15). */
+static int rot_e(int log2) { return log2 <= 4 ? (1 << log2) : log2 <= 13 ? 16 : log2 == 14 ? 32 : 64; }
+
+cudaError_t rotate_prepare(int log2) {
+    const int bytes = (1 << log2) * 4;
+    if (bytes <= 48 * 1024) return cudaSuccess;
+    return rot_e(log2) == 32 ? cudaFuncSetAttribute(k_rotate<32>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes)
+                             : cudaFuncSetAttribute(k_rotate<64>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+}
+
+void rotate(const float *in, float *out32, __half *out16, int n, int cols, int log2, int inverse,
+            cudaStream_t s) {
+    const int b = 1 << log2, E = rot_e(log2), T = b / E;
+    const dim3 grid((unsigned)(cols / b), (unsigned)n);
+    const size_t smem = T > 32 ? (size_t)b * 4 : 0;
+    /* 16-byte loads and stores when every row start is aligned */
+    const int vec = cols % 4 == 0 && !((uintptr_t)in & 15) && !((uintptr_t)out32 & 15) && !((uintptr_t)out16 & 7);
+    switch (E) {
+    case 1: launch_k(k_rotate<1>, grid, T, smem, s, in, out32, out16, cols, log2, inverse, vec); break;
+    case 2: launch_k(k_rotate<2>, grid, T, smem, s, in, out32, out16, cols, log2, inverse, vec); break;
+    case 4: launch_k(k_rotate<4>, grid, T, smem, s, in, out32, out16, cols, log2, inverse, vec); break;
+    case 8: launch_k(k_rotate<8>, grid, T, smem, s, in, out32, out16, cols, log2, inverse, vec); break;
+    case 16: launch_k(k_rotate<16>, grid, T, smem, s, in, out32, out16, cols, log2, inverse, vec); break;
+    case 32: launch_k(k_rotate<32>, grid, T, smem, s, in, out32, out16, cols, log2, inverse, vec); break;
+    default: launch_k(k_rotate<64>, grid, T, smem, s, in, out32, out16, cols, log2, inverse, vec); break;
+    }
 }
 
 /* --------------------------------------------------------------- SwiGLU -- */
 
 __global__ void k_swiglu(float *h32, __half *h16, const float *g, const float *u, int ld, int hid,
                          int64_t count) {
+    pdl_trigger();
+    pdl_wait();
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < count;
          i += (int64_t)gridDim.x * blockDim.x) {
         const int64_t gi = (i / hid) * ld + i % hid;
@@ -437,10 +711,74 @@ __global__ void k_swiglu(float *h32, __half *h16, const float *g, const float *u
     }
 }
 
+/* swiglu fused with the rotation of its output (the down projection's input):
+ * one block per (rotation block of 2^log2 columns, token), 16 consecutive
+ * columns per thread, the butterflies of k_rotate. */
+__global__ void __launch_bounds__(512)
+    k_swiglu_rot(float *h32, __half *h16, const float *g, const float *u, int ld, int hid, int log2, float *rot32,
+                 __half *rot16) {
+    pdl_trigger();
+    pdl_wait();
+    extern __shared__ float sw_smem[]; /* (b) when b > 512 */
+    constexpr int E = 16;
+    const int b = 1 << log2, T = b / E, tid = threadIdx.x;
+    const int64_t c0 = (int64_t)blockIdx.x * b + (int64_t)tid * E, t = blockIdx.y;
+    const uint64_t sg = rot_sign_bits(c0) >> (c0 & 63);
+    float v[E];
+#pragma unroll
+    for (int i = 0; i < E; i++) {
+        const float gv = g[t * ld + c0 + i];
+        v[i] = gv / (1.0f + __expf(-gv)) * u[t * ld + c0 + i];
+        h32[t * hid + c0 + i] = v[i];
+        h16[t * hid + c0 + i] = __float2half_rn(v[i]);
+        if ((sg >> i) & 1u) v[i] = -v[i];
+    }
+#pragma unroll
+    for (int h = 1; h < E; h *= 2)
+#pragma unroll
+        for (int i = 0; i < E; i++)
+            if (!(i & h)) {
+                const float a = v[i], d = v[i + h];
+                v[i] = a + d, v[i + h] = a - d;
+            }
+    fwht_cross<E>(v, tid, T, true, sw_smem, T);
+    const float norm = rsqrtf((float)b);
+#pragma unroll
+    for (int i = 0; i < E; i++) {
+        rot32[t * hid + c0 + i] = v[i] * norm;
+        rot16[t * hid + c0 + i] = __float2half_rn(v[i] * norm);
+    }
+}
+
+int swiglu_rot_ok(int hid, int log2) { return log2 >= 4 && log2 <= 13 && hid % (1 << log2) == 0; }
+
+void swiglu_rot(float *h32, __half *h16, const float *g, const float *u, int ld, int n, int hid, int log2,
+                float *rot32, __half *rot16, cudaStream_t s) {
+    const int b = 1 << log2, T = b / 16;
+    launch_k(k_swiglu_rot, dim3((unsigned)(hid / b), (unsigned)n), T, T > 32 ? (size_t)b * 4 : 0, s, h32, h16, g, u,
+             ld, hid, log2, rot32, rot16);
+}
+
 void swiglu(float *h32, __half *h16, const float *g, const float *u, int ld, int n, int hid,
             cudaStream_t s) {
     const int64_t count = (int64_t)n * hid;
-    k_swiglu<<<grid_for(count, 256), 256, 0, s>>>(h32, h16, g, u, ld, hid, count);
+    launch_k(k_swiglu, grid_for(count, 256), 256, 0, s, h32, h16, g, u, ld, hid, count);
 }
 
 } /* namespace opc_cudafwd */
+
+extern "C" opc_status opc_cuda_rotate(const float *x, float *y, int64_t n, int64_t cols, int32_t rot_log2,
+                                      int inverse, opc_cuda_stream stream) {
+    if (!x || !y) return opc_error(OPC_ERR_INVALID_ARG, "opc_cuda_rotate: NULL vector");
+    if (rot_log2 < 1 || rot_log2 > opc_cudafwd::kRotMaxLog2 || cols <= 0 || cols > INT_MAX ||
+        cols % ((int64_t)1 << rot_log2) != 0 || n < 1 || n > 65535)
+        return opc_error(OPC_ERR_INVALID_ARG, "opc_cuda_rotate: %lld x %lld vectors, block 2^%d", (long long)n,
+                         (long long)cols, rot_log2);
+    cudaError_t e = opc_cudafwd::rotate_prepare(rot_log2);
+    if (e == cudaSuccess) {
+        opc_cudafwd::rotate(x, y, NULL, (int)n, (int)cols, rot_log2, inverse, stream);
+        e = cudaGetLastError();
+    }
+    return e == cudaSuccess ? OPC_OK
+                            : opc_error(OPC_ERR_CUDA, "opc_cuda_rotate: %s (%s)", cudaGetErrorString(e), cudaGetErrorName(e));
+}

@@ -27,6 +27,10 @@ constexpr int kMaxHeadDim = 256;
 /* Keys per attention split for decode; see attention() below. */
 constexpr int kAttnWarps = 4;
 
+/* Whether the launchers below use programmatic dependent launch, for the
+ * calling thread (the forward pass sets it per handle before queueing). */
+void set_pdl_ops(int on);
+
 /* Codebook matrix (bits 2 or 4) in device memory, as plain values for kernels. */
 struct CbDev {
     const uint8_t *idx;       /* (rows, row_bytes) */
@@ -34,8 +38,9 @@ struct CbDev {
     const uint32_t *ol_rowptr;/* (rows + 1) or NULL */
     const uint16_t *ol_col;   /* (n_outliers) */
     const __half *ol_val;     /* (n_outliers) */
+    const uint8_t *gscale;    /* (rows, gs_stride) group scale bytes (cb.h), or NULL */
     int64_t rows, cols;
-    int64_t row_bytes;
+    int64_t row_bytes, gs_stride;
     int bits, k;
 };
 CbDev cb_dev(const opc_cuda_cb_matrix *m);
@@ -44,6 +49,13 @@ CbDev cb_dev(const opc_cuda_cb_matrix *m);
  * out32/out16 (n, dim) = x * rsqrt(mean(x^2) + eps) * w. dim <= 8192. */
 void add_rmsnorm(float *x, const float *xo, const float *w, float *out32, __half *out16, int n,
                  int dim, float eps, cudaStream_t s);
+
+/* add_rmsnorm that also writes the rotated rows (rotate(out32, rot32, rot16,
+ * n, dim, log2, 0)) in the same launch. Only where add_rmsnorm_rot_ok():
+ * 2^4 <= 2^log2 <= dim, 2^log2 divides dim; out32 must not be NULL. */
+int add_rmsnorm_rot_ok(int dim, int log2);
+void add_rmsnorm_rot(float *x, const float *xo, const float *w, float *out32, __half *out16, int n, int dim,
+                     float eps, int log2, float *rot32, __half *rot16, cudaStream_t s);
 
 /* Embedding rows for tokens tok_dev (n): x (n, dim) fp32 from a dense fp16
  * table (vocab, dim), or from a codebook matrix (exactly one is non-NULL). */
@@ -76,6 +88,29 @@ void rope_store_kv(float *q, int ldq, const float *k, const float *v, int ldkv, 
 void attention(const float *q, int ldq, const __half *kc, const __half *vc, const int32_t *pos_dev, int n,
                int n_heads, int n_kv, int hd, int splits, int chunk, float *part, float *out32,
                __half *out16, cudaStream_t s);
+
+/* Largest rotation block rotate() takes: 2^15 columns (cb.h's maximum),
+ * one block of shared memory per rotation block (128 KB at the maximum). */
+constexpr int kRotMaxLog2 = 15;
+/* Raise rotate()'s shared-memory limit for blocks of 2^log2 columns; once,
+ * before any graph capture. Returns the CUDA error, if any. */
+cudaError_t rotate_prepare(int log2);
+
+/* The input rotation of codebook matrices (cb.h opc_cb_rotate), on n rows
+ * of `cols` floats: out32 (n, cols) = R^T in (per block of 2^log2 columns:
+ * signs, fast Walsh-Hadamard transform, 1/sqrt(b)); out16, if not NULL, gets
+ * the same values in fp16. inverse != 0 applies R instead (opc_cb_unrotate:
+ * transform, then signs), e.g. to a looked-up row of a rotated embedding.
+ * in may equal out32. 1 <= log2 <= kRotMaxLog2, cols % 2^log2 == 0. */
+void rotate(const float *in, float *out32, __half *out16, int n, int cols, int log2, int inverse,
+            cudaStream_t s);
+
+/* swiglu() that also writes the rotated rows of h (rotate(h32, rot32, rot16,
+ * n, hid, log2, 0)) in the same launch. Only where swiglu_rot_ok():
+ * 2^4 <= 2^log2 <= 2^13, 2^log2 divides hid. h32 must not alias g. */
+int swiglu_rot_ok(int hid, int log2);
+void swiglu_rot(float *h32, __half *h16, const float *g, const float *u, int ld, int n, int hid, int log2,
+                float *rot32, __half *rot16, cudaStream_t s);
 
 /* h (n, hid) = silu(g) * u into h32 (may alias g when ld == hid) and h16;
  * g and u rows are ld floats apart (ld = 2*hid for a fused gate|up output). */
