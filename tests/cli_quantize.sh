@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # cli_quantize.sh — `opacc1ty quantize` end to end on stories260K: the .bf2
-# opens (info), bad options exit 2 without creating output, and SIGINT
+# opens (info), with group scales and rotation too, bad options exit 2
+# without creating output, and SIGINT
 # during a run exits non-zero leaving no output and no temporary file.
 #   usage: cli_quantize.sh BIN SOURCE_DIR     (exit 77 = skipped)
 set -u
@@ -19,6 +20,21 @@ check "quantize exits 0" "[ $rc = 0 ]"
 check "output exists" "[ -s '$out' ]"
 check "summary has all-in bpw" "grep -q 'bpw all-in' '$tmp/q.log'"
 check "info reads it" "'$bin' info '$out' >'$tmp/info.log' 2>&1 && grep -q 'cb2' '$tmp/info.log'"
+
+# group scales + rotation: written, read back, counted in the all-in bpw
+out2="$tmp/st_gsrot.bf2"
+"$bin" quantize "$model" -o "$out2" --quiet --calib-tokens 64 --threads 1 --group-scales on --rotate on \
+  --rotate-block 32 >"$tmp/q2.log" 2>&1
+rc=$?
+check "quantize --group-scales on --rotate on exits 0" "[ $rc = 0 ] && [ -s '$out2' ]"
+check "summary counts the scales" "grep -q 'scales 0\.[0-9]*[1-9]' '$tmp/q2.log'"
+check "summary names the rotation" "grep -q 'rotation on (blocks up to 32 columns)' '$tmp/q2.log'"
+check "info reads it" "'$bin' info '$out2' >/dev/null 2>&1"
+for bad in "--rotate-block 3" "--rotate-block 65536" "--rotate maybe" "--group-scales 1" "--scale-rounds 0"; do
+  # shellcheck disable=SC2086
+  "$bin" quantize "$model" -o "$tmp/bad.bf2" $bad >/dev/null 2>&1
+  check "$bad is a usage error" "[ $? = 2 ] && [ ! -e '$tmp/bad.bf2' ]"
+done
 
 "$bin" quantize "$model" -o "$tmp/bad.bf2" --bits 5 >/dev/null 2>&1
 check "--bits 5 is a usage error" "[ $? = 2 ] && [ ! -e '$tmp/bad.bf2' ]"

@@ -39,6 +39,15 @@ static void usage(FILE *f) {
             "                      many calibration tokens: measured on SmolLM2 with --calib-tokens 1024\n"
             "                      --gptq-damp 0.1, worse than without it at 256 tokens, see RESULTS.md)\n"
             "  --gptq-damp D       damping of the Hessian, relative to its mean diagonal (default 0.01)\n"
+            "  --group-scales on|off  one scale byte per (row, 64 columns) on codebook tensors (+0.125 bpw;\n"
+            "                      default off: it pays at 1%% outliers, not at equal size, see RESULTS.md)\n"
+            "  --scale-rounds N    codebook fit <-> scale search alternations per row (default 3)\n"
+            "  --rotate on|off     randomized Hadamard rotation of the input dimension of every codebook\n"
+            "                      tensor but the embedding / output head (inputs rotated at run time;\n"
+            "                      use it with --gptq: alone it measured far worse on SmolLM2, RESULTS.md)\n"
+            "  --rotate-block N    largest rotation block (a power of two, 2..32768, default 32768); a\n"
+            "                      tensor uses the largest power of two dividing its columns, up to N\n"
+            "  --rotate-tensors PATS  rotate only tensors matching these patterns (with --rotate on)\n"
             "  --calib FILE        calibration text (must not overlap evaluation text)\n"
             "  --calib-tokens N    calibration tokens (default 256; sampled from the model itself when\n"
             "                      no --calib is given; 0 = no calibration, uniform importance)\n"
@@ -162,6 +171,39 @@ int opc_cmd_quantize(int argc, char **argv) {
         } else if (!strcmp(a, "--gptq-damp")) {
             NEED_VALUE;
             p.gptq_damp = atof(v);
+        } else if (!strcmp(a, "--group-scales") || !strcmp(a, "--rotate")) {
+            NEED_VALUE;
+            int on = !strcmp(v, "on") ? 1 : !strcmp(v, "off") ? 0 : -1;
+            if (on < 0) {
+                fprintf(stderr, "opacc1ty quantize: %s must be on or off (got %s)\n", a, v);
+                return 2;
+            }
+            if (!strcmp(a, "--rotate"))
+                p.rotate = on;
+            else
+                p.group_scales = on;
+        } else if (!strcmp(a, "--scale-rounds")) {
+            NEED_VALUE;
+            p.scale_rounds = atoi(v);
+            if (p.scale_rounds < 1 || p.scale_rounds > 100) {
+                fprintf(stderr, "opacc1ty quantize: --scale-rounds must be 1..100 (got %s)\n", v);
+                return 2;
+            }
+        } else if (!strcmp(a, "--rotate-block")) {
+            NEED_VALUE;
+            char *end;
+            long b = strtol(v, &end, 10);
+            int32_t lg = 0;
+            while (lg < OPC_CB_ROT_MAX_LOG2 && (1L << lg) < b) lg++;
+            if (*end || b < 2 || (1L << lg) != b) {
+                fprintf(stderr, "opacc1ty quantize: --rotate-block must be a power of two in 2..%d (got %s)\n",
+                        1 << OPC_CB_ROT_MAX_LOG2, v);
+                return 2;
+            }
+            p.rot_max_log2 = lg;
+        } else if (!strcmp(a, "--rotate-tensors")) {
+            NEED_VALUE;
+            p.rotate_tensors = v;
         } else if (!strcmp(a, "--calib")) {
             NEED_VALUE;
             calib = v;
@@ -242,12 +284,14 @@ int opc_cmd_quantize(int argc, char **argv) {
             int64_t n = 0;
             st = calib_from_file(d, calib, calib_tokens, &ids, &n);
             if (st == OPC_OK)
-                st = opc_calibrate_tokens(d, ids, n, calib_ctx, p.n_threads, p.gptq, &g_interrupt,
+                st = opc_calibrate_tokens(d, ids, n, calib_ctx, p.n_threads, p.gptq, p.rotate ? p.rot_max_log2 : 0,
+                                          &g_interrupt,
                                           on_calib_progress, &pc, &imp);
             free(ids);
             snprintf(calib_buf, sizeof calib_buf, "%lld tokens of %s", (long long)imp.n_tokens, calib);
         } else {
-            st = opc_calibrate_sampled(d, calib_tokens, calib_ctx, p.seed, p.n_threads, p.gptq, &g_interrupt,
+            st = opc_calibrate_sampled(d, calib_tokens, calib_ctx, p.seed, p.n_threads, p.gptq,
+                                       p.rotate ? p.rot_max_log2 : 0, &g_interrupt,
                                        on_calib_progress, &pc, &imp);
             snprintf(calib_buf, sizeof calib_buf, "%lld tokens sampled from the model (seed %llu)",
                      (long long)imp.n_tokens, (unsigned long long)p.seed);
@@ -275,16 +319,16 @@ int opc_cmd_quantize(int argc, char **argv) {
     }
 
     if (verbose) {
-        printf("%-28s %-5s %3s %11s %9s %8s %10s %7s\n", "tensor", "type", "k", "shape", "bpw", "outl%", "qerr",
-               "time_s");
+        printf("%-28s %-5s %3s %11s %9s %8s %5s %10s %7s\n", "tensor", "type", "k", "shape", "bpw", "outl%", "rot",
+               "qerr", "time_s");
         for (int32_t i = 0; i < s.n; i++) {
             const opc_quant_tensor_stat *t = &s.t[i];
             char shape[32];
             snprintf(shape, sizeof shape, "%lldx%lld", (long long)t->rows, (long long)t->cols);
             double ne = (double)t->rows * (double)t->cols;
-            printf("%-28s %-5s %3d %11s %9.4f %8.3f %10.3e %7.2f\n", t->name, opc_type_get(t->type)->name, t->k,
-                   shape, 8.0 * (double)t->bytes / ne, 100.0 * (double)t->n_outliers / ne, (double)t->qerr,
-                   t->seconds);
+            printf("%-28s %-5s %3d %11s %9.4f %8.3f %5lld %10.3e %7.2f\n", t->name, opc_type_get(t->type)->name,
+                   t->k, shape, 8.0 * (double)t->bytes / ne, 100.0 * (double)t->n_outliers / ne,
+                   t->rot_log2 ? (long long)1 << t->rot_log2 : 0LL, (double)t->qerr, t->seconds);
         }
     }
     const char *method = p.method == OPC_QUANT_RTN     ? "rtn (uniform levels between row min and max)"
@@ -293,12 +337,19 @@ int opc_cmd_quantize(int argc, char **argv) {
     printf("quantized %s -> %s\n", model, out);
     printf("  method        %s%s, --bits %g, outliers %.3g%%, seed %llu\n", method,
            p.gptq ? " + GPTQ error feedback" : "", (double)p.bits, 100.0 * p.outlier_frac, (unsigned long long)p.seed);
+    if (p.rotate)
+        printf("  layout        group scales %s, rotation on (blocks up to %d columns%s%s)\n",
+               p.group_scales ? "on" : "off", 1 << p.rot_max_log2, p.rotate_tensors ? ", tensors " : "",
+               p.rotate_tensors ? p.rotate_tensors : "");
+    else
+        printf("  layout        group scales %s, rotation off\n", p.group_scales ? "on" : "off");
     printf("  calibration   %s (%.1f s)\n", calib_desc, t_cal);
     if (s.q_elems) {
         double qe = (double)s.q_elems;
-        printf("  quantized     %llu weights, %.4f bpw all-in (indices %.4f + codebooks %.4f + outliers %.4f)\n",
+        printf("  quantized     %llu weights, %.4f bpw all-in (indices %.4f + codebooks %.4f + scales %.4f + "
+               "outliers %.4f)\n",
                (unsigned long long)s.q_elems, 8.0 * (double)s.q_bytes / qe, 8.0 * (double)s.q_idx_bytes / qe,
-               8.0 * (double)s.q_cb_bytes / qe, 8.0 * (double)s.q_ol_bytes / qe);
+               8.0 * (double)s.q_cb_bytes / qe, 8.0 * (double)s.q_gs_bytes / qe, 8.0 * (double)s.q_ol_bytes / qe);
         printf("  outliers      %llu (%.3f%% of quantized weights)\n", (unsigned long long)s.n_outliers,
                100.0 * (double)s.n_outliers / qe);
     }

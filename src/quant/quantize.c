@@ -38,8 +38,28 @@ int opc_quant_bits_layout(float bits, int32_t *index_bits, int32_t *k) {
 
 uint64_t opc_cb_matrix_bytes(const opc_cb_matrix *m) {
     uint64_t b = (uint64_t)m->rows * m->row_bytes + (uint64_t)m->rows * (uint64_t)m->k * 2;
+    if (m->gscale) b += (uint64_t)m->rows * (uint64_t)opc_cb_groups(m->cols);
     if (m->n_outliers) b += ((uint64_t)m->rows + 1) * 4 + m->n_outliers * 4;
     return b;
+}
+
+int32_t opc_quant_rot_log2(int64_t cols, int32_t max_log2) {
+    if (cols < 2 || max_log2 <= 0) return 0;
+    int32_t lg = 0;
+    while (lg < max_log2 && lg < OPC_CB_ROT_MAX_LOG2 && cols % ((int64_t)2 << lg) == 0) lg++;
+    return lg;
+}
+
+int opc_quant_rotatable(const char *name) {
+    return strcmp(name, "token_embd.weight") != 0 && strcmp(name, "output.weight") != 0;
+}
+
+static int list_match(const char *list, const char *name);
+
+int32_t opc_quant_rotated(const char *name, int64_t cols, const opc_quant_params *p) {
+    if (!p->rotate || !opc_quant_rotatable(name)) return 0;
+    if (p->rotate_tensors && !list_match(p->rotate_tensors, name)) return 0;
+    return opc_quant_rot_log2(cols, p->rot_max_log2);
 }
 
 static uint64_t mix64(uint64_t z) {
@@ -59,6 +79,7 @@ typedef struct row_ws {
     uint8_t *mask;      /* (cols) 1 = outlier column */
     double *wu;         /* (cols) GPTQ: the row with error feedback applied */
     float *stored;      /* (cols) GPTQ: the value represented at each column */
+    float *sc;          /* (cols) GPTQ: each column's group scale */
 } row_ws;
 
 static void row_ws_free(row_ws *w) {
@@ -69,6 +90,7 @@ static void row_ws_free(row_ws *w) {
     free(w->mask);
     free(w->wu);
     free(w->stored);
+    free(w->sc);
 }
 
 static opc_status row_ws_init(row_ws *w, int64_t cols) {
@@ -80,7 +102,8 @@ static opc_status row_ws_init(row_ws *w, int64_t cols) {
     w->mask = calloc((size_t)cols, 1);
     w->wu = malloc((size_t)cols * sizeof *w->wu);
     w->stored = malloc((size_t)cols * sizeof *w->stored);
-    if (st || !w->xbuf || !w->wbuf || !w->deq || !w->mask || !w->wu || !w->stored) {
+    w->sc = malloc((size_t)cols * sizeof *w->sc);
+    if (st || !w->xbuf || !w->wbuf || !w->deq || !w->mask || !w->wu || !w->stored || !w->sc) {
         row_ws_free(w);
         return opc_error(OPC_ERR_NOMEM, "cannot allocate quantizer scratch for %lld columns", (long long)cols);
     }
@@ -92,21 +115,105 @@ static int cmp_float(const void *pa, const void *pb) {
     return (a > b) - (a < b);
 }
 
-/* Fit row r's codebook on its non-outlier weights, round it to fp16 (sorted,
- * finite), assign every column to the nearest entry and pack the indices.
- * cbf receives the fp16 values as floats. */
-static void fit_row(const float *w, const float *imp, int64_t cols, const opc_qmatrix_params *p,
-                    uint64_t row_seed, row_ws *ws, const uint8_t *mask, uint16_t *cb16, float *cbf,
-                    uint8_t *idx_row, uint64_t row_bytes) {
+/* Scale of column c's group: 1 without group scales. */
+static inline float col_scale(const uint8_t *gs, int64_t c) {
+    return gs ? opc_cb_scale(gs[c / OPC_CB_GROUP]) : 1.0f;
+}
+
+/* Importance-weighted mean |w| of group g's non-outlier columns (0 if none):
+ * the group's magnitude, less swayed by a single spike than the RMS. */
+static double group_mag(const float *w, const float *imp, int64_t cols, const uint8_t *mask, int64_t g) {
+    double num = 0.0, den = 0.0;
+    for (int64_t c = g * OPC_CB_GROUP; c < cols && c < (g + 1) * OPC_CB_GROUP; c++) {
+        if (mask && mask[c]) continue;
+        num += (double)imp[c] * fabs((double)w[c]);
+        den += (double)imp[c];
+    }
+    return den > 0.0 ? num / den : 0.0;
+}
+
+/* Initial group scales of a row: each group's magnitude relative to the
+ * row's largest, as q = -16 log2(ratio) (cb.h). A group with nothing to
+ * represent (all zero or all outliers) gets the smallest scale. */
+static void init_group_scales(const float *w, const float *imp, int64_t cols, const uint8_t *mask, uint8_t *gs) {
+    const int64_t ng = opc_cb_groups(cols);
+    double mag_max = 0.0;
+    for (int64_t g = 0; g < ng; g++) {
+        double m = group_mag(w, imp, cols, mask, g);
+        if (m > mag_max) mag_max = m;
+    }
+    for (int64_t g = 0; g < ng; g++) {
+        double m = group_mag(w, imp, cols, mask, g);
+        long q = 255;
+        if (mag_max <= 0.0)
+            q = 0;
+        else if (m > 0.0)
+            q = lround(-16.0 * log2(m / mag_max));
+        gs[g] = (uint8_t)(q < 0 ? 0 : q > 255 ? 255 : q);
+    }
+}
+
+/* Weighted squared error of one group's columns [c0, c1) represented by the
+ * codebook cbf scaled by s, each at its nearest entry. s * cbf[j] is formed
+ * exactly as the dequantizer forms it (float product). */
+static double group_err(const float *w, const float *imp, int64_t c0, int64_t c1, const uint8_t *mask,
+                        const float *cbf, int32_t k, float s) {
+    float t[OPC_KMEANS_MAX_K];
+    for (int32_t j = 0; j < k; j++) t[j] = s * cbf[j];
+    double e = 0.0;
+    for (int64_t c = c0; c < c1; c++) {
+        if (mask && mask[c]) continue;
+        float d = w[c] - t[opc_kmeans_nearest(t, k, w[c])];
+        e += (double)imp[c] * (double)d * (double)d;
+    }
+    return e;
+}
+
+/* Step (b) of the scaled fit: per group, the q within +-window of the
+ * current one with the least weighted error (indices re-assigned for every
+ * candidate); ties keep the current q. Returns whether any q changed. */
+static int search_scales(const float *w, const float *imp, int64_t cols, const uint8_t *mask, const float *cbf,
+                         int32_t k, int window, uint8_t *gs) {
+    const int64_t ng = opc_cb_groups(cols);
+    int changed = 0;
+    for (int64_t g = 0; g < ng; g++) {
+        int64_t c0 = g * OPC_CB_GROUP, c1 = c0 + OPC_CB_GROUP < cols ? c0 + OPC_CB_GROUP : cols;
+        int cur = gs[g], best = cur;
+        double best_e = group_err(w, imp, c0, c1, mask, cbf, k, opc_cb_scale((uint8_t)cur));
+        if (best_e == 0.0) continue;
+        for (int q = cur - window; q <= cur + window; q++) {
+            if (q < 0 || q > 255 || q == cur) continue;
+            double e = group_err(w, imp, c0, c1, mask, cbf, k, opc_cb_scale((uint8_t)q));
+            if (e < best_e) {
+                best_e = e;
+                best = q;
+            }
+        }
+        if (best != cur) {
+            gs[g] = (uint8_t)best;
+            changed = 1;
+        }
+    }
+    return changed;
+}
+
+/* Step (a): the row's codebook for fixed group scales (none: s = 1), fitted
+ * on the non-outlier weights: weighted k-means of w / s with weights
+ * imp * s^2, rounded to fp16 and sorted into cbf. */
+static void fit_codebook(const float *w, const float *imp, int64_t cols, const opc_qmatrix_params *p,
+                         uint64_t row_seed, row_ws *ws, const uint8_t *mask, const uint8_t *gs, float *cbf) {
     int32_t k = p->k;
     int64_t n = 0;
     for (int64_t c = 0; c < cols; c++) {
         if (mask && mask[c]) continue;
-        ws->xbuf[n] = w[c];
-        ws->wbuf[n] = imp[c];
+        float s = col_scale(gs, c);
+        ws->xbuf[n] = w[c] / s;
+        ws->wbuf[n] = imp[c] * s * s;
         n++;
     }
     float centers[OPC_KMEANS_MAX_K];
+    double wsum = 0.0;
+    for (int64_t i = 0; i < n; i++) wsum += ws->wbuf[i];
     if (n == 0) {
         for (int32_t j = 0; j < k; j++) centers[j] = 0.0f;
     } else if (p->method == OPC_QUANT_RTN) {
@@ -118,6 +225,8 @@ static void fit_row(const float *w, const float *imp, int64_t cols, const opc_qm
         for (int32_t j = 0; j < k; j++)
             centers[j] = k == 1 ? 0.5f * (lo + hi) : lo + (hi - lo) * (float)j / (float)(k - 1);
     } else {
+        if (!(wsum > 0.0)) /* tiny scales can underflow imp * s^2: fall back to plain weights */
+            for (int64_t i = 0; i < n; i++) ws->wbuf[i] = 1.0f;
         double cost;
         if (p->method == OPC_QUANT_LLOYD) {
             opc_kmeans_opts o = {0, p->n_init, row_seed};
@@ -136,12 +245,42 @@ static void fit_row(const float *w, const float *imp, int64_t cols, const opc_qm
         cbf[j] = opc_fp16_to_fp32(opc_fp32_to_fp16(c));
     }
     qsort(cbf, (size_t)k, sizeof *cbf, cmp_float); /* rounding keeps order; sort anyway */
-    for (int32_t j = 0; j < k; j++) cb16[j] = opc_fp32_to_fp16(cbf[j]);
-    memset(idx_row, 0, (size_t)row_bytes);
-    for (int64_t c = 0; c < cols; c++)
-        opc_cb_set_index(idx_row, p->index_bits, c, (uint32_t)opc_kmeans_nearest(cbf, k, w[c]));
 }
 
+/* Pack every column's nearest entry of its group's scaled codebook. */
+static void assign_row(const float *w, int64_t cols, const float *cbf, int32_t k, int32_t bits, const uint8_t *gs,
+                       uint8_t *idx_row, uint64_t row_bytes) {
+    memset(idx_row, 0, (size_t)row_bytes);
+    float t[OPC_KMEANS_MAX_K];
+    for (int64_t c = 0; c < cols; c++) {
+        if (c % OPC_CB_GROUP == 0) {
+            float s = col_scale(gs, c);
+            for (int32_t j = 0; j < k; j++) t[j] = gs ? s * cbf[j] : cbf[j];
+        }
+        opc_cb_set_index(idx_row, bits, c, (uint32_t)opc_kmeans_nearest(t, k, w[c]));
+    }
+}
+
+/* Fit row r's codebook (and, with gs != NULL, its group scales) on its
+ * non-outlier weights, round it to fp16 (sorted, finite), assign every
+ * column to the nearest (scaled) entry and pack the indices. cbf receives
+ * the fp16 values as floats. init_scales: start gs from the group
+ * magnitudes; otherwise continue from the scales in gs. */
+static void fit_row(const float *w, const float *imp, int64_t cols, const opc_qmatrix_params *p,
+                    uint64_t row_seed, row_ws *ws, const uint8_t *mask, uint16_t *cb16, float *cbf,
+                    uint8_t *idx_row, uint64_t row_bytes, uint8_t *gs, int init_scales) {
+    const int32_t k = p->k;
+    if (gs && init_scales) init_group_scales(w, imp, cols, mask, gs);
+    const int rounds = gs ? (p->scale_rounds > 0 ? p->scale_rounds : 3) : 1;
+    for (int it = 0; it < rounds; it++) {
+        fit_codebook(w, imp, cols, p, row_seed, ws, mask, gs, cbf);
+        /* +-8 steps = a factor 2^(+-1/2) per round: enough to correct the RMS
+         * start within the rounds, cheap (17 candidates x 64 columns x k) */
+        if (gs && !search_scales(w, imp, cols, mask, cbf, k, 8, gs)) break; /* fixed point */
+    }
+    for (int32_t j = 0; j < k; j++) cb16[j] = opc_fp32_to_fp16(cbf[j]);
+    assign_row(w, cols, cbf, k, p->index_bits, gs, idx_row, row_bytes);
+}
 
 /* ---------------------------------------------------------- GPTQ ------- */
 
@@ -218,30 +357,40 @@ static opc_status gptq_factor(const float *H, int64_t n, double damp, double **o
  * rounding error over the columns after c. wu (cols) is scratch; stored[c]
  * receives the value represented at c. */
 static void gptq_row(const float *w, int64_t cols, const double *U, const float *cbf, int32_t k, int32_t bits,
-                     const uint8_t *mask, double *wu, uint8_t *idx_row, uint64_t row_bytes, float *stored) {
+                     const uint8_t *gs, const uint8_t *mask, double *wu, uint8_t *idx_row, uint64_t row_bytes,
+                     float *stored) {
     for (int64_t c = 0; c < cols; c++) wu[c] = w[c];
     memset(idx_row, 0, (size_t)row_bytes);
+    float t[OPC_KMEANS_MAX_K]; /* the codebook as scaled for column c's group */
     for (int64_t c = 0; c < cols; c++) {
+        if (c % OPC_CB_GROUP == 0) {
+            float s = col_scale(gs, c);
+            for (int32_t j = 0; j < k; j++) t[j] = gs ? s * cbf[j] : cbf[j];
+        }
         float x = (float)wu[c];
-        int32_t j = opc_kmeans_nearest(cbf, k, x);
+        int32_t j = opc_kmeans_nearest(t, k, x);
         opc_cb_set_index(idx_row, bits, c, (uint32_t)j);
-        double q = mask && mask[c] ? wu[c] : (double)cbf[j];
+        double q = mask && mask[c] ? wu[c] : (double)t[j];
         stored[c] = (float)q;
         const double *u = U + c * cols;
         double e = (wu[c] - q) / u[c];
         if (e != 0.0)
-            for (int64_t t = c + 1; t < cols; t++) wu[t] -= e * u[t];
+            for (int64_t i = c + 1; i < cols; i++) wu[i] -= e * u[i];
     }
 }
 
-/* Least-squares codebook for fixed assignments in the H metric:
- * minimise (w - q)^T H (w - q) over the k values, outlier columns fixed at
- * stored[c]. Normal equations A c = b (k x k), solved by Gaussian
- * elimination; entries with no column keep their value. */
+/* Least-squares codebook for fixed assignments (and group scales s_c) in
+ * the H metric: minimise (w - q)^T H (w - q), q_c = s_c cb[idx_c], over the
+ * k values, outlier columns fixed at stored[c]. Normal equations
+ * sum_{a in j} s_a (sum_b h_ab s_b cb[idx_b]) = sum_{a in j} s_a r_a,
+ * A c = b (k x k), solved by Gaussian elimination; entries with no column
+ * keep their value. sc: (cols) scratch for the column scales. */
 static void gptq_refit(const float *w, int64_t cols, const float *H, const uint8_t *idx_row, int32_t bits,
-                       const uint8_t *mask, const float *stored, int32_t k, float *cbf) {
+                       const uint8_t *gs, const uint8_t *mask, const float *stored, int32_t k, float *sc,
+                       float *cbf) {
     double A[OPC_KMEANS_MAX_K][OPC_KMEANS_MAX_K + 1];
     memset(A, 0, sizeof A);
+    for (int64_t c = 0; c < cols; c++) sc[c] = col_scale(gs, c);
     for (int64_t a = 0; a < cols; a++) {
         if (mask && mask[a]) continue;
         uint32_t ia = opc_cb_get_index(idx_row, bits, a);
@@ -251,11 +400,11 @@ static void gptq_refit(const float *w, int64_t cols, const float *H, const uint8
             if (mask && mask[b]) {
                 rhs += (double)h[b] * ((double)w[b] - (double)stored[b]); /* fixed part of the residual */
             } else {
-                A[ia][opc_cb_get_index(idx_row, bits, b)] += h[b];
+                A[ia][opc_cb_get_index(idx_row, bits, b)] += (double)sc[a] * (double)h[b] * (double)sc[b];
                 rhs += (double)h[b] * (double)w[b];
             }
         }
-        A[ia][k] += rhs;
+        A[ia][k] += (double)sc[a] * rhs;
     }
     double tr = 0.0;
     for (int32_t i = 0; i < k; i++) tr += A[i][i];
@@ -304,6 +453,7 @@ void opc_qmatrix_free(opc_qmatrix *q) {
     opc_aligned_free(q->ol_rowptr);
     opc_aligned_free(q->ol_col);
     opc_aligned_free(q->ol_val);
+    opc_aligned_free(q->gscale);
     memset(q, 0, sizeof *q);
 }
 
@@ -344,9 +494,13 @@ opc_status opc_quantize_matrix(const float *W, int64_t rows, int64_t cols, const
         p->k > (1 << p->index_bits) || !(p->outlier_frac >= 0.0 && p->outlier_frac <= 0.5))
         return opc_error(OPC_ERR_INVALID_ARG, "quantize_matrix: bad arguments (%lld x %lld, %d-bit, k %d, "
                          "outliers %g)", (long long)rows, (long long)cols, p->index_bits, p->k, p->outlier_frac);
+    if (p->rot_log2 < 0 || p->rot_log2 > OPC_CB_ROT_MAX_LOG2 || cols % ((int64_t)1 << p->rot_log2) != 0)
+        return opc_error(OPC_ERR_INVALID_ARG, "quantize_matrix: rotation block 2^%d does not divide %lld columns "
+                         "(max 2^%d)", p->rot_log2, (long long)cols, OPC_CB_ROT_MAX_LOG2);
     const uint64_t nel = (uint64_t)rows * (uint64_t)cols;
     const uint64_t rb = opc_cb_row_bytes(p->index_bits, cols);
     const int32_t k = p->k;
+    const int64_t ng = opc_cb_groups(cols);
     int nt = p->n_threads > 0 ? p->n_threads : omp_get_max_threads();
     if (nt < 1) nt = 1;
     uint64_t n_out = 0;
@@ -358,15 +512,27 @@ opc_status opc_quantize_matrix(const float *W, int64_t rows, int64_t cols, const
     float *err = n_out ? malloc((size_t)nel * sizeof *err) : NULL;
     float *cbf_all = malloc((size_t)rows * (size_t)k * sizeof *cbf_all); /* (rows, k) float codebooks */
     row_ws *ws = calloc((size_t)nt, sizeof *ws);
+    /* rotated copy of W (rows, cols): the matrix actually quantized */
+    float *wrot = p->rot_log2 > 0 ? opc_aligned_alloc((size_t)nel * sizeof *wrot) : NULL;
     out->idx = opc_aligned_alloc((size_t)(rows * (int64_t)rb));
     out->codebook = opc_aligned_alloc((size_t)rows * (size_t)k * 2);
-    if (!imp || (n_out && !err) || !cbf_all || !ws || !out->idx || !out->codebook) {
+    if (p->group_scales) out->gscale = opc_aligned_alloc((size_t)rows * (size_t)ng);
+    if (!imp || (n_out && !err) || !cbf_all || !ws || !out->idx || !out->codebook ||
+        (p->rot_log2 > 0 && !wrot) || (p->group_scales && !out->gscale)) {
         st = opc_error(OPC_ERR_NOMEM, "quantize_matrix: cannot allocate for %lld x %lld", (long long)rows,
                        (long long)cols);
         goto done;
     }
     for (int i = 0; i < nt && st == OPC_OK; i++) st = row_ws_init(&ws[i], cols);
     if (st) goto done;
+    if (wrot) {
+#pragma omp parallel for num_threads(nt) schedule(static)
+        for (int64_t r = 0; r < rows; r++) {
+            memcpy(wrot + (uint64_t)r * (uint64_t)cols, W + (uint64_t)r * (uint64_t)cols, (size_t)cols * sizeof *W);
+            opc_cb_rotate(wrot + (uint64_t)r * (uint64_t)cols, cols, p->rot_log2);
+        }
+        W = wrot; /* from here on, everything happens in the rotated basis */
+    }
 
     /* Column weights: importance, floored at 1e-6 of the mean so that a column
      * never seen active still pulls (a little) on the codebook. */
@@ -395,8 +561,9 @@ opc_status opc_quantize_matrix(const float *W, int64_t rows, int64_t cols, const
         row_ws *w = &ws[omp_get_thread_num()];
         const float *wr = W + (uint64_t)r * (uint64_t)cols;
         float *cbf = cbf_all + (uint64_t)r * (uint64_t)k;
+        uint8_t *gs = out->gscale ? out->gscale + (uint64_t)r * (uint64_t)ng : NULL;
         fit_row(wr, imp, cols, p, mix64(p->seed ^ (uint64_t)r), w, NULL, out->codebook + (uint64_t)r * (uint64_t)k,
-                cbf, out->idx + (uint64_t)r * rb, rb);
+                cbf, out->idx + (uint64_t)r * rb, rb, gs, 1);
         if (err) {
             /* Outlier score = weighted error, except for members of a tiny
              * cluster (at most `tiny` weights, e.g. a lone spike that took a
@@ -408,12 +575,13 @@ opc_status opc_quantize_matrix(const float *W, int64_t rows, int64_t cols, const
             for (int64_t c = 0; c < cols; c++) count[opc_cb_get_index(ir, p->index_bits, c)]++;
             for (int64_t c = 0; c < cols; c++) {
                 uint32_t j = opc_cb_get_index(ir, p->index_bits, c);
-                float d = wr[c] - cbf[j];
+                float s = col_scale(gs, c); /* scaled error: what the stored weight misses */
+                float d = wr[c] - s * cbf[j];
                 float e = imp[c] * d * d;
                 if (count[j] <= tiny && k > 1) {
                     float alt = INFINITY;
                     for (int32_t o = 0; o < k; o++) {
-                        float da = wr[c] - cbf[o];
+                        float da = wr[c] - s * cbf[o];
                         if ((uint32_t)o != j && cbf[o] != cbf[j] && da * da < alt) alt = da * da;
                     }
                     if (alt < INFINITY) e = imp[c] * alt;
@@ -477,13 +645,15 @@ opc_status opc_quantize_matrix(const float *W, int64_t rows, int64_t cols, const
             const float *wr = W + (uint64_t)r * (uint64_t)cols;
             float *cbf = cbf_all + (uint64_t)r * (uint64_t)k;
             uint8_t *ir = out->idx + (uint64_t)r * rb;
+            uint8_t *gs = out->gscale ? out->gscale + (uint64_t)r * (uint64_t)ng : NULL;
             for (uint32_t i = a; i < b; i++) w->mask[out->ol_col[i]] = 1;
             fit_row(wr, imp, cols, p, mix64(p->seed ^ (uint64_t)r ^ 0x5EEDull), w, w->mask,
-                    out->codebook + (uint64_t)r * (uint64_t)k, cbf, ir, rb);
-            for (uint32_t i = a; i < b; i++) {
+                    out->codebook + (uint64_t)r * (uint64_t)k, cbf, ir, rb, gs, 1); /* magnitudes without the outliers */
+            for (uint32_t i = a; i < b; i++) { /* deltas are not scaled (cb.h) */
                 uint16_t c = out->ol_col[i];
                 w->mask[c] = 0;
-                out->ol_val[i] = opc_fp32_to_fp16(wr[c] - cbf[opc_cb_get_index(ir, p->index_bits, c)]);
+                float v = col_scale(gs, c) * cbf[opc_cb_get_index(ir, p->index_bits, c)];
+                out->ol_val[i] = opc_fp32_to_fp16(wr[c] - v);
             }
         }
         if (p->interrupt && *p->interrupt) {
@@ -507,16 +677,19 @@ opc_status opc_quantize_matrix(const float *W, int64_t rows, int64_t cols, const
             const float *wr = W + (uint64_t)r * (uint64_t)cols;
             float *cbf = cbf_all + (uint64_t)r * (uint64_t)k;
             uint8_t *ir = out->idx + (uint64_t)r * rb;
+            const uint8_t *gs = out->gscale ? out->gscale + (uint64_t)r * (uint64_t)ng : NULL;
             uint32_t a = n_out ? out->ol_rowptr[r] : 0, b = n_out ? out->ol_rowptr[r + 1] : 0;
             for (uint32_t i = a; i < b; i++) w->mask[out->ol_col[i]] = 1;
-            gptq_row(wr, cols, U, cbf, k, p->index_bits, w->mask, w->wu, ir, rb, w->stored);
-            gptq_refit(wr, cols, p->hessian, ir, p->index_bits, w->mask, w->stored, k, cbf);
-            gptq_row(wr, cols, U, cbf, k, p->index_bits, w->mask, w->wu, ir, rb, w->stored);
+            /* the group scales stay as the k-means fit chose them */
+            gptq_row(wr, cols, U, cbf, k, p->index_bits, gs, w->mask, w->wu, ir, rb, w->stored);
+            gptq_refit(wr, cols, p->hessian, ir, p->index_bits, gs, w->mask, w->stored, k, w->sc, cbf);
+            gptq_row(wr, cols, U, cbf, k, p->index_bits, gs, w->mask, w->wu, ir, rb, w->stored);
             for (int32_t j = 0; j < k; j++) out->codebook[(uint64_t)r * (uint64_t)k + (uint64_t)j] = opc_fp32_to_fp16(cbf[j]);
             for (uint32_t i = a; i < b; i++) {
                 uint16_t c = out->ol_col[i];
                 w->mask[c] = 0;
-                out->ol_val[i] = opc_fp32_to_fp16(w->stored[c] - cbf[opc_cb_get_index(ir, p->index_bits, c)]);
+                float v = col_scale(gs, c) * cbf[opc_cb_get_index(ir, p->index_bits, c)];
+                out->ol_val[i] = opc_fp32_to_fp16(w->stored[c] - v);
             }
         }
         free(U);
@@ -534,6 +707,8 @@ opc_status opc_quantize_matrix(const float *W, int64_t rows, int64_t cols, const
     m->idx = out->idx;
     m->row_bytes = rb;
     m->codebook = out->codebook;
+    m->gscale = out->gscale;
+    m->rot_log2 = p->rot_log2;
     m->n_outliers = n_out;
     if (n_out) {
         m->ol_rowptr = out->ol_rowptr;
@@ -571,6 +746,7 @@ done:
     free(imp);
     free(err);
     free(cbf_all);
+    opc_aligned_free(wrot);
     if (st != OPC_OK) opc_qmatrix_free(out);
     return st;
 }
@@ -581,9 +757,11 @@ void opc_importance_free(opc_importance *imp) {
     if (!imp) return;
     for (int32_t i = 0; i < imp->n; i++) {
         free(imp->sumsq ? imp->sumsq[i] : NULL);
+        free(imp->sumsq_rot ? imp->sumsq_rot[i] : NULL);
         if (imp->hess && imp->hess_owner && imp->hess_owner[i] == i) free(imp->hess[i]);
     }
     free(imp->sumsq);
+    free(imp->sumsq_rot);
     free(imp->hess);
     free(imp->hess_owner);
     free(imp->names);
@@ -599,13 +777,46 @@ static int32_t imp_find(const opc_importance *imp, const char *name) {
 }
 
 int opc_importance_get(const opc_importance *imp, const char *name, int64_t cols, float *dst) {
+    return opc_importance_get_rotated(imp, name, cols, 0, dst);
+}
+
+int opc_importance_get_rotated(const opc_importance *imp, const char *name, int64_t cols, int32_t rot_log2,
+                               float *dst) {
     if (!imp) return 0;
     int32_t i = imp_find(imp, name);
     /* the tied head reads token_embd: its input columns are the output head's */
     if (i < 0 && !strcmp(name, "token_embd.weight")) i = imp_find(imp, "output.weight");
     if (i < 0 || imp->cols[i] != cols || imp->count[i] == 0) return 0;
-    for (int64_t c = 0; c < cols; c++) dst[c] = (float)imp->sumsq[i][c];
+    const double *s = imp->sumsq[i];
+    if (rot_log2 > 0) { /* only the block the calibration rotated with */
+        if (!imp->sumsq_rot || !imp->sumsq_rot[i] || rot_log2 != opc_quant_rot_log2(cols, imp->rot_max_log2))
+            return 0;
+        s = imp->sumsq_rot[i];
+    }
+    for (int64_t c = 0; c < cols; c++) dst[c] = (float)s[c];
     return 1;
+}
+
+/* Rotate every row (H R), transpose (R^T H, H symmetric), rotate every row
+ * again: R^T H R. */
+opc_status opc_quant_rotate_hessian(const float *H, int64_t n, int32_t rot_log2, float **out) {
+    *out = NULL;
+    float *A = opc_aligned_alloc((size_t)(n * n) * sizeof *A), *B = opc_aligned_alloc((size_t)(n * n) * sizeof *B);
+    if (!A || !B) {
+        opc_aligned_free(A);
+        opc_aligned_free(B);
+        return opc_error(OPC_ERR_NOMEM, "cannot allocate a rotated %lld x %lld Hessian", (long long)n, (long long)n);
+    }
+    memcpy(A, H, (size_t)(n * n) * sizeof *A);
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) opc_cb_rotate(A + i * n, n, rot_log2);
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < n; j++) B[j * n + i] = A[i * n + j];
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) opc_cb_rotate(B + i * n, n, rot_log2);
+    opc_aligned_free(A);
+    *out = B;
+    return OPC_OK;
 }
 
 const float *opc_importance_hessian(const opc_importance *imp, const char *name, int64_t cols) {
@@ -627,6 +838,11 @@ typedef struct calib_state {
     size_t last_cap;
     int last_n, last_cols;
     int32_t last_owner;
+    /* rot_max_log2 > 0: rotatable tensors also get sums of squares of
+     * R^T x, the basis their rotated rows live in (xr: scratch) */
+    int32_t rot_max_log2;
+    float *xr;
+    size_t xr_cap;
 } calib_state;
 
 /* Activation hook: sum x^2 per input column of the named weight. Runs on the
@@ -646,13 +862,15 @@ static void calib_hook(void *user, int layer, const char *name, const float *X, 
             if (b) imp->cols = b;
             void *c = realloc(imp->sumsq, (size_t)cap * sizeof *imp->sumsq);
             if (c) imp->sumsq = c;
+            void *c2 = realloc(imp->sumsq_rot, (size_t)cap * sizeof *imp->sumsq_rot);
+            if (c2) imp->sumsq_rot = c2;
             void *d = realloc(imp->count, (size_t)cap * sizeof *imp->count);
             if (d) imp->count = d;
             void *e = realloc(imp->hess, (size_t)cap * sizeof *imp->hess);
             if (e) imp->hess = e;
             void *g = realloc(imp->hess_owner, (size_t)cap * sizeof *imp->hess_owner);
             if (g) imp->hess_owner = g;
-            if (!a || !b || !c || !d || !e || !g) {
+            if (!a || !b || !c || !c2 || !d || !e || !g) {
                 cs->failed = 1;
                 return;
             }
@@ -660,6 +878,7 @@ static void calib_hook(void *user, int layer, const char *name, const float *X, 
         }
         i = imp->n;
         imp->sumsq[i] = calloc((size_t)cols, sizeof(double));
+        imp->sumsq_rot[i] = NULL;
         if (!imp->sumsq[i]) {
             cs->failed = 1;
             return;
@@ -676,6 +895,32 @@ static void calib_hook(void *user, int layer, const char *name, const float *X, 
     for (int t = 0; t < n; t++) {
         const float *x = X + (size_t)t * (size_t)cols;
         for (int c = 0; c < cols; c++) s[c] += (double)x[c] * (double)x[c];
+    }
+    /* Rotated sums of squares too, so that the quantizer can rotate any
+     * subset of the tensors (the Hessian stays unrotated: the quantizer
+     * rotates it, R^T H R, for the tensors it rotates). */
+    const int32_t lg = opc_quant_rotatable(name) ? opc_quant_rot_log2(cols, cs->rot_max_log2) : 0;
+    if (lg > 0) {
+        size_t need = (size_t)n * (size_t)cols;
+        if (!imp->sumsq_rot[i]) imp->sumsq_rot[i] = calloc((size_t)cols, sizeof(double));
+        if (need > cs->xr_cap) {
+            float *nb = realloc(cs->xr, need * sizeof *nb);
+            if (nb) {
+                cs->xr = nb;
+                cs->xr_cap = need;
+            }
+        }
+        if (!imp->sumsq_rot[i] || need > cs->xr_cap) {
+            cs->failed = 1;
+            return;
+        }
+        memcpy(cs->xr, X, need * sizeof *X);
+        double *sr = imp->sumsq_rot[i];
+        for (int t = 0; t < n; t++) {
+            float *x = cs->xr + (size_t)t * (size_t)cols;
+            opc_cb_rotate(x, cols, lg);
+            for (int c = 0; c < cols; c++) sr[c] += (double)x[c] * (double)x[c];
+        }
     }
     imp->count[i] += n;
     if (!cs->with_hessian) return;
@@ -728,6 +973,8 @@ static void calib_hook(void *user, int layer, const char *name, const float *X, 
 static opc_status calib_finish(calib_state *cs, opc_status st) {
     if (st == OPC_OK && cs->failed) st = opc_error(OPC_ERR_NOMEM, "calibration: cannot allocate statistics");
     free(cs->last_x);
+    free(cs->xr);
+    cs->imp->rot_max_log2 = cs->rot_max_log2;
     opc_importance *imp = cs->imp;
     if (st == OPC_OK && imp->hess) /* mirror the upper triangles: full symmetric matrices */
         for (int32_t i = 0; i < imp->n; i++) {
@@ -742,7 +989,8 @@ static opc_status calib_finish(calib_state *cs, opc_status st) {
 }
 
 opc_status opc_calibrate_sampled(const opc_model_desc *d, int32_t n_tokens, int32_t seq_len, uint64_t seed,
-                                 int32_t n_threads, int with_hessian, volatile sig_atomic_t *interrupt,
+                                 int32_t n_threads, int with_hessian, int32_t rot_max_log2,
+                                 volatile sig_atomic_t *interrupt,
                                  opc_calib_progress_fn progress, void *progress_user, opc_importance *out) {
     memset(out, 0, sizeof *out);
     if (n_tokens < 1 || seq_len < 2)
@@ -756,7 +1004,7 @@ opc_status opc_calibrate_sampled(const opc_model_desc *d, int32_t n_tokens, int3
         opc_forward_free(f);
         return opc_error(OPC_ERR_NOMEM, "calibration: cannot allocate logits");
     }
-    calib_state cs = {out, 0, 0, with_hessian, NULL, 0, 0, 0, -1};
+    calib_state cs = {.imp = out, .with_hessian = with_hessian, .last_owner = -1, .rot_max_log2 = rot_max_log2};
     opc_forward_set_act_hook(f, calib_hook, &cs);
     int32_t start = d->vocab.bos_id >= 0 && d->vocab.bos_id < vocab ? d->vocab.bos_id : 0;
     uint64_t rng = mix64(seed ^ 0xCA11B8A7Eull);
@@ -797,7 +1045,8 @@ opc_status opc_calibrate_sampled(const opc_model_desc *d, int32_t n_tokens, int3
 }
 
 opc_status opc_calibrate_tokens(const opc_model_desc *d, const int32_t *tokens, int64_t n_tokens, int32_t seq_len,
-                                int32_t n_threads, int with_hessian, volatile sig_atomic_t *interrupt,
+                                int32_t n_threads, int with_hessian, int32_t rot_max_log2,
+                                volatile sig_atomic_t *interrupt,
                                 opc_calib_progress_fn progress, void *progress_user, opc_importance *out) {
     memset(out, 0, sizeof *out);
     if (n_tokens < 1 || seq_len < 1)
@@ -811,7 +1060,7 @@ opc_status opc_calibrate_tokens(const opc_model_desc *d, const int32_t *tokens, 
         opc_forward_free(f);
         return opc_error(OPC_ERR_NOMEM, "calibration: cannot allocate logits");
     }
-    calib_state cs = {out, 0, 0, with_hessian, NULL, 0, 0, 0, -1};
+    calib_state cs = {.imp = out, .with_hessian = with_hessian, .last_owner = -1, .rot_max_log2 = rot_max_log2};
     opc_forward_set_act_hook(f, calib_hook, &cs);
     for (int64_t at = 0; at < n_tokens && st == OPC_OK; at += seq_len) {
         if (interrupt && *interrupt) {
@@ -838,6 +1087,10 @@ opc_quant_params opc_quant_defaults(void) {
     p.method = OPC_QUANT_KMEANS;
     p.seed = 1;
     p.n_init = 3;
+    p.group_scales = 0;
+    p.scale_rounds = 3;
+    p.rotate = 0;
+    p.rot_max_log2 = OPC_CB_ROT_MAX_LOG2;
     return p;
 }
 
@@ -1022,23 +1275,54 @@ opc_status opc_quantize_tensor(const opc_tensor *src, int32_t tensor_index, cons
         return OPC_OK;
     }
     int64_t rows = src->shape[0], cols = src->shape[1];
+    const int32_t rot = opc_quant_rotated(src->name, cols, p);
     float *imp = NULL;
     if (p->importance) {
         imp = malloc((size_t)cols * sizeof *imp);
-        if (imp && !opc_importance_get(p->importance, src->name, cols, imp)) {
-            opc_log(OPC_LOG_WARN, "tensor %s: no calibration statistics, uniform importance", src->name);
+        if (imp && !opc_importance_get_rotated(p->importance, src->name, cols, rot, imp)) {
             free(imp);
             imp = NULL;
+            if (rot > 0) { /* unrotated statistics would weight the wrong basis */
+                opc_aligned_free(w);
+                return opc_error(OPC_ERR_INVALID_ARG, "tensor %s: the calibration has no statistics for rotation "
+                                 "block %lld (calibrate with the same rotation settings)", src->name,
+                                 (long long)1 << rot);
+            }
+            opc_log(OPC_LOG_WARN, "tensor %s: no calibration statistics, uniform importance", src->name);
         }
     }
-    opc_qmatrix_params mp = {ib, k, p->method, p->outlier_frac, imp,
-                             mix64(p->seed ^ (0xB17F00Dull * (uint64_t)(tensor_index + 1))), p->n_init,
-                             p->n_threads, p->interrupt, NULL, p->gptq_damp};
+    float *hrot = NULL; /* R^T H R, owned here */
+    opc_qmatrix_params mp = {
+        .index_bits = ib,
+        .k = k,
+        .method = p->method,
+        .outlier_frac = p->outlier_frac,
+        .importance = imp,
+        .seed = mix64(p->seed ^ (0xB17F00Dull * (uint64_t)(tensor_index + 1))),
+        .n_init = p->n_init,
+        .n_threads = p->n_threads,
+        .interrupt = p->interrupt,
+        .hessian = NULL,
+        .damp = p->gptq_damp,
+        .group_scales = p->group_scales,
+        .scale_rounds = p->scale_rounds,
+        .rot_log2 = rot,
+    };
     if (p->gptq && p->method != OPC_QUANT_RTN) {
         mp.hessian = opc_importance_hessian(p->importance, src->name, cols);
         if (!mp.hessian) opc_log(OPC_LOG_WARN, "tensor %s: no calibration Hessian, no error feedback", src->name);
+        if (mp.hessian && rot > 0) {
+            st = opc_quant_rotate_hessian(mp.hessian, cols, rot, &hrot);
+            if (st) {
+                free(imp);
+                opc_aligned_free(w);
+                return opc_error_wrap(st, "tensor %s: ", src->name);
+            }
+            mp.hessian = hrot;
+        }
     }
     st = opc_quantize_matrix(w, rows, cols, &mp, qm);
+    opc_aligned_free(hrot);
     free(imp);
     opc_aligned_free(w);
     if (st) return opc_error_wrap(st, "tensor %s: ", src->name);
@@ -1118,9 +1402,12 @@ opc_status opc_quantize_model(const opc_model_desc *src, const char *out_path, c
                 s->bytes = opc_cb_matrix_bytes(&qt.cb);
                 s->idx_bytes = (uint64_t)qt.cb.rows * qt.cb.row_bytes;
                 s->cb_bytes = (uint64_t)qt.cb.rows * (uint64_t)qt.cb.k * 2;
-                s->ol_bytes = s->bytes - s->idx_bytes - s->cb_bytes;
+                s->gs_bytes = qt.cb.gscale ? (uint64_t)qt.cb.rows * (uint64_t)opc_cb_groups(qt.cb.cols) : 0;
+                s->ol_bytes = s->bytes - s->idx_bytes - s->cb_bytes - s->gs_bytes;
+                s->rot_log2 = qt.cb.rot_log2;
                 sum.q_idx_bytes += s->idx_bytes;
                 sum.q_cb_bytes += s->cb_bytes;
+                sum.q_gs_bytes += s->gs_bytes;
                 sum.q_ol_bytes += s->ol_bytes;
                 s->n_outliers = qt.cb.n_outliers;
                 sum.q_bytes += s->bytes;

@@ -22,6 +22,25 @@
  * (kmeans.h, opc_kmeans_1d_optimal); OPC_QUANT_LLOYD uses Lloyd instead.
  * Bits -> layout: 1.58 -> CB2 k=3, 2 -> CB2 k=4, 3 -> CB4 k=8, 4 -> CB4 k=16.
  *
+ * Two optional refinements of the layout (cb.h):
+ *   - group scales: one byte q per (row, 64-column group), W = s(q) cb[idx].
+ *     Per row the fit alternates (a) the exact weighted k-means of the
+ *     codebook on w / s with weights imp * s^2 (the same objective, since
+ *     imp (w - s c)^2 = imp s^2 (w/s - c)^2) and (b) per group, the q in a
+ *     window around the current one that minimises the weighted error with
+ *     the indices re-assigned for each candidate. q starts from each group's
+ *     weighted mean |w| relative to the row's largest (again after the
+ *     outliers are taken out). Outliers are chosen on the
+ *     scaled error and stored as unscaled deltas.
+ *   - input rotation: the row is replaced by w~ = opc_cb_rotate(w) (block
+ *     2^rot_log2) before any of the above; importance and Hessian must then
+ *     be statistics of rotated activations (the calibration keeps rotated
+ *     sums of squares, the quantizer forms R^T H R). Rotation spreads a
+ *     massive input column (SmolLM2: one column holds 20-55 % of the
+ *     importance of attn_q/k) over its whole block, where a diagonal
+ *     importance can no longer protect it: without GPTQ, which sees the
+ *     off-diagonal H, rotation measured far worse (docs/RESULTS.md).
+ *
  * The round-to-nearest baseline (OPC_QUANT_RTN) uses the same layout with k
  * evenly spaced levels between the row's min and max.
  *
@@ -72,6 +91,13 @@ typedef struct opc_qmatrix_params {
      * metric, and the row is rounded once more. */
     const float *hessian;
     double damp;            /* relative damping: damp * mean(diag H) (<= 0: 0.01) */
+    int group_scales;       /* 1: per-(row, 64-column group) scales (cb.h gscale) */
+    int32_t scale_rounds;   /* alternations codebook fit <-> scale search (<= 0: 3) */
+    /* Input rotation: W (given in the original basis) is quantized as
+     * W~ = rows rotated by opc_cb_rotate with blocks of 2^rot_log2 (0 = none;
+     * 2^rot_log2 must divide cols). importance and hessian must already be
+     * in the rotated basis. The stored view records rot_log2. */
+    int32_t rot_log2;
 } opc_qmatrix_params;
 
 /* A quantized matrix that owns its arrays; `m` is the view over them. */
@@ -82,7 +108,8 @@ typedef struct opc_qmatrix {
     uint32_t *ol_rowptr;/* (rows + 1) or NULL */
     uint16_t *ol_col;   /* (n_outliers) */
     uint16_t *ol_val;   /* (n_outliers) */
-    double err_num, err_den; /* sum imp (W - Q)^2 and sum imp W^2 over the matrix */
+    uint8_t *gscale;    /* (rows, ceil(cols/64)) group scale bytes, or NULL */
+    double err_num, err_den; /* sum imp (W - Q)^2 and sum imp W^2 over the matrix (rotated basis if rotated) */
 } opc_qmatrix;
 
 /* Quantize W (rows, cols) row-major. On success *out owns everything (free
@@ -91,8 +118,20 @@ opc_status opc_quantize_matrix(const float *W, int64_t rows, int64_t cols,
                                const opc_qmatrix_params *p, opc_qmatrix *out);
 void opc_qmatrix_free(opc_qmatrix *q); /* NULL-safe; leaves *q zeroed */
 
-/* All-in bytes of a codebook matrix as stored: indices + codebooks + outliers. */
+/* All-in bytes of a codebook matrix as stored: indices + codebooks + group
+ * scales + outliers. */
 uint64_t opc_cb_matrix_bytes(const opc_cb_matrix *m);
+
+/* Rotation block (log2) the quantizer uses for a matrix with `cols` input
+ * columns: the largest power of two dividing cols, capped at 2^max_log2;
+ * 0 (no rotation) when that is 1 or max_log2 <= 0. A function of cols only,
+ * so matrices sharing an input (q/k/v, gate/up) share one rotated input. */
+int32_t opc_quant_rot_log2(int64_t cols, int32_t max_log2);
+
+/* Can this tensor be rotated? Everything but the token embedding (a lookup
+ * table) and the output head (tied to it in most small models, and it keeps
+ * the embedding's unrotated importance). */
+int opc_quant_rotatable(const char *name);
 
 /* ---------------------------------------------------- importance -------- */
 
@@ -103,20 +142,30 @@ typedef struct opc_importance {
     char (*names)[OPC_MAX_NAME]; /* (n) */
     int64_t *cols;               /* (n) */
     double **sumsq;              /* (n) arrays of cols */
+    double **sumsq_rot;          /* (n) the same for R^T x (block opc_quant_rot_log2(cols,
+                                    rot_max_log2)), or NULL entries: not collected */
     float **hess;                /* (n) (cols, cols) sum of x x^T (upper triangle filled), or NULL
                                     when not collected; entries fed the same X share one matrix */
     int32_t *hess_owner;         /* (n) index of the entry that owns hess[i] */
     int64_t *count;              /* (n) activation rows seen */
     int64_t n_tokens;            /* calibration tokens run */
+    int32_t rot_max_log2;        /* rotation cap of sumsq_rot; 0 = none collected */
 } opc_importance;
 
 void opc_importance_free(opc_importance *imp); /* members only; NULL-safe */
 /* Column importance of `name` as floats into dst (cols); false if absent.
  * For token_embd.weight the output head's importance is used (tied). */
 int opc_importance_get(const opc_importance *imp, const char *name, int64_t cols, float *dst);
-/* The Hessian of `name` (full symmetric, cols x cols floats, owned by imp),
- * or NULL when not collected. */
+/* The same in the basis of a rotation with block 2^rot_log2 (0: unrotated);
+ * false when the calibration did not collect that block. */
+int opc_importance_get_rotated(const opc_importance *imp, const char *name, int64_t cols, int32_t rot_log2,
+                               float *dst);
+/* The Hessian of `name` (full symmetric, cols x cols floats, owned by imp,
+ * unrotated: the quantizer forms R^T H R itself), or NULL when not collected. */
 const float *opc_importance_hessian(const opc_importance *imp, const char *name, int64_t cols);
+/* H~ = R^T H R (n x n, H symmetric), the Hessian of rotated inputs
+ * x~ = opc_cb_rotate(x): *out is a new aligned buffer (opc_aligned_free). */
+opc_status opc_quant_rotate_hessian(const float *H, int64_t n, int32_t rot_log2, float **out);
 
 /* Data-free calibration: sample n_tokens tokens from the model itself
  * (from BOS, temperature 1, seeded; restarting every seq_len tokens) while
@@ -127,18 +176,22 @@ typedef void (*opc_calib_progress_fn)(void *user, int64_t tokens_done, int64_t t
 
 opc_status opc_calibrate_sampled(const opc_model_desc *d, int32_t n_tokens, int32_t seq_len,
                                  uint64_t seed, int32_t n_threads, int with_hessian,
-                                 volatile sig_atomic_t *interrupt,
+                                 int32_t rot_max_log2, volatile sig_atomic_t *interrupt,
                                  opc_calib_progress_fn progress, void *progress_user,
                                  opc_importance *out);
 
 /* with_hessian: also sum x x^T per linear layer input (for GPTQ; memory
- * grows with cols^2 per distinct input: ~400 MB for SmolLM2-135M). */
+ * grows with cols^2 per distinct input: ~400 MB for SmolLM2-135M).
+ * rot_max_log2 > 0: every rotatable tensor also gets the sums of squares of
+ * its rotated activations (opc_cb_rotate with opc_quant_rot_log2(cols,
+ * rot_max_log2)), the basis the quantizer fits rotated weights in; the
+ * quantizer's rot_max_log2 must be the same (checked per tensor). */
 
 /* Calibration on given token ids (e.g. an encoded --calib file), in
  * sequences of seq_len tokens. */
 opc_status opc_calibrate_tokens(const opc_model_desc *d, const int32_t *tokens, int64_t n_tokens,
                                 int32_t seq_len, int32_t n_threads, int with_hessian,
-                                volatile sig_atomic_t *interrupt,
+                                int32_t rot_max_log2, volatile sig_atomic_t *interrupt,
                                 opc_calib_progress_fn progress, void *progress_user,
                                 opc_importance *out);
 
@@ -163,6 +216,11 @@ typedef struct opc_quant_params {
     int32_t n_threads;
     uint64_t seed;
     int32_t n_init;           /* k-means starts per row (<= 0: 3) */
+    int group_scales;         /* per-(row, 64-column group) scales on codebook tensors */
+    int32_t scale_rounds;     /* codebook fit <-> scale search alternations (<= 0: 3) */
+    int rotate;               /* rotate the inputs of rotatable codebook tensors */
+    const char *rotate_tensors; /* comma-separated patterns limiting which (NULL: all rotatable) */
+    int32_t rot_max_log2;     /* largest rotation block, log2 (1..OPC_CB_ROT_MAX_LOG2) */
     volatile sig_atomic_t *interrupt;
     void (*progress)(void *user, const opc_quant_progress *p);
     void *progress_user;
@@ -176,7 +234,8 @@ typedef struct opc_quant_tensor_stat {
     int32_t k;
     int64_t rows, cols;
     uint64_t bytes;           /* all-in bytes stored for this tensor */
-    uint64_t idx_bytes, cb_bytes, ol_bytes; /* of which indices / codebooks / outliers (CB only) */
+    uint64_t idx_bytes, cb_bytes, gs_bytes, ol_bytes; /* of which indices / codebooks / scales / outliers */
+    int32_t rot_log2;         /* rotation block (log2), 0 = none */
     uint64_t n_outliers;
     float qerr;               /* relative weighted MSE, < 0 for unquantized */
     double seconds;
@@ -186,7 +245,7 @@ typedef struct opc_quant_summary {
     int32_t n;
     opc_quant_tensor_stat *t; /* (n) */
     uint64_t q_bytes, q_elems;     /* codebook-quantized tensors only */
-    uint64_t q_idx_bytes, q_cb_bytes, q_ol_bytes; /* their split */
+    uint64_t q_idx_bytes, q_cb_bytes, q_gs_bytes, q_ol_bytes; /* their split */
     uint64_t all_bytes, all_elems; /* every tensor (tensor data only) */
     uint64_t file_bytes;           /* the .bf2 file as written */
     uint64_t n_outliers;
@@ -194,6 +253,11 @@ typedef struct opc_quant_summary {
 } opc_quant_summary;
 
 void opc_quant_summary_free(opc_quant_summary *s); /* members; NULL-safe */
+
+/* Rotation block (log2) the quantizer uses for tensor `name` with `cols`
+ * input columns under p: 0 unless p->rotate, the tensor is rotatable and
+ * matches p->rotate_tensors. */
+int32_t opc_quant_rotated(const char *name, int64_t cols, const opc_quant_params *p);
 
 /* What the quantizer will do with a tensor under params (choice + bits). */
 opc_status opc_quant_plan(const opc_tensor *t, const opc_quant_params *p, opc_quant_choice *choice,
