@@ -59,7 +59,9 @@ static void usage(FILE *f) {
             "  --threads N         OpenMP threads (default: all)\n"
             "  --seed S            seed for k-means++ and calibration sampling (default 1)\n"
             "  --n-init N          k-means starts per row (default 3)\n"
-            "  --device cpu        only cpu for now\n"
+            "  --device D          cpu (default) or cuda: per-row k-means, group scales, rotation and\n"
+            "                      outliers on the GPU, same tensors as the CPU path (calibration and --gptq\n"
+            "                      tensors stay on the CPU; --method lloyd is CPU only)\n"
             "  --verbose           one summary line per tensor\n"
             "  --quiet             no progress bar\n"
             "\n"
@@ -230,8 +232,17 @@ int opc_cmd_quantize(int argc, char **argv) {
             p.n_init = atoi(v);
         } else if (!strcmp(a, "--device")) {
             NEED_VALUE;
-            if (strcmp(v, "cpu") != 0) {
-                fprintf(stderr, "opacc1ty quantize: --device %s is not supported yet (cpu only)\n", v);
+            if (!strcmp(v, "cpu")) {
+                p.device = 0;
+            } else if (!strcmp(v, "cuda")) {
+#ifdef OPC_HAVE_CUDA
+                p.device = 1;
+#else
+                fprintf(stderr, "opacc1ty quantize: --device cuda: built without the CUDA backend\n");
+                return 2;
+#endif
+            } else {
+                fprintf(stderr, "opacc1ty quantize: --device must be cpu or cuda (got %s)\n", v);
                 return 2;
             }
         } else if (!strcmp(a, "--verbose") || !strcmp(a, "-v")) {
@@ -252,6 +263,10 @@ int opc_cmd_quantize(int argc, char **argv) {
     }
     if (!model || !out) {
         usage(stderr);
+        return 2;
+    }
+    if (p.device == 1 && p.method == OPC_QUANT_LLOYD) {
+        fprintf(stderr, "opacc1ty quantize: --method lloyd runs on the CPU only (drop --device cuda)\n");
         return 2;
     }
     if (calib_tokens < 0 || calib_ctx < 2) {

@@ -12,6 +12,9 @@
 #include "../format/bf2.h"
 #include "../model/forward.h"
 #include "kmeans.h"
+#ifdef OPC_HAVE_CUDA
+#include "../cuda/quant_cuda.h"
+#endif
 
 #include <fnmatch.h>
 #include <math.h>
@@ -1307,6 +1310,7 @@ opc_status opc_quantize_tensor(const opc_tensor *src, int32_t tensor_index, cons
         .group_scales = p->group_scales,
         .scale_rounds = p->scale_rounds,
         .rot_log2 = rot,
+        .device = p->device,
     };
     if (p->gptq && p->method != OPC_QUANT_RTN) {
         mp.hessian = opc_importance_hessian(p->importance, src->name, cols);
@@ -1321,7 +1325,13 @@ opc_status opc_quantize_tensor(const opc_tensor *src, int32_t tensor_index, cons
             mp.hessian = hrot;
         }
     }
-    st = opc_quantize_matrix(w, rows, cols, &mp, qm);
+#ifdef OPC_HAVE_CUDA
+    /* the GPU path (same result) for all but GPTQ, Lloyd and rows wider than it sorts */
+    if (mp.device == 1 && !mp.hessian && mp.method != OPC_QUANT_LLOYD && cols <= OPC_CUDA_QUANT_MAX_COLS)
+        st = opc_cuda_quantize_matrix(w, rows, cols, &mp, qm);
+    else
+#endif
+        st = opc_quantize_matrix(w, rows, cols, &mp, qm);
     opc_aligned_free(hrot);
     free(imp);
     opc_aligned_free(w);

@@ -98,6 +98,7 @@ typedef struct opc_qmatrix_params {
      * 2^rot_log2 must divide cols). importance and hessian must already be
      * in the rotated basis. The stored view records rot_log2. */
     int32_t rot_log2;
+    int device;             /* 0 = CPU; 1 = CUDA (src/cuda/quant_cuda.h), except with a hessian */
 } opc_qmatrix_params;
 
 /* A quantized matrix that owns its arrays; `m` is the view over them. */
@@ -221,6 +222,7 @@ typedef struct opc_quant_params {
     int rotate;               /* rotate the inputs of rotatable codebook tensors */
     const char *rotate_tensors; /* comma-separated patterns limiting which (NULL: all rotatable) */
     int32_t rot_max_log2;     /* largest rotation block, log2 (1..OPC_CB_ROT_MAX_LOG2) */
+    int device;               /* 0 = CPU, 1 = CUDA (see opc_qmatrix_params.device) */
     volatile sig_atomic_t *interrupt;
     void (*progress)(void *user, const opc_quant_progress *p);
     void *progress_user;
