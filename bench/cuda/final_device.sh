@@ -8,7 +8,7 @@
 #                                          2-bit SmolLM2 .bf2; quantize --device cuda
 #                                          vs cpu (bytes compared); 8B-shape decode and
 #                                          prefill; 8B-shape GPU quantization (4 layers)
-# Carry [".debs","gpu_carry"]; gpu_carry/ holds stories260K/, smol-default.bf2
+# Carry [".debs","gpu_carry"]; gpu_carry/ holds stories260K/, smollm2-2bit.bf2
 # (`quantize` with the default options) and wiki.test.raw. Logs go to $OUT.
 set -uo pipefail
 OUT=${OUT:-$PWD/out}
@@ -29,14 +29,14 @@ echo built | tee -a "$L"
 if [ "$WHAT" = test ]; then
   for t in test_cuda test_cuda_forward test_cuda_quant; do
     log $t
-    (cd $B && timeout 200 ./$t) > "$OUT/$t.txt" 2>&1; echo "rc=$?" | tee -a "$L"
+    (cd $B && timeout 150 ./$t) > "$OUT/$t.txt" 2>&1; echo "rc=$?" | tee -a "$L"
     grep -E "passed|FAIL" "$OUT/$t.txt" | tail -6 | tee -a "$L"
   done
   log memcheck test_cuda_forward quick
-  (cd $B && OPC_TEST_QUICK=1 timeout 150 compute-sanitizer --tool memcheck --leak-check full ./test_cuda_forward) > "$OUT/memcheck.txt" 2>&1; echo "rc=$?" | tee -a "$L"
+  (cd $B && OPC_TEST_QUICK=1 timeout 110 compute-sanitizer --tool memcheck --leak-check full ./test_cuda_forward) > "$OUT/memcheck.txt" 2>&1; echo "rc=$?" | tee -a "$L"
   grep -E "ERROR SUMMARY|LEAK SUMMARY|passed|Invalid|Program hit" "$OUT/memcheck.txt" | head -8 | tee -a "$L"
   log racecheck test_cuda_quant quick
-  (cd $B && OPC_TEST_QUICK=2 timeout 90 compute-sanitizer --tool racecheck ./test_cuda_quant) > "$OUT/racecheck.txt" 2>&1; echo "rc=$?" | tee -a "$L"
+  (cd $B && OPC_TEST_QUICK=2 timeout 70 compute-sanitizer --tool racecheck ./test_cuda_quant) > "$OUT/racecheck.txt" 2>&1; echo "rc=$?" | tee -a "$L"
   grep -E "ERROR SUMMARY|RACECHECK SUMMARY|passed|hazard" "$OUT/racecheck.txt" | head -8 | tee -a "$L"
   exit 0
 fi
@@ -44,11 +44,11 @@ fi
 X=$B/opacc1ty
 W=gpu_carry/wiki.test.raw
 log perplexity default 2-bit SmolLM2, 10 chunks, GPU
-timeout 120 $X perplexity gpu_carry/smol-default.bf2 --text $W --chunks 10 --device cuda --quiet 2>&1 | tee -a "$L" | tail -3
+timeout 120 $X perplexity gpu_carry/smollm2-2bit.bf2 --text $W --chunks 10 --device cuda --quiet 2>&1 | tee -a "$L" | tail -3
 log perplexity same, CPU 16 threads
-OMP_WAIT_POLICY=PASSIVE timeout 200 $X perplexity gpu_carry/smol-default.bf2 --text $W --chunks 10 --threads 16 --quiet 2>&1 | tee -a "$L" | tail -3
+OMP_WAIT_POLICY=PASSIVE timeout 200 $X perplexity gpu_carry/smollm2-2bit.bf2 --text $W --chunks 10 --threads 16 --quiet 2>&1 | tee -a "$L" | tail -3
 log generate GPU
-timeout 60 $X generate gpu_carry/smol-default.bf2 --chat --prompt "What is the capital of France?" --temp 0 --max-tokens 40 --device cuda 2>&1 | tee -a "$L" | tail -4
+timeout 60 $X generate gpu_carry/smollm2-2bit.bf2 --chat --prompt "What is the capital of France?" --temp 0 --max-tokens 40 --device cuda 2>&1 | tee -a "$L" | tail -4
 log quantize stories260K, cuda vs cpu, default options
 timeout 60 $X quantize gpu_carry/stories260K/stories260K.bin -o /tmp/s_gpu.bf2 --device cuda --quiet 2>&1 | tail -3 | tee -a "$L"
 timeout 60 $X quantize gpu_carry/stories260K/stories260K.bin -o /tmp/s_cpu.bf2 --device cpu --quiet 2>&1 | tail -3 | tee -a "$L"
@@ -57,8 +57,6 @@ synth() { rm -f /tmp/l8b.bf2; timeout 200 $X synth --shape llama3-8b -o /tmp/l8b
 bench() { log "$1"; timeout 150 $B/bench_cuda_forward /tmp/l8b.bf2 --pp 512 --tg 128 --reps 3 2>&1 | tee -a "$L" | tail -4; }
 synth --bits 2 ${SYNTH_DEFAULT:-}
 bench "llama3-8b shape, default 2-bit layout (${SYNTH_DEFAULT:-plain}), f16 head"
-synth --bits 2 ${SYNTH_DEFAULT:-} --head-bits 2
-bench "llama3-8b shape, default 2-bit layout (${SYNTH_DEFAULT:-plain}), 2-bit head"
 rm -f /tmp/l8b.bf2
 log GPU quantization, 8B shapes, 4 layers, 2-bit + group scales + 1% outliers
 timeout 150 $B/bench_cuda_quant --layers 4 --gs 1 --rot 0 --cpu-layers 0 2>&1 | tee -a "$L" | tail -6
