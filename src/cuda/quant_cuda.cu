@@ -558,6 +558,7 @@ __device__ int search_scales(const fit_args &A, const float *w, const uint8_t *m
                 best = qq;
             }
         }
+        __syncwarp(); /* every lane has read gs[g] (cur) before lane 0 overwrites it */
         if (lane == 0 && best != cur) {
             gs[g] = (uint8_t)best;
             s_changed = 1;
