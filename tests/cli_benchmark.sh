@@ -20,7 +20,7 @@ check() { # description, command...
 
 "$bin" benchmark >/dev/null 2>&1; check "no model exits 2" test $? -eq 2
 "$bin" benchmark x.bf2 --bogus >/dev/null 2>&1; check "unknown option exits 2" test $? -eq 2
-"$bin" benchmark x.bf2 --device cuda >/dev/null 2>&1; check "--device cuda exits 2" test $? -eq 2
+"$bin" benchmark x.bf2 --device tpu >/dev/null 2>&1; check "--device tpu exits 2" test $? -eq 2
 "$bin" benchmark x.bf2 --max-tokens 0 >/dev/null 2>&1; check "--max-tokens 0 exits 2" test $? -eq 2
 "$bin" benchmark x.bf2 --threads >/dev/null 2>&1; check "missing value exits 2" test $? -eq 2
 err=$("$bin" benchmark /nonexistent/m.bf2 2>&1 >/dev/null); rc=$?
@@ -82,6 +82,16 @@ if "$bin" quantize "$model" -o "$tmp/s2.bf2" --bits 2 --calib-tokens 0 --quiet >
     check "--int8-act without VNNI exits 1 with a reason" \
       bash -c "[ $rc -eq 1 ] && grep -q 'AVX-512 VNNI' '$tmp/i8err'"
   fi
+  # --device cuda: runs where there is a GPU, otherwise a clean error naming the reason
+  "$bin" benchmark "$tmp/s2.bf2" --max-tokens 2 --device cuda --json >"$tmp/gpu.json" 2>"$tmp/gpuerr"
+  rc=$?
+  if [ $rc -eq 0 ]; then
+    check "--device cuda json" json_check "$tmp/gpu.json" "j['device'] == 'cuda'" "j['probe_copy_gb_s'] > 0"
+  else
+    check "--device cuda without a GPU/CUDA build fails cleanly" \
+      bash -c "[ $rc -eq 1 -o $rc -eq 2 ] && grep -qi 'cuda' '$tmp/gpuerr'"
+  fi
+  check "--device bogus is a usage error" bash -c "! '$bin' benchmark '$tmp/s2.bf2' --device tpu 2>/dev/null"
 else
   echo "FAIL quantize stories260K to 2 bits"; cat "$tmp/err"; fail=1
 fi

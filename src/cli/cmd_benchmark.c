@@ -6,17 +6,26 @@
  *
  * Decode is greedy and ignores end-of-sequence, so every run does exactly
  * --max-tokens steps. Weight bytes per token count what the forward pass
- * actually streams: codebook tensors as packed (indices + codebooks +
- * outliers), every other matrix as the fp32 copy the forward pass keeps.
+ * actually streams: codebook tensors as packed (indices + codebooks + group
+ * scales + outliers), every other matrix as the copy the pass keeps (fp16 in
+ * place or fp32 on the CPU, fp16 on the GPU). With --device cuda the whole
+ * pass runs on the GPU and the roofline is the GPU's device-to-device copy
+ * bandwidth, measured in the same run.
  */
 #include "cli.h"
 
 #include "core/core.h"
 #include "core/cpu_features.h"
 #include "cpu/cpu.h"
+#include "format/bf2.h"
 #include "model/forward.h"
 #include "model/model.h"
+#include "model/runner.h"
 #include "tokenizer/tokenizer.h"
+
+#ifdef OPC_HAVE_CUDA
+#include "cuda/cuda_api.h"
+#endif
 
 #include <cjson/cJSON.h>
 #include <stdio.h>
@@ -43,7 +52,8 @@ static void usage(FILE *f) {
             "  --int8-act           int8 activations (AVX-512 VNNI; 2-bit decode, 2/4-bit\n"
             "                       prefill on int8 weights): faster, approximate, not the\n"
             "                       reference result\n"
-            "  --device cpu         the only device here (CUDA has its own path)\n"
+            "  --device D           cpu (default) or cuda (the whole pass on the GPU; the\n"
+            "                       roofline is then the GPU's copy bandwidth)\n"
             "  --json               machine-readable output on stdout\n");
 }
 
@@ -60,14 +70,10 @@ static int parse_long(const char *s, const char *opt, long lo, long hi, long *ou
 }
 
 /* Bytes one decode step reads for a (rows, cols) matrix used by the forward
- * pass (see the file comment). */
-static uint64_t matrix_bytes(const opc_tensor *t) {
-    if (t->type == OPC_TYPE_CB2 || t->type == OPC_TYPE_CB4) {
-        const opc_cb_matrix *m = &t->cb;
-        uint64_t b = (uint64_t)m->rows * m->row_bytes + (uint64_t)m->rows * (uint64_t)m->k * 2;
-        if (m->n_outliers) b += m->n_outliers * 4 + ((uint64_t)m->rows + 1) * 4;
-        return b;
-    }
+ * pass (see the file comment); gpu: dense weights live as fp16 there. */
+static uint64_t matrix_bytes(const opc_tensor *t, int gpu) {
+    if (t->type == OPC_TYPE_CB2 || t->type == OPC_TYPE_CB4) return opc_bf2_cb_bytes(&t->cb);
+    if (gpu) return (uint64_t)opc_tensor_nelem(t) * 2;
     /* f16 weights are read in place (forward.c) unless OPC_F16_AS_F32 forces
      * the old fp32 expansion; every other non-codebook type is fp32 in memory. */
     if (t->type == OPC_TYPE_F16 && !getenv("OPC_F16_AS_F32")) return (uint64_t)opc_tensor_nelem(t) * 2;
@@ -89,19 +95,19 @@ static int is_layer_matrix(const char *name) {
 }
 
 /* Weight bytes per decoded token and how many of them are codebook-packed. */
-static void weight_traffic(const opc_model_desc *d, uint64_t *total, uint64_t *packed) {
+static void weight_traffic(const opc_model_desc *d, int gpu, uint64_t *total, uint64_t *packed) {
     *total = *packed = 0;
     for (int32_t i = 0; i < d->n_tensors; i++) {
         const opc_tensor *t = &d->tensors[i];
         if (!is_layer_matrix(t->name)) continue;
-        uint64_t b = matrix_bytes(t);
+        uint64_t b = matrix_bytes(t, gpu);
         *total += b;
         if (t->type == OPC_TYPE_CB2 || t->type == OPC_TYPE_CB4) *packed += b;
     }
     const opc_tensor *head = opc_model_desc_find(d, "output.weight");
     if (!head) head = opc_model_desc_find(d, "token_embd.weight"); /* tied head */
     if (head) {
-        uint64_t b = matrix_bytes(head);
+        uint64_t b = matrix_bytes(head, gpu);
         *total += b;
         if (head->type == OPC_TYPE_CB2 || head->type == OPC_TYPE_CB4) *packed += b;
     }
@@ -118,6 +124,7 @@ int opc_cmd_benchmark(int argc, char **argv) {
     const char *model = NULL, *prompt = k_default_prompt;
     long max_tokens = 64, threads = 0, batch = 512, prompt_tokens = 0;
     int json = 0, compare_gemv = 0, int8_act = 0;
+    const char *device = "cpu";
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const int has = i + 1 < argc;
@@ -144,9 +151,13 @@ int opc_cmd_benchmark(int argc, char **argv) {
         } else if (!strcmp(a, "--batch") || !strcmp(a, "-b")) {
             if (!parse_long(argv[++i], a, 1, 1 << 16, &batch)) return 2;
         } else if (!strcmp(a, "--device")) {
-            if (strcmp(argv[++i], "cpu") != 0) {
-                fprintf(stderr, "opacc1ty benchmark: --device %s: only 'cpu' is supported here\n",
-                        argv[i]);
+            device = argv[++i];
+            if (strcmp(device, "cpu") && strcmp(device, "cuda")) {
+                fprintf(stderr, "opacc1ty benchmark: --device must be cpu or cuda, got '%s'\n", device);
+                return 2;
+            }
+            if (!strcmp(device, "cuda") && !opc_runner_have_cuda()) {
+                fprintf(stderr, "opacc1ty benchmark: built without CUDA (no nvcc): --device cuda is unavailable\n");
                 return 2;
             }
         } else if (a[0] == '-' && a[1]) {
@@ -169,7 +180,7 @@ int opc_cmd_benchmark(int argc, char **argv) {
     opc_status st;
     opc_model_desc *d = NULL;
     opc_tokenizer *tok = NULL;
-    opc_forward *f = NULL;
+    opc_runner run = {0};
     int32_t *ids = NULL, *prompt_ids = NULL;
     float *logits = NULL;
     size_t n_text = 0;
@@ -219,23 +230,40 @@ int opc_cmd_benchmark(int argc, char **argv) {
         ids[i] = i < (long)n_text ? prompt_ids[i] : prompt_ids[skip + (size_t)(i - (long)n_text) % span];
     }
     long mb = batch < n_prompt ? batch : n_prompt;
-    if ((st = opc_forward_init(&f, d, (int32_t)ctx, (int32_t)mb, nthreads)) != OPC_OK) {
+    const int gpu = !strcmp(device, "cuda");
+    if (gpu && (int8_act || compare_gemv)) {
+        fprintf(stderr, "opacc1ty benchmark: --int8-act and --compare-gemv are CPU options\n");
+        goto done;
+    }
+    if ((st = opc_runner_init(&run, d, device, (int32_t)ctx, (int32_t)mb, nthreads)) != OPC_OK) {
         rc = opc_cli_fail(st, model);
         goto done;
     }
     t_load = opc_time_s() - t_load;
 
     /* Roofline first, while nothing else of ours runs. */
-    double bw = opc_mem_read_bw((size_t)256 << 20, nthreads, 3);
+    double bw = 0.0;
+    if (!gpu) {
+        bw = opc_mem_read_bw((size_t)256 << 20, nthreads, 3);
+    } else {
+#ifdef OPC_HAVE_CUDA
+        double gbs_copy = 0.0;
+        if ((st = opc_cuda_copy_bw((size_t)1 << 30, 5, &gbs_copy)) != OPC_OK) {
+            rc = opc_cli_fail(st, "copy probe");
+            goto done;
+        }
+        bw = gbs_copy * 1e9;
+#endif
+    }
 
     /* Warm-up: touch every weight once (page cache, mmap faults, thread pool). */
-    if ((st = opc_forward_run(f, ids, 1, 0, logits, OPC_LOGITS_LAST)) != OPC_OK) {
+    if ((st = opc_runner_run(&run, ids, 1, 0, logits, OPC_LOGITS_LAST)) != OPC_OK) {
         rc = opc_cli_fail(st, "warm-up");
         goto done;
     }
 
     double t0 = opc_time_s();
-    if ((st = opc_forward_run(f, ids, (int32_t)n_prompt, 0, logits, OPC_LOGITS_LAST)) != OPC_OK) {
+    if ((st = opc_runner_run(&run, ids, (int32_t)n_prompt, 0, logits, OPC_LOGITS_LAST)) != OPC_OK) {
         rc = opc_cli_fail(st, "prefill");
         goto done;
     }
@@ -247,7 +275,7 @@ int opc_cmd_benchmark(int argc, char **argv) {
     for (long s = 0; s < max_tokens; s++) {
         ids[pos] = argmax(logits, d->cfg.vocab_size);
         double ts = opc_time_s();
-        if ((st = opc_forward_run(f, &ids[pos], 1, pos, logits, OPC_LOGITS_LAST)) != OPC_OK) {
+        if ((st = opc_runner_run(&run, &ids[pos], 1, pos, logits, OPC_LOGITS_LAST)) != OPC_OK) {
             rc = opc_cli_fail(st, "decode");
             goto done;
         }
@@ -261,7 +289,7 @@ int opc_cmd_benchmark(int argc, char **argv) {
     if (compare_gemv) {
         t0 = opc_time_s();
         for (long i = 0; i < n_prompt; i++) {
-            if ((st = opc_forward_run(f, &ids[i], 1, (int32_t)i, logits,
+            if ((st = opc_runner_run(&run, &ids[i], 1, (int32_t)i, logits,
                                       i + 1 == n_prompt ? OPC_LOGITS_LAST : OPC_LOGITS_NONE)) !=
                 OPC_OK) {
                 rc = opc_cli_fail(st, "prefill (matrix-vector loop)");
@@ -272,7 +300,7 @@ int opc_cmd_benchmark(int argc, char **argv) {
     }
 
     uint64_t wbytes, wpacked;
-    weight_traffic(d, &wbytes, &wpacked);
+    weight_traffic(d, gpu, &wbytes, &wpacked);
     double prefill_tps = (double)n_prompt / t_prefill;
     double decode_tps = (double)max_tokens / t_dec;
     double ms_tok = 1e3 * t_dec / (double)max_tokens;
@@ -288,7 +316,7 @@ int opc_cmd_benchmark(int argc, char **argv) {
             goto done;
         }
         cJSON_AddStringToObject(root, "model", model);
-        cJSON_AddStringToObject(root, "device", "cpu");
+        cJSON_AddStringToObject(root, "device", device);
         cJSON_AddStringToObject(root, "cpu", cf->brand);
         cJSON_AddStringToObject(root, "cpu_features", opc_cpu_features_str());
         cJSON_AddStringToObject(root, "cb_kernel", kernel);
@@ -310,7 +338,7 @@ int opc_cmd_benchmark(int argc, char **argv) {
         cJSON_AddNumberToObject(root, "codebook_bytes_per_token", (double)wpacked);
         cJSON_AddNumberToObject(root, "effective_gb_s", gbs);
         cJSON_AddNumberToObject(root, "effective_gb_s_best_step", gbs_best);
-        cJSON_AddNumberToObject(root, "probe_read_gb_s", bw / 1e9);
+        cJSON_AddNumberToObject(root, gpu ? "probe_copy_gb_s" : "probe_read_gb_s", bw / 1e9);
         cJSON_AddNumberToObject(root, "roofline_pct", bw > 0 ? 100.0 * gbs * 1e9 / bw : 0.0);
         char *s = cJSON_Print(root);
         if (!s) {
@@ -323,7 +351,10 @@ int opc_cmd_benchmark(int argc, char **argv) {
         const opc_config *c = &d->cfg;
         printf("model        %s (%s, dim %d, %d layers, vocab %d), loaded in %.2f s\n", model,
                opc_arch_name(c->arch), c->dim, c->n_layers, c->vocab_size, t_load);
-        printf("cpu          %s, %d threads, codebook kernel %s\n", cf->brand, nthreads, kernel);
+        if (gpu)
+            printf("device       cuda (the whole forward pass on the GPU)\n");
+        else
+            printf("cpu          %s, %d threads, codebook kernel %s\n", cf->brand, nthreads, kernel);
         printf("prefill      %ld tokens in %.3f s: %.1f tok/s\n", n_prompt, t_prefill, prefill_tps);
         if (compare_gemv)
             printf("             one token at a time: %.3f s (%.1f tok/s); batched is %.2fx faster\n",
@@ -332,14 +363,19 @@ int opc_cmd_benchmark(int argc, char **argv) {
                max_tokens, t_dec, decode_tps, ms_tok, best_step * 1e3);
         printf("weights      %.2f MiB read per token (%.2f MiB codebook-packed)\n",
                (double)wbytes / 1048576.0, (double)wpacked / 1048576.0);
-        printf("bandwidth    %.2f GB/s effective (best step %.2f GB/s); probe %.2f GB/s with %d "
-               "threads: %.0f%% of the roofline\n",
-               gbs, gbs_best, bw / 1e9, nthreads, bw > 0 ? 100.0 * gbs * 1e9 / bw : 0.0);
+        if (gpu)
+            printf("bandwidth    %.2f GB/s effective (best step %.2f GB/s); GPU copy probe %.1f GB/s "
+                   "(read + write): %.0f%% of the roofline\n",
+                   gbs, gbs_best, bw / 1e9, bw > 0 ? 100.0 * gbs * 1e9 / bw : 0.0);
+        else
+            printf("bandwidth    %.2f GB/s effective (best step %.2f GB/s); probe %.2f GB/s with %d "
+                   "threads: %.0f%% of the roofline\n",
+                   gbs, gbs_best, bw / 1e9, nthreads, bw > 0 ? 100.0 * gbs * 1e9 / bw : 0.0);
     }
     rc = 0;
 done:
     cJSON_Delete(root);
-    opc_forward_free(f);
+    opc_runner_free(&run);
     opc_tokenizer_free(tok);
     opc_model_desc_free(d);
     free(prompt_ids);

@@ -35,6 +35,11 @@ opc_status opc_cuda_to_device(void *dst, const void *src, size_t bytes);
 opc_status opc_cuda_to_host(void *dst, const void *src, size_t bytes);
 opc_status opc_cuda_sync(opc_cuda_stream stream);
 
+/* Device-to-device copy bandwidth (read + write bytes per second, in GB/s),
+ * best of `reps` copies of `bytes`: the roofline `benchmark --device cuda`
+ * compares decode traffic with (src/cuda/membw.cu). */
+opc_status opc_cuda_copy_bw(size_t bytes, int reps, double *gb_s);
+
 /* A codebook matrix whose arrays live in device memory; same layout and
  * meaning as opc_cb_matrix (src/quant/cb.h). Owned when made by
  * opc_cuda_cb_upload (free with opc_cuda_cb_free); a caller may also fill it
