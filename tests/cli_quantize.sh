@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # cli_quantize.sh — `opacc1ty quantize` end to end on stories260K: the .bf2
-# opens (info), with group scales and rotation too, bad options exit 2
+# opens (info), with group scales and rotation too, GPTQ on / off, bad options exit 2
 # without creating output, and SIGINT
 # during a run exits non-zero leaving no output and no temporary file.
 #   usage: cli_quantize.sh BIN SOURCE_DIR     (exit 77 = skipped)
@@ -30,11 +30,22 @@ check "quantize --group-scales on --rotate on exits 0" "[ $rc = 0 ] && [ -s '$ou
 check "summary counts the scales" "grep -q 'scales 0\.[0-9]*[1-9]' '$tmp/q2.log'"
 check "summary names the rotation" "grep -q 'rotation on (blocks up to 32 columns)' '$tmp/q2.log'"
 check "info reads it" "'$bin' info '$out2' >/dev/null 2>&1"
-for bad in "--rotate-block 3" "--rotate-block 65536" "--rotate maybe" "--group-scales 1" "--scale-rounds 0"; do
+for bad in "--rotate-block 3" "--rotate-block 65536" "--rotate maybe" "--group-scales 1" "--scale-rounds 0" \
+  "--gptq-damp 0" "--gptq-damp x" "--calib-tokens -5" "--gptq on --calib-tokens 0" "--gptq --method rtn"; do
   # shellcheck disable=SC2086
   "$bin" quantize "$model" -o "$tmp/bad.bf2" $bad >/dev/null 2>&1
   check "$bad is a usage error" "[ $? = 2 ] && [ ! -e '$tmp/bad.bf2' ]"
 done
+
+# GPTQ on / off: on says so in the summary and defaults to more calibration tokens; off has two
+# spellings (and is the default at 2 bits for now: the first run above has no GPTQ)
+"$bin" quantize "$model" -o "$tmp/g.bf2" --quiet --gptq on --calib-tokens 128 --threads 1 >"$tmp/g.log" 2>&1
+check "--gptq on exits 0 and says GPTQ" "[ $? = 0 ] && grep -q 'GPTQ error feedback' '$tmp/g.log'"
+"$bin" quantize "$model" -o "$tmp/g2.bf2" --quiet --gptq --threads 1 >"$tmp/g2.log" 2>&1
+check "--gptq alone calibrates on 1024 tokens" "[ $? = 0 ] && grep -q 'calibration   1024 tokens' '$tmp/g2.log'"
+"$bin" quantize "$model" -o "$tmp/n1.bf2" --quiet --no-gptq --calib-tokens 64 --threads 1 >/dev/null 2>&1 &&
+  "$bin" quantize "$model" -o "$tmp/n2.bf2" --quiet --gptq off --calib-tokens 64 --threads 1 >/dev/null 2>&1
+check "--no-gptq = --gptq off" "cmp -s '$tmp/n1.bf2' '$tmp/n2.bf2' && ! grep -q GPTQ '$tmp/q.log'"
 
 "$bin" quantize "$model" -o "$tmp/bad.bf2" --bits 5 >/dev/null 2>&1
 check "--bits 5 is a usage error" "[ $? = 2 ] && [ ! -e '$tmp/bad.bf2' ]"

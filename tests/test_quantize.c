@@ -3,7 +3,7 @@
  * codebooks are recovered, RTN levels are uniform, importance shifts the
  * error to unimportant columns, group scales follow per-group magnitudes,
  * rotated matrices un-rotate to the original and compute W x from R^T x,
- * results do not depend on the thread count,
+ * results do not depend on the thread count (GPTQ: nor on its row blocks),
  * quantize -> write -> read -> dequantize equals the in-memory result bit for
  * bit (synthetic model and stories260K), and an interrupted run leaves no
  * output and an existing output untouched.
@@ -445,6 +445,60 @@ static void test_gptq(void) {
     CHECK(out_err[4] < out_err[3]);
 }
 
+/* GPTQ works on blocks of rows that share each row of the factor: the
+ * result must not depend on the thread count nor on how rows fall into
+ * blocks (37 rows = two full blocks and a partial one; the rows 5..36 alone
+ * are blocked differently but must come out the same, row for row). */
+static void test_gptq_blocks(void) {
+    enum { R = 37, C = 96, N = 300 };
+    static float W[R * C], X[N * C], H[C * C];
+    for (int i = 0; i < R * C; i++) W[i] = (float)(nrand() * (1.0 + (i % 17 == 0) * 3.0));
+    for (int t = 0; t < N; t++) {
+        double z = nrand();
+        for (int c = 0; c < C; c++) X[t * C + c] = (float)(nrand() + z * (c % 3 == 0)); /* correlated columns */
+    }
+    float imp[C];
+    for (int a = 0; a < C; a++)
+        for (int b = 0; b < C; b++) {
+            double v = 0;
+            for (int t = 0; t < N; t++) v += (double)X[t * C + a] * X[t * C + b];
+            H[a * C + b] = (float)v;
+        }
+    for (int c = 0; c < C; c++) imp[c] = H[c * C + c];
+    for (int v = 0; v < 2; v++) { /* outliers + group scales, then neither */
+        opc_qmatrix_params p = mparams(2, 4, v == 0 ? 0.02 : 0.0);
+        p.importance = imp;
+        p.hessian = H;
+        p.group_scales = v == 0;
+        opc_qmatrix q[3];
+        for (int t = 0; t < 3; t++) {
+            p.n_threads = t + 1;
+            CHECK(opc_quantize_matrix(W, R, C, &p, &q[t]) == OPC_OK);
+        }
+        for (int t = 1; t < 3; t++) {
+            CHECK(q[t].m.n_outliers == q[0].m.n_outliers);
+            CHECK(!memcmp(q[t].idx, q[0].idx, (size_t)(R * q[0].m.row_bytes)));
+            CHECK(!memcmp(q[t].codebook, q[0].codebook, (size_t)R * 4 * 2));
+            CHECK(!q[0].gscale || !memcmp(q[t].gscale, q[0].gscale, (size_t)R * 2));
+            CHECK(!q[0].m.n_outliers || (!memcmp(q[t].ol_col, q[0].ol_col, q[0].m.n_outliers * 2) &&
+                                         !memcmp(q[t].ol_val, q[0].ol_val, q[0].m.n_outliers * 2)));
+        }
+        if (v == 1) { /* without outliers every row is on its own: a subset gives the same rows */
+            opc_qmatrix s;
+            p.n_threads = 2;
+            CHECK(opc_quantize_matrix(W + 5 * C, R - 5, C, &p, &s) == OPC_OK);
+            int same = 1;
+            for (int r = 5; r < R; r++) {
+                same &= !memcmp(s.idx + (r - 5) * s.m.row_bytes, q[0].idx + r * q[0].m.row_bytes, s.m.row_bytes);
+                same &= !memcmp(s.codebook + (r - 5) * 4, q[0].codebook + r * 4, 4 * 2);
+            }
+            CHECK_MSG(same, "GPTQ rows depend on their block");
+            opc_qmatrix_free(&s);
+        }
+        for (int t = 0; t < 3; t++) opc_qmatrix_free(&q[t]);
+    }
+}
+
 /* ------------------------------------------------- whole-model tests ---- */
 
 typedef struct synth {
@@ -772,6 +826,7 @@ int main(void) {
     RUN(test_rotation);
     RUN(test_threads_deterministic);
     RUN(test_gptq);
+    RUN(test_gptq_blocks);
     RUN(test_round_trip_synthetic);
     RUN(test_interrupt);
     RUN(test_round_trip_stories260k);

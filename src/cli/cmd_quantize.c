@@ -14,12 +14,20 @@
 #include "../quant/quantize.h"
 #include "../tokenizer/tokenizer.h"
 
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 static volatile sig_atomic_t g_interrupt;
+
+/* GPTQ defaults (measured on SmolLM2-135M, docs/RESULTS.md): on at this
+ * --bits (0: never by default), with this many calibration tokens unless
+ * --calib-tokens says otherwise, and this relative damping. */
+#define GPTQ_AUTO_BITS 0.0f
+#define GPTQ_CALIB_TOKENS 1024
+#define GPTQ_DAMP 0.1
 
 static void on_sigint(int sig) {
     g_interrupt = 1;
@@ -35,10 +43,11 @@ static void usage(FILE *f) {
             "  --method M          kmeans (default: weighted k-means, exact 1-D optimum per row),\n"
             "                      lloyd (weighted k-means by Lloyd iterations, for comparison) or\n"
             "                      rtn (naive baseline: uniform levels between row min and max)\n"
-            "  --gptq              GPTQ-style error feedback with the calibration Hessians (slower; needs\n"
-            "                      many calibration tokens: measured on SmolLM2 with --calib-tokens 1024\n"
-            "                      --gptq-damp 0.1, worse than without it at 256 tokens, see RESULTS.md)\n"
-            "  --gptq-damp D       damping of the Hessian, relative to its mean diagonal (default 0.01)\n"
+            "  --gptq [on|off]     GPTQ-style error feedback with the calibration Hessians (default off;\n"
+            "                      about 4x the time of the default on SmolLM2; with it --calib-tokens\n"
+            "                      defaults to %d: it needs a well determined Hessian, RESULTS.md)\n"
+            "  --no-gptq           the same as --gptq off\n"
+            "  --gptq-damp D       damping of the Hessian, relative to its mean diagonal (default %g)\n"
             "  --group-scales on|off  one scale byte per (row, 64 columns) on codebook tensors (+0.125 bpw;\n"
             "                      default off: it pays at 1%% outliers, not at equal size, see RESULTS.md)\n"
             "  --scale-rounds N    codebook fit <-> scale search alternations per row (default 3)\n"
@@ -49,8 +58,8 @@ static void usage(FILE *f) {
             "                      tensor uses the largest power of two dividing its columns, up to N\n"
             "  --rotate-tensors PATS  rotate only tensors matching these patterns (with --rotate on)\n"
             "  --calib FILE        calibration text (must not overlap evaluation text)\n"
-            "  --calib-tokens N    calibration tokens (default 256; sampled from the model itself when\n"
-            "                      no --calib is given; 0 = no calibration, uniform importance)\n"
+            "  --calib-tokens N    calibration tokens (default 256, %d with GPTQ; sampled from the model\n"
+            "                      itself when no --calib is given; 0 = no calibration, uniform importance)\n"
             "  --calib-ctx N       tokens per calibration sequence (default 256)\n"
             "  --keep-fp16 PATS    comma-separated tensor patterns stored as f16 (in addition to the\n"
             "                      defaults token_embd.weight and output.weight)\n"
@@ -65,7 +74,8 @@ static void usage(FILE *f) {
             "  --verbose           one summary line per tensor\n"
             "  --quiet             no progress bar\n"
             "\n"
-            "A pattern with * ? [ is a glob on the full tensor name, otherwise a substring.\n");
+            "A pattern with * ? [ is a glob on the full tensor name, otherwise a substring.\n",
+            GPTQ_CALIB_TOKENS, GPTQ_DAMP, GPTQ_CALIB_TOKENS);
 }
 
 typedef struct prog_ctx {
@@ -122,7 +132,9 @@ static opc_status calib_from_file(const opc_model_desc *d, const char *path, int
 int opc_cmd_quantize(int argc, char **argv) {
     const char *model = NULL, *out = NULL, *calib = NULL;
     opc_quant_params p = opc_quant_defaults();
-    int32_t calib_tokens = 256, calib_ctx = 256;
+    int32_t calib_tokens = -1, calib_ctx = 256; /* -1: the default for the GPTQ choice */
+    int gptq = -1;                                /* -1: auto (GPTQ_AUTO_BITS), 0 off, 1 on */
+    p.gptq_damp = GPTQ_DAMP;
     int verbose = 0, quiet = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -169,10 +181,21 @@ int opc_cmd_quantize(int argc, char **argv) {
                 return 2;
             }
         } else if (!strcmp(a, "--gptq")) {
-            p.gptq = 1;
+            gptq = 1; /* --gptq alone or --gptq on|off */
+            if (v && (!strcmp(v, "on") || !strcmp(v, "off"))) {
+                gptq = !strcmp(v, "on");
+                i++;
+            }
+        } else if (!strcmp(a, "--no-gptq")) {
+            gptq = 0;
         } else if (!strcmp(a, "--gptq-damp")) {
             NEED_VALUE;
-            p.gptq_damp = atof(v);
+            char *end;
+            p.gptq_damp = strtod(v, &end);
+            if (*end || !(p.gptq_damp > 0.0 && p.gptq_damp <= 100.0)) {
+                fprintf(stderr, "opacc1ty quantize: --gptq-damp must be in (0, 100] (got %s)\n", v);
+                return 2;
+            }
         } else if (!strcmp(a, "--group-scales") || !strcmp(a, "--rotate")) {
             NEED_VALUE;
             int on = !strcmp(v, "on") ? 1 : !strcmp(v, "off") ? 0 : -1;
@@ -211,7 +234,13 @@ int opc_cmd_quantize(int argc, char **argv) {
             calib = v;
         } else if (!strcmp(a, "--calib-tokens")) {
             NEED_VALUE;
-            calib_tokens = atoi(v);
+            char *end;
+            long n = strtol(v, &end, 10);
+            if (*end || n < 0 || n > 100000000) {
+                fprintf(stderr, "opacc1ty quantize: --calib-tokens must be 0..100000000 (got %s)\n", v);
+                return 2;
+            }
+            calib_tokens = (int32_t)n;
         } else if (!strcmp(a, "--calib-ctx")) {
             NEED_VALUE;
             calib_ctx = atoi(v);
@@ -269,10 +298,19 @@ int opc_cmd_quantize(int argc, char **argv) {
         fprintf(stderr, "opacc1ty quantize: --method lloyd runs on the CPU only (drop --device cuda)\n");
         return 2;
     }
-    if (calib_tokens < 0 || calib_ctx < 2) {
-        fprintf(stderr, "opacc1ty quantize: --calib-tokens must be >= 0 and --calib-ctx >= 2\n");
+    if (calib_ctx < 2) {
+        fprintf(stderr, "opacc1ty quantize: --calib-ctx must be >= 2\n");
         return 2;
     }
+    /* Default: GPTQ at the bit widths where it measured better for its time
+     * (docs/RESULTS.md), when there is calibration and a k-means method to
+     * feed back into; it wants more calibration tokens for a well
+     * determined Hessian. */
+    if (gptq < 0)
+        gptq = GPTQ_AUTO_BITS > 0.0f && fabsf(p.bits - GPTQ_AUTO_BITS) < 0.01f && calib_tokens != 0 &&
+               p.method != OPC_QUANT_RTN;
+    p.gptq = gptq;
+    if (calib_tokens < 0) calib_tokens = gptq ? GPTQ_CALIB_TOKENS : 256;
 
     signal(SIGINT, on_sigint);
     signal(SIGTERM, on_sigint); /* `kill` too: stop cleanly, remove the temporary file */

@@ -74,15 +74,26 @@ static uint64_t mix64(uint64_t z) {
 
 /* ---------------------------------------------------------- one row ---- */
 
+/* GPTQ works on blocks of this many rows at once: each row of the factor U
+ * (and of H in the refit) is then read from memory once per block instead of
+ * once per row, and the rows' independent accumulation chains overlap. Each
+ * row's arithmetic is unchanged, so the result does not depend on it. */
+#define GPTQ_ROWS 16
+
 /* Per-thread scratch; allocated once per matrix, never inside the row loop. */
 typedef struct row_ws {
     opc_kmeans_ws km;
     float *xbuf, *wbuf; /* (cols) gathered values/weights of non-outlier columns */
     float *deq;         /* (cols) dequantized row */
     uint8_t *mask;      /* (cols) 1 = outlier column */
-    double *wu;         /* (cols) GPTQ: the row with error feedback applied */
-    float *stored;      /* (cols) GPTQ: the value represented at each column */
-    float *sc;          /* (cols) GPTQ: each column's group scale */
+    /* GPTQ only (NULL otherwise), one block of GPTQ_ROWS rows: */
+    double *wu;         /* (GPTQ_ROWS, cols) the rows with error feedback applied */
+    float *stored;      /* (GPTQ_ROWS, cols) the value represented at each column */
+    uint8_t *gmask;     /* (GPTQ_ROWS, cols) 1 = outlier column */
+    double *tw;         /* (cols, GPTQ_ROWS) refit: residual target per column, row-interleaved */
+    double *tsc;        /* (cols, GPTQ_ROWS) refit: column scale, row-interleaved */
+    uint8_t *tix;       /* (cols, GPTQ_ROWS) refit: index, or k + 1 for an outlier column */
+    double *rhs;        /* (cols, GPTQ_ROWS) refit: (H tw)[a] per row */
 } row_ws;
 
 static void row_ws_free(row_ws *w) {
@@ -93,20 +104,33 @@ static void row_ws_free(row_ws *w) {
     free(w->mask);
     free(w->wu);
     free(w->stored);
-    free(w->sc);
+    free(w->gmask);
+    free(w->tw);
+    free(w->tsc);
+    free(w->tix);
+    free(w->rhs);
 }
 
-static opc_status row_ws_init(row_ws *w, int64_t cols) {
+static opc_status row_ws_init(row_ws *w, int64_t cols, int gptq) {
     memset(w, 0, sizeof *w);
     opc_status st = opc_kmeans_ws_init(&w->km, cols);
     w->xbuf = malloc((size_t)cols * sizeof(float));
     w->wbuf = malloc((size_t)cols * sizeof(float));
     w->deq = malloc((size_t)cols * sizeof(float));
     w->mask = calloc((size_t)cols, 1);
-    w->wu = malloc((size_t)cols * sizeof *w->wu);
-    w->stored = malloc((size_t)cols * sizeof *w->stored);
-    w->sc = malloc((size_t)cols * sizeof *w->sc);
-    if (st || !w->xbuf || !w->wbuf || !w->deq || !w->mask || !w->wu || !w->stored || !w->sc) {
+    int ok = !st && w->xbuf && w->wbuf && w->deq && w->mask;
+    if (ok && gptq) {
+        size_t n = (size_t)cols * GPTQ_ROWS;
+        w->wu = malloc(n * sizeof *w->wu);
+        w->stored = malloc(n * sizeof *w->stored);
+        w->gmask = calloc(n, 1);
+        w->tw = malloc(n * sizeof *w->tw);
+        w->tsc = malloc(n * sizeof *w->tsc);
+        w->tix = malloc(n);
+        w->rhs = malloc(n * sizeof *w->rhs);
+        ok = w->wu && w->stored && w->gmask && w->tw && w->tsc && w->tix && w->rhs;
+    }
+    if (!ok) {
         row_ws_free(w);
         return opc_error(OPC_ERR_NOMEM, "cannot allocate quantizer scratch for %lld columns", (long long)cols);
     }
@@ -318,27 +342,77 @@ static opc_status gptq_factor(const float *H, int64_t n, double damp, double **o
             }
             d = sqrt(d);
             M[j * n + j] = d;
+            /* four rows i at a time: four independent chains of the same
+             * sums in the same order (one chain alone waits on each add) */
 #pragma omp parallel for schedule(static)
-            for (int64_t i = j + 1; i < n; i++) {
-                double v = M[i * n + j];
-                for (int64_t t = 0; t < j; t++) v -= M[i * n + t] * M[j * n + t];
-                M[i * n + j] = v / d;
+            for (int64_t i0 = j + 1; i0 < n; i0 += 4) {
+                const double *mj = M + j * n;
+                if (i0 + 4 <= n) {
+                    const double *m0 = M + i0 * n, *m1 = m0 + n, *m2 = m1 + n, *m3 = m2 + n;
+                    double v0 = m0[j], v1 = m1[j], v2 = m2[j], v3 = m3[j];
+                    for (int64_t t = 0; t < j; t++) {
+                        const double x = mj[t];
+                        v0 -= m0[t] * x;
+                        v1 -= m1[t] * x;
+                        v2 -= m2[t] * x;
+                        v3 -= m3[t] * x;
+                    }
+                    M[i0 * n + j] = v0 / d;
+                    M[(i0 + 1) * n + j] = v1 / d;
+                    M[(i0 + 2) * n + j] = v2 / d;
+                    M[(i0 + 3) * n + j] = v3 / d;
+                } else {
+                    for (int64_t i = i0; i < n; i++) {
+                        double v = M[i * n + j];
+                        for (int64_t t = 0; t < j; t++) v -= M[i * n + t] * mj[t];
+                        M[i * n + j] = v / d;
+                    }
+                }
             }
         }
         if (!ok) continue;
-        /* Linv = M^-1 (lower), column by column; U[i][j] = Linv[n-1-i][n-1-j] */
-#pragma omp parallel for schedule(dynamic, 8)
-        for (int64_t j = 0; j < n; j++) {
-            double *col = malloc((size_t)n * sizeof *col);
+        /* Linv = M^-1 (lower), column by column; U[i][j] = Linv[n-1-i][n-1-j];
+         * four columns j0..j0+3 at a time, interleaving their independent
+         * chains; each entry is summed in the same order as alone. */
+#pragma omp parallel for schedule(dynamic, 1)
+        for (int64_t j0 = 0; j0 < n; j0 += 4) {
+            const int nq = n - j0 < 4 ? (int)(n - j0) : 4;
+            double *col = malloc((size_t)(4 * n) * sizeof *col); /* (4, n) */
             if (!col) continue; /* caught below: U stays 0 on the diagonal */
-            for (int64_t i = 0; i < j; i++) col[i] = 0.0;
-            col[j] = 1.0 / M[j * n + j];
-            for (int64_t i = j + 1; i < n; i++) {
-                double v = 0.0;
-                for (int64_t t = j; t < i; t++) v -= M[i * n + t] * col[t];
-                col[i] = v / M[i * n + i];
+            for (int q = 0; q < nq; q++) { /* rows above the block's last column, one by one */
+                const int64_t j = j0 + q;
+                double *cq = col + q * n;
+                cq[j] = 1.0 / M[j * n + j];
+                for (int64_t i = j + 1; i < j0 + nq; i++) {
+                    double v = 0.0;
+                    for (int64_t t = j; t < i; t++) v -= M[i * n + t] * cq[t];
+                    cq[i] = v / M[i * n + i];
+                }
             }
-            for (int64_t i = j; i < n; i++) U[(n - 1 - i) * n + (n - 1 - j)] = col[i];
+            for (int64_t i = j0 + nq; i < n; i++) {
+                const double *mi = M + i * n;
+                double v[4] = {0.0, 0.0, 0.0, 0.0};
+                for (int q = 0; q < nq; q++) /* each chain's first terms, before the common range */
+                    for (int64_t t = j0 + q; t < j0 + nq; t++) v[q] -= mi[t] * col[q * n + t];
+                if (nq == 4) {
+                    const double *c0 = col, *c1 = col + n, *c2 = col + 2 * n, *c3 = col + 3 * n;
+                    double v0 = v[0], v1 = v[1], v2 = v[2], v3 = v[3];
+                    for (int64_t t = j0 + 4; t < i; t++) {
+                        const double x = mi[t];
+                        v0 -= x * c0[t];
+                        v1 -= x * c1[t];
+                        v2 -= x * c2[t];
+                        v3 -= x * c3[t];
+                    }
+                    v[0] = v0, v[1] = v1, v[2] = v2, v[3] = v3;
+                } else {
+                    for (int q = 0; q < nq; q++)
+                        for (int64_t t = j0 + nq; t < i; t++) v[q] -= mi[t] * col[q * n + t];
+                }
+                for (int q = 0; q < nq; q++) col[q * n + i] = v[q] / mi[i];
+            }
+            for (int q = 0; q < nq; q++)
+                for (int64_t i = j0 + q; i < n; i++) U[(n - 1 - i) * n + (n - 1 - (j0 + q))] = col[q * n + i];
             free(col);
         }
         free(M);
@@ -355,60 +429,69 @@ static opc_status gptq_factor(const float *H, int64_t n, double damp, double **o
     return opc_error(OPC_ERR_INVALID_ARG, "gptq: Hessian is not positive definite even with damping");
 }
 
-/* One GPTQ pass over a row: round column c to its nearest codebook value
- * (outlier columns: keep the current value exactly), then spread the
- * rounding error over the columns after c. wu (cols) is scratch; stored[c]
- * receives the value represented at c. */
-static void gptq_row(const float *w, int64_t cols, const double *U, const float *cbf, int32_t k, int32_t bits,
-                     const uint8_t *gs, const uint8_t *mask, double *wu, uint8_t *idx_row, uint64_t row_bytes,
-                     float *stored) {
-    for (int64_t c = 0; c < cols; c++) wu[c] = w[c];
-    memset(idx_row, 0, (size_t)row_bytes);
-    float t[OPC_KMEANS_MAX_K]; /* the codebook as scaled for column c's group */
+/* One GPTQ pass over a block of nr <= GPTQ_ROWS consecutive rows: per row,
+ * round column c to its nearest codebook value (outlier columns: keep the
+ * current value exactly), then spread the rounding error over the columns
+ * after c. The rows are independent; they share each row U[c] of the
+ * factor while it is in cache. W (nr, cols); cbf (nr, k); gs (nr, ng) or
+ * NULL; mask (nr, cols); wu (nr, cols) scratch; idx (nr, row_bytes) out;
+ * stored (nr, cols) out: the value represented at each column. */
+static void gptq_rows(const float *W, int nr, int64_t cols, const double *U, const float *cbf, int32_t k,
+                      int32_t bits, const uint8_t *gs, int64_t ng, const uint8_t *mask, double *wu, uint8_t *idx,
+                      uint64_t row_bytes, float *stored) {
+    for (int64_t i = 0; i < (int64_t)nr * cols; i++) wu[i] = W[i];
+    memset(idx, 0, (size_t)nr * (size_t)row_bytes);
+    float t[GPTQ_ROWS][OPC_KMEANS_MAX_K]; /* each row's codebook as scaled for column c's group */
+    double e[GPTQ_ROWS];
+    int who[GPTQ_ROWS];
     for (int64_t c = 0; c < cols; c++) {
-        if (c % OPC_CB_GROUP == 0) {
-            float s = col_scale(gs, c);
-            for (int32_t j = 0; j < k; j++) t[j] = gs ? s * cbf[j] : cbf[j];
+        if (c % OPC_CB_GROUP == 0)
+            for (int r = 0; r < nr; r++) {
+                const float *cb = cbf + (int64_t)r * k;
+                float s = gs ? col_scale(gs + (int64_t)r * ng, c) : 1.0f;
+                for (int32_t j = 0; j < k; j++) t[r][j] = gs ? s * cb[j] : cb[j];
+            }
+        const double *restrict u = U + c * cols;
+        int ne = 0;
+        for (int r = 0; r < nr; r++) {
+            double *x = wu + (int64_t)r * cols;
+            int32_t j = opc_kmeans_nearest(t[r], k, (float)x[c]);
+            opc_cb_set_index(idx + (uint64_t)r * row_bytes, bits, c, (uint32_t)j);
+            double q = mask[(int64_t)r * cols + c] ? x[c] : (double)t[r][j];
+            stored[(int64_t)r * cols + c] = (float)q;
+            double er = (x[c] - q) / u[c];
+            if (er != 0.0) {
+                e[ne] = er;
+                who[ne++] = r;
+            }
         }
-        float x = (float)wu[c];
-        int32_t j = opc_kmeans_nearest(t, k, x);
-        opc_cb_set_index(idx_row, bits, c, (uint32_t)j);
-        double q = mask && mask[c] ? wu[c] : (double)t[j];
-        stored[c] = (float)q;
-        const double *u = U + c * cols;
-        double e = (wu[c] - q) / u[c];
-        if (e != 0.0)
-            for (int64_t i = c + 1; i < cols; i++) wu[i] -= e * u[i];
+        int m = 0;
+        for (; m + 1 < ne; m += 2) { /* two rows per pass over u: one load of u[i] for both */
+            double *restrict x0 = wu + (int64_t)who[m] * cols, *restrict x1 = wu + (int64_t)who[m + 1] * cols;
+            const double e0 = e[m], e1 = e[m + 1];
+            /* omp simd: -O2's cheap vectoriser model leaves this scalar; the
+             * lanes are independent, so the result is the same */
+#pragma omp simd
+            for (int64_t i = c + 1; i < cols; i++) {
+                const double ui = u[i];
+                x0[i] -= e0 * ui;
+                x1[i] -= e1 * ui;
+            }
+        }
+        for (; m < ne; m++) {
+            double *restrict x = wu + (int64_t)who[m] * cols;
+            const double em = e[m];
+#pragma omp simd
+            for (int64_t i = c + 1; i < cols; i++) x[i] -= em * u[i];
+        }
     }
 }
 
-/* Least-squares codebook for fixed assignments (and group scales s_c) in
- * the H metric: minimise (w - q)^T H (w - q), q_c = s_c cb[idx_c], over the
- * k values, outlier columns fixed at stored[c]. Normal equations
- * sum_{a in j} s_a (sum_b h_ab s_b cb[idx_b]) = sum_{a in j} s_a r_a,
- * A c = b (k x k), solved by Gaussian elimination; entries with no column
- * keep their value. sc: (cols) scratch for the column scales. */
-static void gptq_refit(const float *w, int64_t cols, const float *H, const uint8_t *idx_row, int32_t bits,
-                       const uint8_t *gs, const uint8_t *mask, const float *stored, int32_t k, float *sc,
-                       float *cbf) {
-    double A[OPC_KMEANS_MAX_K][OPC_KMEANS_MAX_K + 1];
-    memset(A, 0, sizeof A);
-    for (int64_t c = 0; c < cols; c++) sc[c] = col_scale(gs, c);
-    for (int64_t a = 0; a < cols; a++) {
-        if (mask && mask[a]) continue;
-        uint32_t ia = opc_cb_get_index(idx_row, bits, a);
-        const float *h = H + a * cols;
-        double rhs = 0.0;
-        for (int64_t b = 0; b < cols; b++) {
-            if (mask && mask[b]) {
-                rhs += (double)h[b] * ((double)w[b] - (double)stored[b]); /* fixed part of the residual */
-            } else {
-                A[ia][opc_cb_get_index(idx_row, bits, b)] += (double)sc[a] * (double)h[b] * (double)sc[b];
-                rhs += (double)h[b] * (double)w[b];
-            }
-        }
-        A[ia][k] += (double)sc[a] * rhs;
-    }
+/* Solve the k x k normal equations A c = b (b in column k) of one row by
+ * Gaussian elimination with partial pivoting into cbf (fp16-rounded,
+ * sorted); entries with no column keep their value; a singular or
+ * out-of-range solution keeps the old codebook. */
+static void gptq_solve(double A[OPC_KMEANS_MAX_K][OPC_KMEANS_MAX_K + 2], int32_t k, float *cbf) {
     double tr = 0.0;
     for (int32_t i = 0; i < k; i++) tr += A[i][i];
     for (int32_t i = 0; i < k; i++) {
@@ -445,6 +528,103 @@ static void gptq_refit(const float *w, int64_t cols, const float *H, const uint8
     }
     for (int32_t i = 0; i < k; i++) cbf[i] = opc_fp16_to_fp32(opc_fp32_to_fp16(cbf[i]));
     qsort(cbf, (size_t)k, sizeof *cbf, cmp_float);
+}
+
+/* Least-squares codebooks for fixed assignments (and group scales s_c) in
+ * the H metric, for a block of nr rows: per row minimise (w - q)^T H (w - q),
+ * q_c = s_c cb[idx_c], over the k values, outlier columns fixed at
+ * stored[c]. Normal equations
+ * sum_{a in j} s_a (sum_b h_ab s_b cb[idx_b]) = sum_{a in j} s_a r_a,
+ * A c = b (k x k). A row's sums do not depend on the other rows of the
+ * block, which only share each row of H while it is in cache. With sym (H
+ * exactly symmetric, as the calibration's is) A sums the pairs b > a once
+ * and mirrors them: half the scattered adds, a different order of double
+ * sums, far below the fp16 rounding of the codebook (SmolLM2 came out
+ * bit-identical). The row data are interleaved (column-major over the
+ * block) so the inner loop over rows reads contiguous memory.
+ * W, stored (nr, cols); idx (nr, row_bytes); gs (nr, ng) or NULL;
+ * mask (nr, cols); cbf (nr, k) in/out. */
+static void gptq_refit_rows(const float *W, int nr, int64_t cols, const float *H, int sym, const uint8_t *idx,
+                            uint64_t row_bytes, int32_t bits, const uint8_t *gs, int64_t ng, const uint8_t *mask,
+                            const float *stored, int32_t k, row_ws *ws, float *cbf) {
+    const int R = GPTQ_ROWS;
+    const uint8_t skip = (uint8_t)(k + 1); /* outlier column: its A term goes to a junk slot */
+    for (int r = 0; r < nr; r++) {
+        const float *w = W + (int64_t)r * cols;
+        const float *sr = stored + (int64_t)r * cols;
+        const uint8_t *mr = mask + (int64_t)r * cols;
+        const uint8_t *g = gs ? gs + (int64_t)r * ng : NULL;
+        for (int64_t c = 0; c < cols; c++) {
+            /* an outlier column's residual is fixed: h (w - stored) joins b */
+            ws->tw[c * R + r] = mr[c] ? (double)w[c] - (double)sr[c] : (double)w[c];
+            ws->tsc[c * R + r] = (double)col_scale(g, c);
+            ws->tix[c * R + r] = mr[c] ? skip : (uint8_t)opc_cb_get_index(idx + (uint64_t)r * row_bytes, bits, c);
+        }
+    }
+    for (int r = nr; r < R; r++) /* padding rows: their sums are never read */
+        for (int64_t c = 0; c < cols; c++) ws->tw[c * R + r] = 0.0;
+    /* rhs[a][r] = sum_b h_ab tw[b][r], b ascending, for four columns a at a
+     * time: each tw[b] is loaded once for four of them, and a partial sum
+     * is updated again only 64 sums later (no store-to-load chain) */
+    for (int64_t a0 = 0; a0 < cols; a0 += 4) {
+        const int n4 = cols - a0 < 4 ? (int)(cols - a0) : 4;
+        double acc[4][GPTQ_ROWS];
+        memset(acc, 0, sizeof acc);
+        for (int64_t b = 0; b < cols; b++) {
+            const double *tw = ws->tw + b * R;
+            for (int q = 0; q < n4; q++) {
+                const double hb = (double)H[(a0 + q) * cols + b];
+                for (int r = 0; r < R; r++) acc[q][r] += hb * tw[r];
+            }
+        }
+        memcpy(ws->rhs + a0 * R, acc, (size_t)n4 * sizeof acc[0]);
+    }
+    double A[GPTQ_ROWS][OPC_KMEANS_MAX_K][OPC_KMEANS_MAX_K + 2];
+    double D[GPTQ_ROWS][OPC_KMEANS_MAX_K]; /* symmetric H: the a == b terms */
+    memset(A, 0, sizeof A);
+    memset(D, 0, sizeof D);
+    for (int64_t a = 0; a < cols; a++) {
+        const float *h = H + a * cols;
+        double *Ap[GPTQ_ROWS]; /* A row of column a's entry, for the rows where a is not an outlier */
+        double sa[GPTQ_ROWS];
+        int ar[GPTQ_ROWS], na = 0;
+        for (int r = 0; r < nr; r++) {
+            const uint8_t ia = ws->tix[a * R + r];
+            if (ia == skip) continue;
+            Ap[na] = A[r][ia];
+            sa[na] = ws->tsc[a * R + r];
+            ar[na++] = r;
+        }
+        if (na == 0) continue;
+        const double *rhs = ws->rhs + a * R;
+        /* H symmetric: only b >= a, the pairs b > a stand for (b, a) too
+         * (A = S + S^T + D below); otherwise every b */
+        const int64_t b0 = sym ? a + 1 : 0;
+        if (sym)
+            for (int m = 0; m < na; m++) D[ar[m]][ws->tix[a * R + ar[m]]] += sa[m] * (double)h[a] * sa[m];
+        if (!gs) { /* unit scales: s_a h s_b is h exactly */
+            for (int64_t b = b0; b < cols; b++) {
+                const double hb = (double)h[b];
+                const uint8_t *ib = ws->tix + b * R;
+                for (int m = 0; m < na; m++) Ap[m][ib[ar[m]]] += hb;
+            }
+        } else {
+            for (int64_t b = b0; b < cols; b++) {
+                const double hb = (double)h[b];
+                const uint8_t *ib = ws->tix + b * R;
+                const double *sb = ws->tsc + b * R;
+                for (int m = 0; m < na; m++) Ap[m][ib[ar[m]]] += sa[m] * hb * sb[ar[m]];
+            }
+        }
+        for (int m = 0; m < na; m++) Ap[m][k] += sa[m] * rhs[ar[m]];
+    }
+    if (sym) /* A = S + S^T + D: the strict upper pairs counted both ways */
+        for (int r = 0; r < nr; r++)
+            for (int32_t i = 0; i < k; i++) {
+                for (int32_t j = 0; j < i; j++) A[r][i][j] = A[r][j][i] = A[r][i][j] + A[r][j][i];
+                A[r][i][i] = 2.0 * A[r][i][i] + D[r][i];
+            }
+    for (int r = 0; r < nr; r++) gptq_solve(A[r], k, cbf + (int64_t)r * k);
 }
 
 /* ---------------------------------------------------------- one matrix - */
@@ -526,7 +706,7 @@ opc_status opc_quantize_matrix(const float *W, int64_t rows, int64_t cols, const
                        (long long)cols);
         goto done;
     }
-    for (int i = 0; i < nt && st == OPC_OK; i++) st = row_ws_init(&ws[i], cols);
+    for (int i = 0; i < nt && st == OPC_OK; i++) st = row_ws_init(&ws[i], cols, p->hessian != NULL);
     if (st) goto done;
     if (wrot) {
 #pragma omp parallel for num_threads(nt) schedule(static)
@@ -670,32 +850,54 @@ opc_status opc_quantize_matrix(const float *W, int64_t rows, int64_t cols, const
          * codebook, least-squares refit of the codebook in the H metric,
          * error-feedback rounding again. Outliers keep the value GPTQ has
          * driven them to (stored as a delta from their codebook entry). */
-        double *U = NULL;
-        st = gptq_factor(p->hessian, cols, p->damp, &U);
-        if (st) goto done;
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 4)
-        for (int64_t r = 0; r < rows; r++) {
+        const float *H = p->hessian;
+        double *U_own = NULL; /* the factor, unless the caller has it already */
+        const double *U = p->gptq_u;
+        if (!U) {
+            st = gptq_factor(H, cols, p->damp, &U_own);
+            if (st) goto done;
+            U = U_own;
+        }
+        int sym = 1; /* exactly symmetric H (the calibration's is): the refit sums half of it */
+        for (int64_t a = 0; a < cols && sym; a++)
+            for (int64_t b = 0; b < a; b++)
+                if (H[a * cols + b] != H[b * cols + a]) {
+                    sym = 0;
+                    break;
+                }
+        const int64_t nblk = (rows + GPTQ_ROWS - 1) / GPTQ_ROWS;
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+        for (int64_t bi = 0; bi < nblk; bi++) {
             if (p->interrupt && *p->interrupt) continue;
             row_ws *w = &ws[omp_get_thread_num()];
-            const float *wr = W + (uint64_t)r * (uint64_t)cols;
-            float *cbf = cbf_all + (uint64_t)r * (uint64_t)k;
-            uint8_t *ir = out->idx + (uint64_t)r * rb;
-            const uint8_t *gs = out->gscale ? out->gscale + (uint64_t)r * (uint64_t)ng : NULL;
-            uint32_t a = n_out ? out->ol_rowptr[r] : 0, b = n_out ? out->ol_rowptr[r + 1] : 0;
-            for (uint32_t i = a; i < b; i++) w->mask[out->ol_col[i]] = 1;
+            const int64_t r0 = bi * GPTQ_ROWS;
+            const int nr = (int)(rows - r0 < GPTQ_ROWS ? rows - r0 : GPTQ_ROWS);
+            const float *wr = W + (uint64_t)r0 * (uint64_t)cols;
+            float *cbf = cbf_all + (uint64_t)r0 * (uint64_t)k;
+            uint8_t *ir = out->idx + (uint64_t)r0 * rb;
             /* the group scales stay as the k-means fit chose them */
-            gptq_row(wr, cols, U, cbf, k, p->index_bits, gs, w->mask, w->wu, ir, rb, w->stored);
-            gptq_refit(wr, cols, p->hessian, ir, p->index_bits, gs, w->mask, w->stored, k, w->sc, cbf);
-            gptq_row(wr, cols, U, cbf, k, p->index_bits, gs, w->mask, w->wu, ir, rb, w->stored);
-            for (int32_t j = 0; j < k; j++) out->codebook[(uint64_t)r * (uint64_t)k + (uint64_t)j] = opc_fp32_to_fp16(cbf[j]);
-            for (uint32_t i = a; i < b; i++) {
-                uint16_t c = out->ol_col[i];
-                w->mask[c] = 0;
-                float v = col_scale(gs, c) * cbf[opc_cb_get_index(ir, p->index_bits, c)];
-                out->ol_val[i] = opc_fp32_to_fp16(w->stored[c] - v);
+            const uint8_t *gs = out->gscale ? out->gscale + (uint64_t)r0 * (uint64_t)ng : NULL;
+            for (int r = 0; r < nr; r++)
+                for (uint32_t i = n_out ? out->ol_rowptr[r0 + r] : 0; i < (n_out ? out->ol_rowptr[r0 + r + 1] : 0); i++)
+                    w->gmask[(int64_t)r * cols + out->ol_col[i]] = 1;
+            gptq_rows(wr, nr, cols, U, cbf, k, p->index_bits, gs, ng, w->gmask, w->wu, ir, rb, w->stored);
+            gptq_refit_rows(wr, nr, cols, H, sym, ir, rb, p->index_bits, gs, ng, w->gmask, w->stored, k, w, cbf);
+            gptq_rows(wr, nr, cols, U, cbf, k, p->index_bits, gs, ng, w->gmask, w->wu, ir, rb, w->stored);
+            for (int r = 0; r < nr; r++) {
+                const int64_t row = r0 + r;
+                const float *cb = cbf + (int64_t)r * k;
+                const uint8_t *g = gs ? gs + (int64_t)r * ng : NULL;
+                for (int32_t j = 0; j < k; j++) out->codebook[(uint64_t)row * (uint64_t)k + (uint64_t)j] = opc_fp32_to_fp16(cb[j]);
+                uint32_t a = n_out ? out->ol_rowptr[row] : 0, b = n_out ? out->ol_rowptr[row + 1] : 0;
+                for (uint32_t i = a; i < b; i++) {
+                    uint16_t c = out->ol_col[i];
+                    w->gmask[(int64_t)r * cols + c] = 0;
+                    float v = col_scale(g, c) * cb[opc_cb_get_index(ir + (uint64_t)r * rb, p->index_bits, c)];
+                    out->ol_val[i] = opc_fp32_to_fp16(w->stored[(int64_t)r * cols + c] - v);
+                }
             }
         }
-        free(U);
+        free(U_own);
         if (p->interrupt && *p->interrupt) {
             st = opc_error(OPC_ERR_INTERRUPTED, "quantization interrupted");
             goto done;
@@ -846,7 +1048,50 @@ typedef struct calib_state {
     int32_t rot_max_log2;
     float *xr;
     size_t xr_cap;
+    /* activation rows not yet added to their Hessian, per owner entry
+     * (cap of them, each (HESS_BATCH, cols)): one blocked update per batch
+     * instead of one pass over H per token */
+    float **pend;
+    int32_t *pend_n;
 } calib_state;
+
+/* Rows per Hessian update. */
+#define HESS_BATCH 64
+/* Columns of H a thread keeps in an L1-resident accumulator while it
+ * streams the batch's rows: (HESS_BATCH x HESS_TILE) floats of X = 32 KB. */
+#define HESS_TILE 128
+
+/* H += X^T X on the upper triangle, X (n, cols), one row a of H per call
+ * (h = H[a]); hess_update runs the rows in parallel. Every element receives its
+ * n products in row order, each added unless x[t][a] == 0, exactly as n
+ * rank-1 updates would: the result does not depend on the batching. */
+static void hess_row(float *h, const float *X, int n, int cols, int a) {
+    float acc[HESS_TILE];
+    for (int b0 = a; b0 < cols; b0 += HESS_TILE) {
+        const int nb = cols - b0 < HESS_TILE ? cols - b0 : HESS_TILE;
+        memcpy(acc, h + b0, (size_t)nb * sizeof *acc);
+        for (int t = 0; t < n; t++) {
+            const float *x = X + (size_t)t * (size_t)cols;
+            const float xa = x[a];
+            if (xa == 0.0f) continue;
+#pragma omp simd /* independent lanes: the same sums as scalar code */
+            for (int j = 0; j < nb; j++) acc[j] += xa * x[b0 + j];
+        }
+        memcpy(h + b0, acc, (size_t)nb * sizeof *acc);
+    }
+}
+
+static void hess_update(float *H, const float *X, int n, int cols) {
+#pragma omp parallel for schedule(dynamic, 8)
+    for (int a = 0; a < cols; a++) hess_row(H + (size_t)a * (size_t)cols, X, n, cols, a);
+}
+
+/* Add owner o's pending rows to its Hessian. */
+static void hess_flush(calib_state *cs, int32_t o) {
+    if (!cs->pend || !cs->pend[o] || cs->pend_n[o] == 0) return;
+    hess_update(cs->imp->hess[o], cs->pend[o], cs->pend_n[o], (int)cs->imp->cols[o]);
+    cs->pend_n[o] = 0;
+}
 
 /* Activation hook: sum x^2 per input column of the named weight. Runs on the
  * forward pass's calling thread, between matmuls. */
@@ -873,7 +1118,11 @@ static void calib_hook(void *user, int layer, const char *name, const float *X, 
             if (e) imp->hess = e;
             void *g = realloc(imp->hess_owner, (size_t)cap * sizeof *imp->hess_owner);
             if (g) imp->hess_owner = g;
-            if (!a || !b || !c || !c2 || !d || !e || !g) {
+            void *pp = realloc(cs->pend, (size_t)cap * sizeof *cs->pend);
+            if (pp) cs->pend = pp;
+            void *pn = realloc(cs->pend_n, (size_t)cap * sizeof *cs->pend_n);
+            if (pn) cs->pend_n = pn;
+            if (!a || !b || !c || !c2 || !d || !e || !g || !pp || !pn) {
                 cs->failed = 1;
                 return;
             }
@@ -891,6 +1140,8 @@ static void calib_hook(void *user, int layer, const char *name, const float *X, 
         imp->count[i] = 0;
         imp->hess[i] = NULL;
         imp->hess_owner[i] = -1;
+        cs->pend[i] = NULL;
+        cs->pend_n[i] = 0;
         imp->n++;
     }
     if (imp->cols[i] != cols) return;
@@ -946,17 +1197,18 @@ static void calib_hook(void *user, int layer, const char *name, const float *X, 
         imp->hess_owner[i] = i;
     }
     int32_t o = imp->hess_owner[i];
-    float *H = imp->hess[o];
-    /* upper triangle of sum x x^T; rows of H updated in parallel */
-#pragma omp parallel for schedule(dynamic, 16)
-    for (int a = 0; a < cols; a++) {
-        float *h = H + (size_t)a * (size_t)cols;
-        for (int t = 0; t < n; t++) {
-            const float *x = X + (size_t)t * (size_t)cols;
-            float xa = x[a];
-            if (xa == 0.0f) continue;
-            for (int b = a; b < cols; b++) h[b] += xa * x[b];
+    /* queue the rows; the upper triangle of sum x x^T grows a batch at a time */
+    if (!cs->pend[o]) {
+        cs->pend[o] = malloc((size_t)HESS_BATCH * (size_t)cols * sizeof(float));
+        if (!cs->pend[o]) {
+            cs->failed = 1;
+            return;
         }
+    }
+    for (int t = 0; t < n; t++) {
+        memcpy(cs->pend[o] + (size_t)cs->pend_n[o] * (size_t)cols, X + (size_t)t * (size_t)cols,
+               (size_t)cols * sizeof *X);
+        if (++cs->pend_n[o] == HESS_BATCH) hess_flush(cs, o);
     }
     if (nx > cs->last_cap) {
         float *nb = realloc(cs->last_x, nx * sizeof *nb);
@@ -975,10 +1227,16 @@ static void calib_hook(void *user, int layer, const char *name, const float *X, 
 
 static opc_status calib_finish(calib_state *cs, opc_status st) {
     if (st == OPC_OK && cs->failed) st = opc_error(OPC_ERR_NOMEM, "calibration: cannot allocate statistics");
+    opc_importance *imp = cs->imp;
+    for (int32_t i = 0; i < imp->n && cs->pend; i++) {
+        if (st == OPC_OK && !cs->failed) hess_flush(cs, i);
+        free(cs->pend[i]);
+    }
+    free(cs->pend);
+    free(cs->pend_n);
     free(cs->last_x);
     free(cs->xr);
     cs->imp->rot_max_log2 = cs->rot_max_log2;
-    opc_importance *imp = cs->imp;
     if (st == OPC_OK && imp->hess) /* mirror the upper triangles: full symmetric matrices */
         for (int32_t i = 0; i < imp->n; i++) {
             if (imp->hess_owner[i] != i) continue;
@@ -1003,7 +1261,10 @@ opc_status opc_calibrate_sampled(const opc_model_desc *d, int32_t n_tokens, int3
     if (st) return opc_error_wrap(st, "calibration: ");
     int32_t vocab = d->cfg.vocab_size;
     float *logits = malloc((size_t)vocab * sizeof *logits);
-    if (!logits) {
+    double *ex = malloc((size_t)vocab * sizeof *ex); /* exp(logit - max): one exp per entry per step */
+    if (!logits || !ex) {
+        free(logits);
+        free(ex);
         opc_forward_free(f);
         return opc_error(OPC_ERR_NOMEM, "calibration: cannot allocate logits");
     }
@@ -1027,12 +1288,12 @@ opc_status opc_calibrate_sampled(const opc_model_desc *d, int32_t n_tokens, int3
             float mx = logits[0];
             for (int32_t v = 1; v < vocab; v++) mx = logits[v] > mx ? logits[v] : mx;
             double sum = 0.0;
-            for (int32_t v = 0; v < vocab; v++) sum += exp((double)(logits[v] - mx));
+            for (int32_t v = 0; v < vocab; v++) sum += (ex[v] = exp((double)(logits[v] - mx)));
             rng = mix64(rng);
             double u = (double)(rng >> 11) * (1.0 / 9007199254740992.0) * sum, acc = 0.0;
             tok = vocab - 1;
             for (int32_t v = 0; v < vocab; v++) {
-                acc += exp((double)(logits[v] - mx));
+                acc += ex[v];
                 if (acc >= u) {
                     tok = v;
                     break;
@@ -1042,6 +1303,7 @@ opc_status opc_calibrate_sampled(const opc_model_desc *d, int32_t n_tokens, int3
         out->n_tokens++;
         if (progress) progress(progress_user, i + 1, n_tokens);
     }
+    free(ex);
     free(logits);
     opc_forward_free(f);
     return calib_finish(&cs, st);
@@ -1219,8 +1481,79 @@ static opc_status source_f32(const opc_tensor *t, float **out) {
     return OPC_OK;
 }
 
+/* GPTQ factors of the last few Hessians, so that the tensors that share an
+ * input (q/k/v, gate/up: one Hessian pointer) factor it once. Four entries
+ * hold one layer's distinct inputs in any tensor order. */
+#define GPTQ_CACHE 4
+typedef struct gptq_entry {
+    const float *H;  /* key: the calibration's (unrotated) Hessian, cols, rot, damp */
+    int64_t cols;
+    int32_t rot;
+    double damp;
+    float *hrot;     /* R^T H R when rot > 0, else NULL (owned) */
+    double *U;       /* (cols, cols) factor of the (rotated) Hessian (owned) */
+    uint64_t used;   /* last use, for eviction */
+} gptq_entry;
+typedef struct gptq_cache {
+    gptq_entry e[GPTQ_CACHE];
+    uint64_t tick;
+} gptq_cache;
+
+static void gptq_entry_clear(gptq_entry *e) {
+    opc_aligned_free(e->hrot);
+    free(e->U);
+    memset(e, 0, sizeof *e);
+}
+
+static void gptq_cache_free(gptq_cache *c) {
+    for (int i = 0; i < GPTQ_CACHE; i++) gptq_entry_clear(&c->e[i]);
+}
+
+/* The cached (rotated) Hessian and factor for (H, cols, rot, damp), made
+ * and cached on a miss (evicting the least recently used entry). */
+static opc_status gptq_cache_get(gptq_cache *c, const float *H, int64_t cols, int32_t rot, double damp,
+                                 const float **Hq, const double **U) {
+    gptq_entry *victim = &c->e[0];
+    c->tick++;
+    for (int i = 0; i < GPTQ_CACHE; i++) {
+        gptq_entry *e = &c->e[i];
+        if (e->U && e->H == H && e->cols == cols && e->rot == rot && e->damp == damp) {
+            e->used = c->tick;
+            *Hq = e->hrot ? e->hrot : H;
+            *U = e->U;
+            return OPC_OK;
+        }
+        if (e->used < victim->used) victim = e;
+    }
+    gptq_entry_clear(victim);
+    opc_status st = OPC_OK;
+    if (rot > 0) st = opc_quant_rotate_hessian(H, cols, rot, &victim->hrot);
+    if (st == OPC_OK) st = gptq_factor(victim->hrot ? victim->hrot : H, cols, damp, &victim->U);
+    if (st) {
+        gptq_entry_clear(victim);
+        return st;
+    }
+    victim->H = H;
+    victim->cols = cols;
+    victim->rot = rot;
+    victim->damp = damp;
+    victim->used = c->tick;
+    *Hq = victim->hrot ? victim->hrot : H;
+    *U = victim->U;
+    return OPC_OK;
+}
+
+static opc_status quantize_tensor(const opc_tensor *src, int32_t tensor_index, const opc_quant_params *p,
+                                  gptq_cache *cache, opc_tensor *out, opc_qmatrix *qm);
+
 opc_status opc_quantize_tensor(const opc_tensor *src, int32_t tensor_index, const opc_quant_params *p,
                                opc_tensor *out, opc_qmatrix *qm) {
+    return quantize_tensor(src, tensor_index, p, NULL, out, qm);
+}
+
+/* opc_quantize_tensor with an optional factor cache (NULL: none). */
+static opc_status quantize_tensor(const opc_tensor *src, int32_t tensor_index, const opc_quant_params *p,
+                                  gptq_cache *cache, opc_tensor *out, opc_qmatrix *qm) {
     memset(out, 0, sizeof *out);
     memset(qm, 0, sizeof *qm);
     opc_quant_choice choice;
@@ -1315,7 +1648,14 @@ opc_status opc_quantize_tensor(const opc_tensor *src, int32_t tensor_index, cons
     if (p->gptq && p->method != OPC_QUANT_RTN) {
         mp.hessian = opc_importance_hessian(p->importance, src->name, cols);
         if (!mp.hessian) opc_log(OPC_LOG_WARN, "tensor %s: no calibration Hessian, no error feedback", src->name);
-        if (mp.hessian && rot > 0) {
+        if (mp.hessian && cache) {
+            st = gptq_cache_get(cache, mp.hessian, cols, rot, p->gptq_damp, &mp.hessian, &mp.gptq_u);
+            if (st) {
+                free(imp);
+                opc_aligned_free(w);
+                return opc_error_wrap(st, "tensor %s: ", src->name);
+            }
+        } else if (mp.hessian && rot > 0) {
             st = opc_quant_rotate_hessian(mp.hessian, cols, rot, &hrot);
             if (st) {
                 free(imp);
@@ -1381,6 +1721,8 @@ opc_status opc_quantize_model(const opc_model_desc *src, const char *out_path, c
     for (int32_t i = 0; i < src->n_tensors; i++) total += (uint64_t)opc_tensor_nelem(&src->tensors[i]);
 
     double t0 = opc_time_s();
+    gptq_cache gc;
+    memset(&gc, 0, sizeof gc);
     opc_bf2_writer *w = NULL;
     opc_status st = opc_bf2_writer_open(&w, out_path);
     for (int32_t i = 0; i < src->n_tensors && st == OPC_OK; i++) {
@@ -1397,7 +1739,7 @@ opc_status opc_quantize_model(const opc_model_desc *src, const char *out_path, c
         double ts = opc_time_s();
         opc_tensor qt;
         opc_qmatrix qm;
-        st = opc_quantize_tensor(t, i, p, &qt, &qm);
+        st = quantize_tensor(t, i, p, &gc, &qt, &qm);
         if (st == OPC_OK) st = opc_bf2_writer_add(w, &qt);
         if (st == OPC_OK) {
             opc_quant_tensor_stat *s = &sum.t[sum.n++];
@@ -1437,6 +1779,7 @@ opc_status opc_quantize_model(const opc_model_desc *src, const char *out_path, c
         st = opc_error(OPC_ERR_INTERRUPTED, "quantization interrupted");
     if (st == OPC_OK) st = opc_bf2_writer_finish(w, src->name, &src->cfg, &src->vocab);
     opc_bf2_writer_close(w); /* removes the temporary file unless finished */
+    gptq_cache_free(&gc);
     if (st == OPC_OK) {
         struct stat sb;
         if (stat(out_path, &sb) == 0) sum.file_bytes = (uint64_t)sb.st_size;

@@ -45,7 +45,8 @@
  * evenly spaced levels between the row's min and max.
  *
  * Determinism: every row is fitted with a seed derived from (seed, tensor,
- * row), so results do not depend on the thread count.
+ * row), so results do not depend on the thread count; GPTQ rows are
+ * independent given the layer's factor (blocks of rows only share it).
  */
 #ifndef OPC_QUANTIZE_H
 #define OPC_QUANTIZE_H
@@ -91,6 +92,9 @@ typedef struct opc_qmatrix_params {
      * metric, and the row is rounded once more. */
     const float *hessian;
     double damp;            /* relative damping: damp * mean(diag H) (<= 0: 0.01) */
+    const double *gptq_u;   /* NULL, or that upper factor of (H + damp I)^-1 (cols, cols) already
+                               computed for this hessian and damp (opc_quantize_model shares one
+                               among the tensors with one input: q/k/v, gate/up) */
     int group_scales;       /* 1: per-(row, 64-column group) scales (cb.h gscale) */
     int32_t scale_rounds;   /* alternations codebook fit <-> scale search (<= 0: 3) */
     /* Input rotation: W (given in the original basis) is quantized as
