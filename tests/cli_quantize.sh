@@ -52,6 +52,21 @@ check "--bits 5 is a usage error" "[ $? = 2 ] && [ ! -e '$tmp/bad.bf2' ]"
 "$bin" quantize "$model" -o "$tmp/bad.bf2" --override 'attn_q=7' --calib-tokens 0 >/dev/null 2>&1
 check "bad --override fails without output" "[ $? != 0 ] && [ ! -e '$tmp/bad.bf2' ]"
 
+# 2-bit default: first and last blocks at 4 bits (stories260K has 5 blocks), --edge-bits 0 turns it off,
+# an --override naming an edge tensor wins
+"$bin" quantize "$model" -o "$tmp/edge.bf2" --quiet --calib-tokens 0 >/dev/null 2>&1
+"$bin" info "$tmp/edge.bf2" --layers >"$tmp/edge.txt" 2>&1
+check "edge blocks 4-bit by default" "grep -Eq '^blk.0.attn_q.weight .* cb4 ' '$tmp/edge.txt' && grep -Eq '^blk.4.ffn_down.weight .* cb4 ' '$tmp/edge.txt'"
+check "middle blocks 2-bit" "grep -Eq '^blk.2.attn_q.weight .* cb2 ' '$tmp/edge.txt'"
+"$bin" quantize "$model" -o "$tmp/noedge.bf2" --quiet --calib-tokens 0 --edge-bits 0 >/dev/null 2>&1
+"$bin" info "$tmp/noedge.bf2" --layers >"$tmp/noedge.txt" 2>&1
+check "--edge-bits 0: blk.0 2-bit" "grep -Eq '^blk.0.attn_q.weight .* cb2 ' '$tmp/noedge.txt'"
+"$bin" quantize "$model" -o "$tmp/ovedge.bf2" --quiet --calib-tokens 0 --override 'blk.4.attn_v*=2' >/dev/null 2>&1
+"$bin" info "$tmp/ovedge.bf2" --layers >"$tmp/ovedge.txt" 2>&1
+check "--override wins on an edge block" "grep -Eq '^blk.4.attn_v.weight .* cb2 ' '$tmp/ovedge.txt' && grep -Eq '^blk.4.attn_q.weight .* cb4 ' '$tmp/ovedge.txt'"
+"$bin" quantize "$model" -o "$tmp/bad.bf2" --edge-bits 5 >/dev/null 2>&1
+check "bad --edge-bits is a usage error" "[ $? = 2 ]"
+
 # SIGINT while calibrating/quantizing (long calibration so the signal lands mid-run)
 echo "previous" >"$tmp/int.bf2"
 "$bin" quantize "$model" -o "$tmp/int.bf2" --quiet --calib-tokens 200000 --threads 1 >/dev/null 2>&1 &

@@ -39,7 +39,10 @@ static void usage(FILE *f) {
             "usage: opacc1ty quantize MODEL -o OUT.bf2 [options]\n"
             "\n"
             "  --bits B            1.58 (ternary, k=3), 2 (k=4, default), 3 (k=8) or 4 (k=16)\n"
-            "  --outliers F        fraction of each quantized tensor kept as fp16 deltas (default 0.01)\n"
+            "  --outliers F        fraction of each quantized tensor kept as fp16 deltas (default 0.005\n"
+            "                      at --bits 2, where the edge layers take 4 bits; 0.01 otherwise)\n"
+            "  --edge-bits B       bits of the first and last transformer block (default 4 at --bits 2,\n"
+            "                      else the same as --bits; 0 = like the rest); --override wins\n"
             "  --method M          kmeans (default: weighted k-means, exact 1-D optimum per row),\n"
             "                      lloyd (weighted k-means by Lloyd iterations, for comparison) or\n"
             "                      rtn (naive baseline: uniform levels between row min and max)\n"
@@ -134,6 +137,7 @@ int opc_cmd_quantize(int argc, char **argv) {
     opc_quant_params p = opc_quant_defaults();
     int32_t calib_tokens = -1, calib_ctx = 256; /* -1: the default for the GPTQ choice */
     int gptq = -1;                                /* -1: auto (GPTQ_AUTO_BITS), 0 off, 1 on */
+    int outliers_set = 0, edge_set = 0;
     p.gptq_damp = GPTQ_DAMP;
     int verbose = 0, quiet = 0;
     for (int i = 1; i < argc; i++) {
@@ -164,6 +168,7 @@ int opc_cmd_quantize(int argc, char **argv) {
             NEED_VALUE;
             char *end;
             p.outlier_frac = strtod(v, &end);
+            outliers_set = 1;
             if (*end || !(p.outlier_frac >= 0.0 && p.outlier_frac <= 0.5)) {
                 fprintf(stderr, "opacc1ty quantize: --outliers must be a fraction in [0, 0.5] (got %s)\n", v);
                 return 2;
@@ -250,6 +255,16 @@ int opc_cmd_quantize(int argc, char **argv) {
         } else if (!strcmp(a, "--override")) {
             NEED_VALUE;
             p.overrides = v;
+        } else if (!strcmp(a, "--edge-bits")) {
+            NEED_VALUE;
+            char *end;
+            int32_t ib, k;
+            p.edge_bits = strtof(v, &end);
+            if (*end || (p.edge_bits != 0.0f && p.edge_bits != 16.0f && !opc_quant_bits_layout(p.edge_bits, &ib, &k))) {
+                fprintf(stderr, "opacc1ty quantize: --edge-bits must be 0, 1.58, 2, 3, 4 or 16 (got %s)\n", v);
+                return 2;
+            }
+            edge_set = 1;
         } else if (!strcmp(a, "--threads")) {
             NEED_VALUE;
             p.n_threads = atoi(v);
@@ -297,6 +312,12 @@ int opc_cmd_quantize(int argc, char **argv) {
     if (p.device == 1 && p.method == OPC_QUANT_LLOYD) {
         fprintf(stderr, "opacc1ty quantize: --method lloyd runs on the CPU only (drop --device cuda)\n");
         return 2;
+    }
+    /* 2-bit default: 4-bit first/last blocks and half the outliers (same
+     * size, PPL 149 vs 198 on SmolLM2, docs/RESULTS.md). */
+    if (fabsf(p.bits - 2.0f) < 0.01f) {
+        if (!edge_set) p.edge_bits = 4.0f;
+        if (!outliers_set) p.outlier_frac = 0.005;
     }
     if (calib_ctx < 2) {
         fprintf(stderr, "opacc1ty quantize: --calib-ctx must be >= 2\n");
@@ -390,6 +411,9 @@ int opc_cmd_quantize(int argc, char **argv) {
     printf("quantized %s -> %s\n", model, out);
     printf("  method        %s%s, --bits %g, outliers %.3g%%, seed %llu\n", method,
            p.gptq ? " + GPTQ error feedback" : "", (double)p.bits, 100.0 * p.outlier_frac, (unsigned long long)p.seed);
+    if (p.edge_bits > 0.0f)
+        printf("  edge layers   blk.0 and blk.%d at %g bits (--edge-bits; --override wins)\n", d->cfg.n_layers - 1,
+               (double)p.edge_bits);
     if (p.rotate)
         printf("  layout        group scales %s, rotation on (blocks up to %d columns%s%s)\n",
                p.group_scales ? "on" : "off", 1 << p.rot_max_log2, p.rotate_tensors ? ", tensors " : "",

@@ -1426,6 +1426,15 @@ opc_status opc_quant_plan(const opc_tensor *t, const opc_quant_params *p, opc_qu
     float bits = p->bits;
     int ov = override_bits(p->overrides, t->name, &bits);
     if (ov < 0) return OPC_ERR_INVALID_ARG;
+    if (ov == 0 && p->edge_bits > 0.0f && p->edge_layers > 0) {
+        /* The first and last blocks are the most sensitive to 2-bit error
+         * (docs/RESULTS.md: on SmolLM2 4-bit edges beat the same bits spent
+         * on outliers), and they are 2 of n_layers blocks. */
+        int layer = -1, used = 0;
+        if (sscanf(t->name, "blk.%d.%n", &layer, &used) == 1 && used > 0 &&
+            (layer == 0 || layer == p->edge_layers - 1))
+            bits = p->edge_bits;
+    }
     if (ov == 0) {
         /* Default f16: the token embedding (tied to the output head in
          * SmolLM2/stories260K, so it is also the last matmul, the most
@@ -1708,6 +1717,9 @@ opc_status opc_quantize_model(const opc_model_desc *src, const char *out_path, c
     memset(&sum, 0, sizeof sum);
     if (summary) memset(summary, 0, sizeof *summary);
     if (!src || src->n_tensors < 1) return opc_error(OPC_ERR_INVALID_ARG, "quantize: model has no tensors");
+    opc_quant_params pl = *p; /* the block count the edge-layer rule needs */
+    pl.edge_layers = src->cfg.n_layers;
+    p = &pl;
     /* check the plan (bad overrides / bits) before creating anything */
     for (int32_t i = 0; i < src->n_tensors; i++) {
         opc_quant_choice ch;

@@ -215,6 +215,10 @@ typedef struct opc_quant_params {
     opc_quant_method method;
     const char *keep_fp16;    /* extra comma-separated glob patterns kept as f16 (NULL: none) */
     const char *overrides;    /* comma-separated PATTERN=BITS (BITS 1.58/2/3/4/16); first match wins */
+    float edge_bits;          /* > 0: the first and the last transformer block (blk.0, blk.L-1) get
+                                 these bits unless an override names them (0: like the rest) */
+    int32_t edge_layers;      /* the model's block count for edge_bits; opc_quantize_model sets it
+                                 from the model (direct opc_quant_plan callers set it themselves) */
     const opc_importance *importance; /* NULL: uniform importance */
     int gptq;                 /* error feedback with the calibration Hessians (needs them) */
     double gptq_damp;         /* relative damping of H (<= 0: 0.01) */
