@@ -270,17 +270,7 @@ void opc_cb_outliers_avx2(const opc_cb_matrix *m, const float *X, int64_t T, flo
                 const uint16_t *oc = m->ol_col + i0; /* (n) columns */
                 for (uint32_t i = 0; i < n; i++) v[i] = _cvtsh_ss(m->ol_val[i0 + i]);
                 for (int64_t t = t0; t < t1; t++) {
-                    const float *x = X + t * m->cols;
-                    float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-                    uint32_t i = 0;
-                    for (; i + 4 <= n; i += 4) {
-                        s0 += v[i] * x[oc[i]];
-                        s1 += v[i + 1] * x[oc[i + 1]];
-                        s2 += v[i + 2] * x[oc[i + 2]];
-                        s3 += v[i + 3] * x[oc[i + 3]];
-                    }
-                    for (; i < n; i++) s0 += v[i] * x[oc[i]];
-                    Y[t * m->rows + r] += (s0 + s1) + (s2 + s3);
+                    Y[t * m->rows + r] += opc_ol_chunk_dot(v, oc, n, X + t * m->cols);
                 }
             }
         }

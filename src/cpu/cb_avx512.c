@@ -368,17 +368,7 @@ static void outliers_scalar_rows(const opc_cb_matrix *m, const float *X, int64_t
                 _mm512_store_ps(v + i, _mm512_cvtph_ps(h));
             }
             for (int64_t t = t0; t < t1; t++) {
-                const float *x = X + t * m->cols;
-                float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-                uint32_t i = 0;
-                for (; i + 4 <= n; i += 4) {
-                    s0 += v[i] * x[oc[i]];
-                    s1 += v[i + 1] * x[oc[i + 1]];
-                    s2 += v[i + 2] * x[oc[i + 2]];
-                    s3 += v[i + 3] * x[oc[i + 3]];
-                }
-                for (; i < n; i++) s0 += v[i] * x[oc[i]];
-                Y[t * m->rows + r] += (s0 + s1) + (s2 + s3);
+                Y[t * m->rows + r] += opc_ol_chunk_dot(v, oc, n, X + t * m->cols);
             }
         }
     }

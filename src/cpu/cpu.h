@@ -105,4 +105,21 @@ void opc_cb_outliers_avx512(const opc_cb_matrix *m, const float *X, int64_t T, f
  * and frees the buffer itself; returns 0 when the allocation fails. */
 double opc_mem_read_bw(size_t bytes, int nthreads, int reps);
 
+/* Sparse dot product of one outlier chunk: sum_i v[i] * x[oc[i]], v the
+ * deltas already widened to fp32, with four partial sums to hide the gather
+ * latency. Shared by the AVX2 and AVX-512 outlier passes (same order of
+ * additions, so both give the same result). */
+static inline float opc_ol_chunk_dot(const float *v, const uint16_t *oc, uint32_t n, const float *x) {
+    float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    uint32_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        s0 += v[i] * x[oc[i]];
+        s1 += v[i + 1] * x[oc[i + 1]];
+        s2 += v[i + 2] * x[oc[i + 2]];
+        s3 += v[i + 3] * x[oc[i + 3]];
+    }
+    for (; i < n; i++) s0 += v[i] * x[oc[i]];
+    return (s0 + s1) + (s2 + s3);
+}
+
 #endif /* OPC_CPU_H */

@@ -103,12 +103,7 @@ __device__ __forceinline__ unsigned cb_index(const uint8_t *row, int bits, int64
 
 /* Sign of column c (cb.h opc_cb_rot_sign) for the 64 columns of group c >> 6,
  * as a bit mask: bit j set = column 64*(c>>6) + j is negated. */
-__device__ __forceinline__ uint64_t rot_sign_bits(int64_t c) {
-    uint64_t z = ((uint64_t)(c >> 6) + 1u) * 0x9E3779B97F4A7C15ull;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
+__device__ __forceinline__ uint64_t rot_sign_bits(int64_t c) { return opc_cb_rot_sign_word(c >> 6); }
 
 /* Butterflies of a normalized Walsh-Hadamard transform over the index bits
  * above the E values a thread holds: lane bits by shuffles, then warp bits

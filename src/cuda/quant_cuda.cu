@@ -690,10 +690,7 @@ __global__ void __launch_bounds__(NT) k_rotate(float *W, int64_t cols, int32_t r
     float *x = (float *)smem;
     float *row = W + (uint64_t)blockIdx.x * (uint64_t)cols;
     for (int64_t c = threadIdx.x; c < cols; c += NT) {
-        uint64_t z = ((uint64_t)(c >> 6) + 1u) * 0x9E3779B97F4A7C15ull;
-        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-        z ^= z >> 31;
+        const uint64_t z = opc_cb_rot_sign_word(c >> 6);
         float v = row[c];
         x[c] = ((z >> (c & 63)) & 1u) ? -v : v;
     }

@@ -141,77 +141,83 @@ __attribute__((target("avx2,fma"))) static void axpy_avx2(float *y, float a, con
 /* Register tile: 4 weight rows x 3 tokens = 12 accumulators + 3 activation
  * vectors + 1 weight vector = the 16 ymm registers AVX2 has. Each weight
  * load feeds 3 FMAs and each activation load 4, which keeps the loop
- * FMA-bound instead of load-bound for prefill. */
-__attribute__((target("avx2,fma"))) static void mm_block_avx2(const float *W, int64_t r0,
-                                                              int64_t r1, int64_t cols,
-                                                              const float *X, int64_t t0,
-                                                              int64_t t1, float *Y,
-                                                              int64_t ldy) {
-    const int64_t c8 = cols & ~(int64_t)7;
-    int64_t r = r0;
-    for (; r + 4 <= r1; r += 4) {
-        const float *w0 = W + r * cols, *w1 = w0 + cols, *w2 = w1 + cols, *w3 = w2 + cols;
-        int64_t t = t0;
-        for (; t + 3 <= t1; t += 3) {
-            const float *x0 = X + t * cols, *x1 = x0 + cols, *x2 = x1 + cols;
-            __m256 a00 = _mm256_setzero_ps(), a01 = a00, a02 = a00, a10 = a00, a11 = a00,
-                   a12 = a00, a20 = a00, a21 = a00, a22 = a00, a30 = a00, a31 = a00, a32 = a00;
-            for (int64_t c = 0; c < c8; c += 8) {
-                __m256 v0 = _mm256_loadu_ps(x0 + c), v1 = _mm256_loadu_ps(x1 + c),
-                       v2 = _mm256_loadu_ps(x2 + c);
-                __m256 w = _mm256_loadu_ps(w0 + c);
-                a00 = _mm256_fmadd_ps(w, v0, a00);
-                a01 = _mm256_fmadd_ps(w, v1, a01);
-                a02 = _mm256_fmadd_ps(w, v2, a02);
-                w = _mm256_loadu_ps(w1 + c);
-                a10 = _mm256_fmadd_ps(w, v0, a10);
-                a11 = _mm256_fmadd_ps(w, v1, a11);
-                a12 = _mm256_fmadd_ps(w, v2, a12);
-                w = _mm256_loadu_ps(w2 + c);
-                a20 = _mm256_fmadd_ps(w, v0, a20);
-                a21 = _mm256_fmadd_ps(w, v1, a21);
-                a22 = _mm256_fmadd_ps(w, v2, a22);
-                w = _mm256_loadu_ps(w3 + c);
-                a30 = _mm256_fmadd_ps(w, v0, a30);
-                a31 = _mm256_fmadd_ps(w, v1, a31);
-                a32 = _mm256_fmadd_ps(w, v2, a32);
-            }
-            float s[4][3] = {{hsum256(a00), hsum256(a01), hsum256(a02)},
-                             {hsum256(a10), hsum256(a11), hsum256(a12)},
-                             {hsum256(a20), hsum256(a21), hsum256(a22)},
-                             {hsum256(a30), hsum256(a31), hsum256(a32)}};
-            const float *ws[4] = {w0, w1, w2, w3}, *xs[3] = {x0, x1, x2};
-            for (int i = 0; i < 4; i++)
-                for (int j = 0; j < 3; j++) {
-                    float acc = s[i][j];
-                    for (int64_t c = c8; c < cols; c++) acc += ws[i][c] * xs[j][c];
-                    Y[(t + j) * ldy + r + i] = acc;
-                }
-        }
-        /* token tail: 4 rows x 1 token */
-        for (; t < t1; t++) {
-            const float *x0 = X + t * cols;
-            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-            for (int64_t c = 0; c < c8; c += 8) {
-                __m256 v = _mm256_loadu_ps(x0 + c);
-                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w0 + c), v, a0);
-                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w1 + c), v, a1);
-                a2 = _mm256_fmadd_ps(_mm256_loadu_ps(w2 + c), v, a2);
-                a3 = _mm256_fmadd_ps(_mm256_loadu_ps(w3 + c), v, a3);
-            }
-            float s[4] = {hsum256(a0), hsum256(a1), hsum256(a2), hsum256(a3)};
-            const float *ws[4] = {w0, w1, w2, w3};
-            for (int i = 0; i < 4; i++) {
-                float acc = s[i];
-                for (int64_t c = c8; c < cols; c++) acc += ws[i][c] * x0[c];
-                Y[t * ldy + r + i] = acc;
-            }
-        }
-    }
-    /* row tail */
-    for (; r < r1; r++)
-        for (int64_t t = t0; t < t1; t++) Y[t * ldy + r] = dot_avx2(W + r * cols, X + t * cols, cols);
+ * FMA-bound instead of load-bound for prefill.
+ * One body for fp32 and fp16 weights: only the weight load (LOADW: 8 weights
+ * at p -> __m256) and the scalar tail's conversion (WTOF) differ; DOT is the
+ * matching single-row dot product for the row tail. */
+#define MM_BLOCK_AVX2(NAME, TARGET, WT, LOADW, WTOF, DOT)                                          \
+    __attribute__((target(TARGET))) static void NAME(const WT *W, int64_t r0, int64_t r1, int64_t cols,\
+                                                     const float *X, int64_t t0, int64_t t1, float *Y,\
+                                                     int64_t ldy) {                                \
+    const int64_t c8 = cols & ~(int64_t)7;                                                         \
+    int64_t r = r0;                                                                                \
+    for (; r + 4 <= r1; r += 4) {                                                                  \
+        const WT *w0 = W + r * cols, *w1 = w0 + cols, *w2 = w1 + cols, *w3 = w2 + cols;            \
+        int64_t t = t0;                                                                            \
+        for (; t + 3 <= t1; t += 3) {                                                              \
+            const float *x0 = X + t * cols, *x1 = x0 + cols, *x2 = x1 + cols;                      \
+            __m256 a00 = _mm256_setzero_ps(), a01 = a00, a02 = a00, a10 = a00, a11 = a00,          \
+                   a12 = a00, a20 = a00, a21 = a00, a22 = a00, a30 = a00, a31 = a00, a32 = a00;    \
+            for (int64_t c = 0; c < c8; c += 8) {                                                  \
+                __m256 v0 = _mm256_loadu_ps(x0 + c), v1 = _mm256_loadu_ps(x1 + c),                 \
+                       v2 = _mm256_loadu_ps(x2 + c);                                               \
+                __m256 w = LOADW(w0 + c);                                                          \
+                a00 = _mm256_fmadd_ps(w, v0, a00);                                                 \
+                a01 = _mm256_fmadd_ps(w, v1, a01);                                                 \
+                a02 = _mm256_fmadd_ps(w, v2, a02);                                                 \
+                w = LOADW(w1 + c);                                                                 \
+                a10 = _mm256_fmadd_ps(w, v0, a10);                                                 \
+                a11 = _mm256_fmadd_ps(w, v1, a11);                                                 \
+                a12 = _mm256_fmadd_ps(w, v2, a12);                                                 \
+                w = LOADW(w2 + c);                                                                 \
+                a20 = _mm256_fmadd_ps(w, v0, a20);                                                 \
+                a21 = _mm256_fmadd_ps(w, v1, a21);                                                 \
+                a22 = _mm256_fmadd_ps(w, v2, a22);                                                 \
+                w = LOADW(w3 + c);                                                                 \
+                a30 = _mm256_fmadd_ps(w, v0, a30);                                                 \
+                a31 = _mm256_fmadd_ps(w, v1, a31);                                                 \
+                a32 = _mm256_fmadd_ps(w, v2, a32);                                                 \
+            }                                                                                      \
+            float s[4][3] = {{hsum256(a00), hsum256(a01), hsum256(a02)},                           \
+                             {hsum256(a10), hsum256(a11), hsum256(a12)},                           \
+                             {hsum256(a20), hsum256(a21), hsum256(a22)},                           \
+                             {hsum256(a30), hsum256(a31), hsum256(a32)}};                          \
+            const WT *ws[4] = {w0, w1, w2, w3};                                                    \
+            const float *xs[3] = {x0, x1, x2};                                                     \
+            for (int i = 0; i < 4; i++)                                                            \
+                for (int j = 0; j < 3; j++) {                                                      \
+                    float acc = s[i][j];                                                           \
+                    for (int64_t c = c8; c < cols; c++) acc += WTOF(ws[i][c]) * xs[j][c];          \
+                    Y[(t + j) * ldy + r + i] = acc;                                                \
+                }                                                                                  \
+        }                                                                                          \
+        /* token tail: 4 rows x 1 token (decode lands here) */                                     \
+        for (; t < t1; t++) {                                                                      \
+            const float *x0 = X + t * cols;                                                        \
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;                            \
+            for (int64_t c = 0; c < c8; c += 8) {                                                  \
+                __m256 v = _mm256_loadu_ps(x0 + c);                                                \
+                a0 = _mm256_fmadd_ps(LOADW(w0 + c), v, a0);                                        \
+                a1 = _mm256_fmadd_ps(LOADW(w1 + c), v, a1);                                        \
+                a2 = _mm256_fmadd_ps(LOADW(w2 + c), v, a2);                                        \
+                a3 = _mm256_fmadd_ps(LOADW(w3 + c), v, a3);                                        \
+            }                                                                                      \
+            float s[4] = {hsum256(a0), hsum256(a1), hsum256(a2), hsum256(a3)};                     \
+            const WT *ws[4] = {w0, w1, w2, w3};                                                    \
+            for (int i = 0; i < 4; i++) {                                                          \
+                float acc = s[i];                                                                  \
+                for (int64_t c = c8; c < cols; c++) acc += WTOF(ws[i][c]) * x0[c];                 \
+                Y[t * ldy + r + i] = acc;                                                          \
+            }                                                                                      \
+        }                                                                                          \
+    }                                                                                              \
+    /* row tail */                                                                                 \
+    for (; r < r1; r++)                                                                            \
+        for (int64_t t = t0; t < t1; t++) Y[t * ldy + r] = DOT(W + r * cols, X + t * cols, cols);  \
 }
+
+#define F32_ID(v) (v)
+MM_BLOCK_AVX2(mm_block_avx2, "avx2,fma", float, _mm256_loadu_ps, F32_ID, dot_avx2)
 
 /* ---- AVX2 + FMA + F16C versions for fp16 weights: the same register tile as
  * mm_block_avx2, with each weight vector loaded as 8 halves (16 bytes) and
@@ -238,79 +244,7 @@ __attribute__((target("avx2,fma,f16c"))) static float dot_f16_avx2(const uint16_
     return s;
 }
 
-__attribute__((target("avx2,fma,f16c"))) static void mm_block_f16_avx2(const uint16_t *W,
-                                                                       int64_t r0, int64_t r1,
-                                                                       int64_t cols,
-                                                                       const float *X, int64_t t0,
-                                                                       int64_t t1, float *Y,
-                                                                       int64_t ldy) {
-    const int64_t c8 = cols & ~(int64_t)7;
-    int64_t r = r0;
-    for (; r + 4 <= r1; r += 4) {
-        const uint16_t *w0 = W + r * cols, *w1 = w0 + cols, *w2 = w1 + cols, *w3 = w2 + cols;
-        int64_t t = t0;
-        for (; t + 3 <= t1; t += 3) {
-            const float *x0 = X + t * cols, *x1 = x0 + cols, *x2 = x1 + cols;
-            __m256 a00 = _mm256_setzero_ps(), a01 = a00, a02 = a00, a10 = a00, a11 = a00,
-                   a12 = a00, a20 = a00, a21 = a00, a22 = a00, a30 = a00, a31 = a00, a32 = a00;
-            for (int64_t c = 0; c < c8; c += 8) {
-                __m256 v0 = _mm256_loadu_ps(x0 + c), v1 = _mm256_loadu_ps(x1 + c),
-                       v2 = _mm256_loadu_ps(x2 + c);
-                __m256 w = load_f16x8(w0 + c);
-                a00 = _mm256_fmadd_ps(w, v0, a00);
-                a01 = _mm256_fmadd_ps(w, v1, a01);
-                a02 = _mm256_fmadd_ps(w, v2, a02);
-                w = load_f16x8(w1 + c);
-                a10 = _mm256_fmadd_ps(w, v0, a10);
-                a11 = _mm256_fmadd_ps(w, v1, a11);
-                a12 = _mm256_fmadd_ps(w, v2, a12);
-                w = load_f16x8(w2 + c);
-                a20 = _mm256_fmadd_ps(w, v0, a20);
-                a21 = _mm256_fmadd_ps(w, v1, a21);
-                a22 = _mm256_fmadd_ps(w, v2, a22);
-                w = load_f16x8(w3 + c);
-                a30 = _mm256_fmadd_ps(w, v0, a30);
-                a31 = _mm256_fmadd_ps(w, v1, a31);
-                a32 = _mm256_fmadd_ps(w, v2, a32);
-            }
-            float s[4][3] = {{hsum256(a00), hsum256(a01), hsum256(a02)},
-                             {hsum256(a10), hsum256(a11), hsum256(a12)},
-                             {hsum256(a20), hsum256(a21), hsum256(a22)},
-                             {hsum256(a30), hsum256(a31), hsum256(a32)}};
-            const uint16_t *ws[4] = {w0, w1, w2, w3};
-            const float *xs[3] = {x0, x1, x2};
-            for (int i = 0; i < 4; i++)
-                for (int j = 0; j < 3; j++) {
-                    float acc = s[i][j];
-                    for (int64_t c = c8; c < cols; c++) acc += opc_fp16_to_fp32(ws[i][c]) * xs[j][c];
-                    Y[(t + j) * ldy + r + i] = acc;
-                }
-        }
-        /* token tail: 4 rows x 1 token (decode lands here) */
-        for (; t < t1; t++) {
-            const float *x0 = X + t * cols;
-            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-            for (int64_t c = 0; c < c8; c += 8) {
-                __m256 v = _mm256_loadu_ps(x0 + c);
-                a0 = _mm256_fmadd_ps(load_f16x8(w0 + c), v, a0);
-                a1 = _mm256_fmadd_ps(load_f16x8(w1 + c), v, a1);
-                a2 = _mm256_fmadd_ps(load_f16x8(w2 + c), v, a2);
-                a3 = _mm256_fmadd_ps(load_f16x8(w3 + c), v, a3);
-            }
-            float s[4] = {hsum256(a0), hsum256(a1), hsum256(a2), hsum256(a3)};
-            const uint16_t *ws[4] = {w0, w1, w2, w3};
-            for (int i = 0; i < 4; i++) {
-                float acc = s[i];
-                for (int64_t c = c8; c < cols; c++) acc += opc_fp16_to_fp32(ws[i][c]) * x0[c];
-                Y[t * ldy + r + i] = acc;
-            }
-        }
-    }
-    /* row tail */
-    for (; r < r1; r++)
-        for (int64_t t = t0; t < t1; t++)
-            Y[t * ldy + r] = dot_f16_avx2(W + r * cols, X + t * cols, cols);
-}
+MM_BLOCK_AVX2(mm_block_f16_avx2, "avx2,fma,f16c", uint16_t, load_f16x8, opc_fp16_to_fp32, dot_f16_avx2)
 #endif
 
 static float dot_f32(const float *a, const float *b, int64_t n) {

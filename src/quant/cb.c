@@ -107,10 +107,7 @@ void opc_cb_gemv_ref(const opc_cb_matrix *m, const float *x, float *y) {
 /* x[c] *= opc_cb_rot_sign(c) for all c, one hash per 64 columns. */
 static void apply_signs(float *x, int64_t n) {
     for (int64_t c0 = 0; c0 < n; c0 += 64) {
-        uint64_t z = ((uint64_t)(c0 >> 6) + 1u) * 0x9E3779B97F4A7C15ull;
-        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-        z ^= z >> 31;
+        const uint64_t z = opc_cb_rot_sign_word(c0 >> 6);
         for (int64_t c = c0; c < n && c < c0 + 64; c++)
             if ((z >> (c & 63)) & 1u) x[c] = -x[c];
     }

@@ -88,15 +88,26 @@ static inline float opc_cb_scale(uint8_t q) {
     return mant[q & 15] * e.f; /* exact: a power of two times a float */
 }
 
-/* The fixed sign of column c for rotations: +1 or -1 from splitmix64 of the
- * 64-column group index, bit c % 64. Independent of the block size, so every
- * matrix with the same input width and block shares one rotated input. */
-static inline float opc_cb_rot_sign(int64_t c) {
-    uint64_t z = ((uint64_t)(c >> 6) + 1u) * 0x9E3779B97F4A7C15ull;
+#ifdef __CUDACC__
+#define OPC_CB_HD __host__ __device__ /* the GPU kernels share these definitions */
+#else
+#define OPC_CB_HD
+#endif
+
+/* The rotation signs of the 64 columns of group g = c / 64 as a bit mask
+ * (bit c % 64 set = column c is negated): splitmix64 of g + 1. Independent
+ * of the block size, so every matrix with the same input width and block
+ * shares one rotated input. */
+static inline OPC_CB_HD uint64_t opc_cb_rot_sign_word(int64_t g) {
+    uint64_t z = ((uint64_t)g + 1u) * 0x9E3779B97F4A7C15ull;
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
-    return ((z >> (c & 63)) & 1u) ? -1.0f : 1.0f;
+    return z ^ (z >> 31);
+}
+
+/* The fixed sign of column c for rotations: +1 or -1. */
+static inline float opc_cb_rot_sign(int64_t c) {
+    return ((opc_cb_rot_sign_word(c >> 6) >> (c & 63)) & 1u) ? -1.0f : 1.0f;
 }
 
 /* x~ = R^T x for one vector of n = cols values (n a multiple of 2^rot_log2),

@@ -40,10 +40,7 @@ int opc_quant_bits_layout(float bits, int32_t *index_bits, int32_t *k) {
 }
 
 uint64_t opc_cb_matrix_bytes(const opc_cb_matrix *m) {
-    uint64_t b = (uint64_t)m->rows * m->row_bytes + (uint64_t)m->rows * (uint64_t)m->k * 2;
-    if (m->gscale) b += (uint64_t)m->rows * (uint64_t)opc_cb_groups(m->cols);
-    if (m->n_outliers) b += ((uint64_t)m->rows + 1) * 4 + m->n_outliers * 4;
-    return b;
+    return opc_bf2_cb_bytes(m); /* exactly what .bf2 stores for it (format/bf2.c) */
 }
 
 int32_t opc_quant_rot_log2(int64_t cols, int32_t max_log2) {
