@@ -2,7 +2,8 @@
  * bench_cuda_forward.c — speed of the whole GPU forward pass (forward_cuda.h):
  * prefill (pp: N prompt tokens in one call, logits of the last) and decode
  * (tg: N single-token steps from an empty cache, llama-bench's tg128), with
- * and without the decode CUDA graph.
+ * and without the decode CUDA graph, and with the greedy pick on the device
+ * (opc_cuda_forward_greedy: no per-token logits download or host sync).
  *
  *   bench_cuda_forward MODEL [--pp 512] [--tg 128] [--reps 3]
  *
@@ -126,6 +127,22 @@ int main(int argc, char **argv) {
                    tg, tg / m, 1e3 * m / tg, g ? "on " : "off", reps, (double)per_tok * tg / m / 1e9);
         }
     }
+    /* decode with the greedy pick on the device: no logits download and no
+     * host round trip per token (opc_cuda_forward_greedy), graph on */
+    opc_cuda_forward_set_graph(f, 1);
+    int32_t *gout = malloc(sizeof(int32_t) * (size_t)tg);
+    if (!gout) rc = 1;
+    for (int r = -1; r < reps && !rc; r++) {
+        double s = now_s();
+        if (opc_cuda_forward_greedy(f, toks[0], 0, tg, gout) != OPC_OK) rc = 1;
+        if (r >= 0) tm[r] = now_s() - s;
+    }
+    if (!rc) {
+        double m = median(tm, reps);
+        printf("tg%-4d %10.1f tok/s  (%.3f ms per token, greedy on the device, graph on, median of %d); %.0f GB/s of weights\n",
+               tg, tg / m, 1e3 * m / tg, reps, (double)per_tok * tg / m / 1e9);
+    }
+    free(gout);
     if (rc) fprintf(stderr, "error: %s\n", opc_last_error());
     free(toks), free(logits);
     opc_cuda_forward_free(f);

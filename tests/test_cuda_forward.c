@@ -315,6 +315,26 @@ static void test_stories_zoo(void) {
             len++;
         }
         CHECK_MSG(st == OPC_OK, "%s", opc_last_error());
+        /* the same continuation by greedy decoding on the device (no host
+         * round trip), in two calls (the second starts from the first's last
+         * pick: its scratch and counters must be reset) */
+        /* (same prefill as above, so every step runs the same kernels on the
+         * same inputs: a 3-token prefill + decode could round differently) */
+        int32_t gout[64];
+        const int steps = 60 - (int)n - 1, first = 10;
+        float lg2[512];
+        if (st == OPC_OK) st = opc_cuda_forward_run(f, seq[g], (int32_t)n, 0, lg2, OPC_LOGITS_LAST);
+        if (st == OPC_OK) st = opc_cuda_forward_greedy(f, seq[g][n], (int32_t)n, first, gout);
+        if (st == OPC_OK)
+            st = opc_cuda_forward_greedy(f, gout[first - 1], (int32_t)n + first, steps - first, gout + first);
+        CHECK_MSG(st == OPC_OK, "%s", opc_last_error());
+        if (st == OPC_OK) {
+            int same = 1;
+            for (int i = 0; i < steps; i++) same &= gout[i] == seq[g][(int)n + 1 + i];
+            CHECK_MSG(same, "graph %d: device greedy tokens differ from run + opc_argmax", g == 0);
+        }
+        CHECK(opc_cuda_forward_greedy(f, 0, 127, 2, gout) == OPC_ERR_INVALID_ARG); /* past ctx 128 */
+        CHECK(opc_cuda_forward_greedy(f, 512, 0, 1, gout) == OPC_ERR_INVALID_ARG); /* token outside vocab */
         char *text = NULL;
         size_t tl = 0;
         CHECK(opc_tokenizer_decode(tok, seq[g], (size_t)len, 1, &text, &tl) == OPC_OK);

@@ -7,6 +7,7 @@
 
 #include "core/core.h"
 #include "core/cpu_features.h"
+#include "cpu/cpu.h"
 #include "model/chat.h"
 #include "model/forward.h"
 #include "model/model.h"
@@ -34,7 +35,9 @@ static void usage(FILE *f) {
             "  --ctx N            context size (default: prompt + max-tokens)\n"
             "  --batch N          prefill batch size (default 512)\n"
             "  --verbose          print model, memory and timing details to stderr\n"
-            "  --device D         cpu (default) or cuda (the whole forward pass on the GPU)\n");
+            "  --device D         cpu (default) or cuda (the whole forward pass on the GPU)\n"
+            "  --int8-act         CPU: int8 activations in the codebook kernels (AVX-512 VNNI;\n"
+            "                     faster decode, approximate; see docs/RESULTS.md)\n");
 }
 
 static int parse_int(const char *s, const char *opt, long lo, long hi, long *out) {
@@ -62,6 +65,7 @@ static int parse_float(const char *s, const char *opt, double lo, double hi, dou
 int opc_cmd_generate(int argc, char **argv) {
     const char *model = NULL, *prompt = NULL, *system = NULL;
     long max_tokens = 128, top_k = 40, threads = 0, ctx = 0, batch = 512, seed = 0;
+    int int8_act = 0;
     double temp = 0.0, top_p = 0.95;
     int chat = 0, verbose = 0, use_cuda = 0;
     for (int i = 1; i < argc; i++) {
@@ -102,6 +106,8 @@ int opc_cmd_generate(int argc, char **argv) {
         } else if (!strcmp(a, "--threads") || !strcmp(a, "-t")) {
             NEXT();
             if (!parse_int(argv[i], a, 1, 1024, &threads)) return 2;
+        } else if (!strcmp(a, "--int8-act")) {
+            int8_act = 1;
         } else if (!strcmp(a, "--ctx") || !strcmp(a, "-c")) {
             NEXT();
             if (!parse_int(argv[i], a, 2, 1 << 22, &ctx)) return 2;
@@ -213,6 +219,11 @@ int opc_cmd_generate(int argc, char **argv) {
     ids = grown;
 
     long mb = batch < (long)n_prompt ? batch : (long)n_prompt;
+    if (int8_act && !opc_cpu_set_int8_activations(true)) {
+        fprintf(stderr, "opacc1ty generate: --int8-act needs AVX-512 VNNI, which this CPU lacks\n");
+        rc = 1;
+        goto done;
+    }
     st = opc_runner_init(&run, d, use_cuda ? "cuda" : "cpu", (int32_t)ctx, (int32_t)mb, (int32_t)threads);
     if (st != OPC_OK) {
         rc = opc_cli_fail(st, model);
@@ -268,8 +279,14 @@ int opc_cmd_generate(int argc, char **argv) {
     int32_t pos = (int32_t)n_prompt;
     t0 = opc_time_s();
     const char *stop = "max-tokens";
+    /* Greedy on the GPU: the picks are made on the device, up to 16 steps per
+     * call with no logits download or host sync in between (the tokens past
+     * an end-of-sequence pick are computed and dropped). */
+    const int dev_greedy = temp <= 0.0 && !strcmp(opc_runner_device(&run), "cuda");
+    int32_t gbuf[16];
+    int gn = 0, gi = 0;
     while (n_gen < max_tokens) {
-        int32_t next = opc_sampler_sample(&smp, logits);
+        int32_t next = gi < gn ? gbuf[gi++] : opc_sampler_sample(&smp, logits);
         n_gen++;
         if (next == eos || next == end_of_turn) {
             stop = next == eos ? "end of sequence" : "end of turn";
@@ -284,7 +301,18 @@ int opc_cmd_generate(int argc, char **argv) {
             stop = "context full";
             break;
         }
-        if ((st = opc_runner_run(&run, &ids[pos], 1, pos, logits, OPC_LOGITS_LAST)) != OPC_OK) {
+        if (dev_greedy) {
+            if (gi >= gn) { /* `next` has not been fed yet: the next chunk starts with it */
+                long c = max_tokens - n_gen;
+                if (c > 16) c = 16;
+                if (c > ctx - 1 - pos) c = ctx - 1 - pos;
+                if ((st = opc_runner_greedy(&run, next, pos, (int32_t)c, gbuf)) != OPC_OK) {
+                    rc = opc_cli_fail(st, "decode");
+                    goto done;
+                }
+                gn = (int)c, gi = 0;
+            }
+        } else if ((st = opc_runner_run(&run, &ids[pos], 1, pos, logits, OPC_LOGITS_LAST)) != OPC_OK) {
             rc = opc_cli_fail(st, "decode");
             goto done;
         }

@@ -95,6 +95,13 @@ struct opc_cuda_forward {
     int use_graph, graph_failed, decode_eager;
     int pdl_ops; /* PDL for the small kernels too (see init) */
     cudaGraphExec_t graph;
+    /* greedy decoding on the device (opc_cuda_forward_greedy): a second graph
+     * = decode step + argmax_next, and its scratch (zero between calls) */
+    cudaGraphExec_t graph_greedy;
+    int graph_greedy_failed;
+    unsigned long long *g_best;
+    unsigned *g_cnt;
+    int32_t *g_step, *g_out; /* g_out: (ctx) tokens of one greedy call */
 
     opc_cuda_forward_mem mem;
     void **dev; /* device allocations to free */
@@ -353,6 +360,7 @@ extern "C" void opc_cuda_forward_free(opc_cuda_forward *f) {
     if (!f) return;
     if (f->stream) cudaStreamSynchronize(f->stream);
     if (f->graph) cudaGraphExecDestroy(f->graph);
+    if (f->graph_greedy) cudaGraphExecDestroy(f->graph_greedy);
     if (f->layers) {
         for (int32_t l = 0; l < f->cfg.n_layers; l++) {
             for (int w = 0; w < W_COUNT; w++) free_weight(&f->layers[l].w[w]);
@@ -590,11 +598,19 @@ extern "C" opc_status opc_cuda_forward_init(opc_cuda_forward **out, const opc_mo
                     {(void **)&f->hb16, B * hid * 2, "hb16"},
                     {(void **)&f->logits, B * vocab * 4, "logits"},
                     {(void **)&f->part, npart * 4, "attention partials"},
+                    {(void **)&f->g_best, 8, "greedy scratch"},
+                    {(void **)&f->g_cnt, 4, "greedy counter"},
+                    {(void **)&f->g_step, 4, "greedy step"},
+                    {(void **)&f->g_out, (uint64_t)ctx * 4, "greedy tokens"},
                     {(void **)&f->d_in, (B + 1) * 4, "tokens"},
                     {(void **)&f->dq16, B > GBIG_MAX_BATCH ? max_cb * 2 : 0, "dequant scratch"}};
         for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
             if ((st = dev_alloc(f, bufs[i].p, bufs[i].bytes, bufs[i].what)) != OPC_OK) goto fail;
             f->mem.scratch += bufs[i].bytes;
+        }
+        if ((e = cudaMemset(f->g_best, 0, 8)) != cudaSuccess || (e = cudaMemset(f->g_cnt, 0, 4)) != cudaSuccess) {
+            st = cuda_err(e, "greedy scratch");
+            goto fail;
         }
         if ((e = cudaMallocHost((void **)&f->h_in, (size_t)(B + 1) * 4)) != cudaSuccess) {
             f->h_in = NULL;
@@ -756,25 +772,74 @@ static opc_status forward_slice(opc_cuda_forward *f, int n, opc_logits_mode mode
                   n - first, f->logits);
 }
 
-/* Capture the decode step (n = 1, last logits) once. On any failure the
- * handle falls back to launching the kernels directly. */
-static void capture_decode(opc_cuda_forward *f) {
+/* One decode step (n = 1, last logits), plus the device-side greedy pick
+ * when `greedy`. Only queues work on f->stream. */
+static opc_status decode_step(opc_cuda_forward *f, int greedy) {
+    opc_status st = forward_slice(f, 1, OPC_LOGITS_LAST);
+    if (st != OPC_OK || !greedy) return st;
+    argmax_next(f->logits, f->cfg.vocab_size, f->g_best, f->g_cnt, f->d_in, f->g_out, f->g_step, f->stream);
+    return kcheck("greedy pick");
+}
+
+/* Capture the decode step once (into f->graph, or f->graph_greedy with the
+ * greedy pick). On any failure the handle falls back to launching the
+ * kernels directly. */
+static void capture_decode(opc_cuda_forward *f, int greedy) {
     cudaGraph_t g = NULL;
+    cudaGraphExec_t *exec = greedy ? &f->graph_greedy : &f->graph;
+    int *failed = greedy ? &f->graph_greedy_failed : &f->graph_failed;
     if (cudaStreamBeginCapture(f->stream, cudaStreamCaptureModeThreadLocal) != cudaSuccess) {
         cudaGetLastError();
-        f->graph_failed = 1;
+        *failed = 1;
         return;
     }
-    opc_status st = forward_slice(f, 1, OPC_LOGITS_LAST);
+    opc_status st = decode_step(f, greedy);
     cudaError_t e = cudaStreamEndCapture(f->stream, &g);
     if (st == OPC_OK && e == cudaSuccess && g)
-        e = cudaGraphInstantiate(&f->graph, g, 0);
+        e = cudaGraphInstantiate(exec, g, 0);
     if (g) cudaGraphDestroy(g);
     if (st != OPC_OK || e != cudaSuccess) {
         cudaGetLastError();
-        f->graph = NULL;
-        f->graph_failed = 1;
+        *exec = NULL;
+        *failed = 1;
     }
+}
+
+extern "C" opc_status opc_cuda_forward_greedy(opc_cuda_forward *f, int32_t tok, int32_t pos, int32_t n_steps,
+                                              int32_t *out) {
+    if (!f || !out || n_steps < 1 || pos < 0)
+        return opc_error(OPC_ERR_INVALID_ARG, "cuda forward: bad greedy arguments (steps %d, pos %d)", n_steps,
+                         pos);
+    if ((int64_t)pos + n_steps > f->ctx)
+        return opc_error(OPC_ERR_INVALID_ARG, "cuda forward: positions %d..%d exceed the context of %d", pos,
+                         pos + n_steps - 1, f->ctx);
+    if (tok < 0 || tok >= f->cfg.vocab_size)
+        return opc_error(OPC_ERR_INVALID_ARG, "cuda forward: token %d is outside the vocabulary of %d", tok,
+                         f->cfg.vocab_size);
+    f->h_in[0] = pos, f->h_in[1] = tok;
+    cudaError_t e = cudaMemcpyAsync(f->d_in, f->h_in, 8, cudaMemcpyHostToDevice, f->stream);
+    if (e == cudaSuccess) e = cudaMemsetAsync(f->g_step, 0, 4, f->stream);
+    if (e != cudaSuccess) return cuda_err(e, "greedy start");
+    opc_status st = OPC_OK;
+    /* no host round trip between steps: each step reads its (position,
+     * token) from d_in, which the previous step's pick wrote */
+    for (int32_t i = 0; i < n_steps && st == OPC_OK; i++) {
+        if (f->use_graph && !f->graph_greedy && !f->graph_greedy_failed && f->decode_eager) capture_decode(f, 1);
+        if (f->use_graph && f->graph_greedy) {
+            e = cudaGraphLaunch(f->graph_greedy, f->stream);
+            if (e != cudaSuccess) st = cuda_err(e, "graph launch");
+        } else {
+            st = decode_step(f, 1);
+            f->decode_eager = 1;
+        }
+    }
+    if (st == OPC_OK) {
+        e = cudaMemcpyAsync(out, f->g_out, (size_t)n_steps * 4, cudaMemcpyDeviceToHost, f->stream);
+        if (e != cudaSuccess) st = cuda_err(e, "greedy tokens download");
+    }
+    e = cudaStreamSynchronize(f->stream);
+    if (st == OPC_OK && e != cudaSuccess) st = cuda_err(e, "forward pass");
+    return st;
 }
 
 extern "C" opc_status opc_cuda_forward_run(opc_cuda_forward *f, const int32_t *tokens, int32_t n,
@@ -802,7 +867,7 @@ extern "C" opc_status opc_cuda_forward_run(opc_cuda_forward *f, const int32_t *t
         /* The first decode step runs directly (it warms up cuBLAS and the
          * kernels' attributes); the second captures the graph. */
         if (decode && f->use_graph && !f->graph && !f->graph_failed && f->decode_eager)
-            capture_decode(f);
+            capture_decode(f, 0);
         f->h_in[0] = pos + s;
         memcpy(f->h_in + 1, tokens + s, (size_t)m * sizeof *tokens);
         cudaError_t e = cudaMemcpyAsync(f->d_in, f->h_in, (size_t)(m + 1) * 4, cudaMemcpyHostToDevice,

@@ -73,6 +73,15 @@ void opc_cuda_forward_free(opc_cuda_forward *f); /* NULL-safe */
 opc_status opc_cuda_forward_run(opc_cuda_forward *f, const int32_t *tokens, int32_t n, int32_t pos,
                                 float *logits_out, opc_logits_mode mode);
 
+/* Greedy decoding without a host round trip per token: n_steps decode
+ * steps, the first feeding `tok` at position pos, each later one the pick of
+ * the step before (the largest logit, first on ties: opc_argmax). out[i]
+ * (host, n_steps) = the pick after step i, i.e. the token for position
+ * pos + i + 1. Equal to n_steps calls of opc_cuda_forward_run(..., 1, ...,
+ * OPC_LOGITS_LAST) + opc_argmax, without the logits download and host pick
+ * per step. pos + n_steps <= ctx. Uses its own decode graph. */
+opc_status opc_cuda_forward_greedy(opc_cuda_forward *f, int32_t tok, int32_t pos, int32_t n_steps, int32_t *out);
+
 /* Turn the decode-step CUDA graph on (default) or off. */
 void opc_cuda_forward_set_graph(opc_cuda_forward *f, int on);
 

@@ -587,6 +587,65 @@ void attention(const float *q, int ldq, const __half *kc, const __half *vc, cons
             part, n_heads, hd, splits, out32, out16);
 }
 
+/* --------------------------------------------------------- greedy pick -- */
+
+/* Order-preserving key of a float (larger value, larger key); NaN sorts
+ * lowest. Packed with ~index below it, the u64 maximum is the largest value
+ * and, among equal values, the smallest index: opc_argmax's choice. */
+__device__ __forceinline__ unsigned long long argmax_key(float v, int i) {
+    uint32_t u = __float_as_uint(v);
+    u = isnan(v) ? 0u : (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+    return ((unsigned long long)u << 32) | (unsigned long long)(0xFFFFFFFFu - (uint32_t)i);
+}
+
+__device__ __forceinline__ unsigned long long umax64(unsigned long long a, unsigned long long b) { return a > b ? a : b; }
+
+/* Each block reduces a strided slice to one key and folds it into *best
+ * with a 64-bit atomicMax; the last block to finish (counter) publishes the
+ * token: out[*step] = tok, *step += 1, and io = (pos + 1, tok) — the next
+ * decode step's input, read by the captured graph from device memory — then
+ * clears *best and *cnt for the next call. */
+__global__ void __launch_bounds__(256)
+    k_argmax_next(const float *logits, int n, unsigned long long *best, unsigned *cnt, int32_t *io, int32_t *out,
+                  int32_t *step) {
+    pdl_trigger();
+    pdl_wait();
+    unsigned long long k = 0;
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x)
+        k = umax64(k, argmax_key(logits[i], i));
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) k = umax64(k, __shfl_xor_sync(0xffffffffu, k, o));
+    __shared__ unsigned long long sk[8];
+    __shared__ int s_last;
+    if ((threadIdx.x & 31) == 0) sk[threadIdx.x >> 5] = k;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        for (int w = 1; w < (int)(blockDim.x >> 5); w++) k = umax64(k, sk[w]);
+        atomicMax(best, k);
+        __threadfence();
+        s_last = atomicAdd(cnt, 1u) == gridDim.x - 1;
+    }
+    __syncthreads();
+    if (!s_last || threadIdx.x != 0) return;
+    __threadfence();
+    const unsigned long long b = atomicAdd(best, 0ull);
+    const int32_t tok = (int32_t)(0xFFFFFFFFu - (uint32_t)(b & 0xFFFFFFFFull));
+    out[*step] = tok;
+    *step += 1;
+    io[0] += 1;
+    io[1] = tok;
+    *best = 0ull;
+    *cnt = 0u;
+}
+
+void argmax_next(const float *logits, int n, unsigned long long *best, unsigned *cnt, int32_t *io, int32_t *out,
+                 int32_t *step, cudaStream_t s) {
+    /* 32 blocks of 256: ~16 logits per thread at a 128K vocabulary */
+    int blocks = (n + 255) / 256;
+    if (blocks > 32) blocks = 32;
+    launch_k(k_argmax_next, blocks, 256, 0, s, logits, n, best, cnt, io, out, step);
+}
+
 /* ------------------------------------------------------------- rotation -- */
 
 /*

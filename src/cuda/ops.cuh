@@ -89,6 +89,14 @@ void attention(const float *q, int ldq, const __half *kc, const __half *vc, cons
                int n_heads, int n_kv, int hd, int splits, int chunk, float *part, float *out32,
                __half *out16, cudaStream_t s);
 
+/* Greedy decoding on the device: the token with the largest logit of
+ * logits (n) — the first on ties, like opc_argmax — goes to out[*step];
+ * then *step += 1 and io = (io[0] + 1, token), the next step's (position,
+ * token). best/cnt: scratch that must be zero before the first call (each
+ * call leaves them zero). */
+void argmax_next(const float *logits, int n, unsigned long long *best, unsigned *cnt, int32_t *io, int32_t *out,
+                 int32_t *step, cudaStream_t s);
+
 /* Largest rotation block rotate() takes: 2^15 columns (cb.h's maximum),
  * one block of shared memory per rotation block (128 KB at the maximum). */
 constexpr int kRotMaxLog2 = 15;

@@ -58,6 +58,14 @@ opc_status opc_runner_run(const opc_runner *r, const int32_t *tokens, int32_t n,
     return opc_forward_run(r->cpu, tokens, n, pos, logits, mode);
 }
 
+opc_status opc_runner_greedy(const opc_runner *r, int32_t tok, int32_t pos, int32_t n_steps, int32_t *out) {
+#ifdef OPC_HAVE_CUDA
+    if (r->cuda) return opc_cuda_forward_greedy(r->cuda, tok, pos, n_steps, out);
+#endif
+    (void)tok, (void)pos, (void)n_steps, (void)out;
+    return opc_error(OPC_ERR_UNSUPPORTED, "greedy decoding on the device needs the cuda runner");
+}
+
 const opc_config *opc_runner_config(const opc_runner *r) {
 #ifdef OPC_HAVE_CUDA
     if (r->cuda) return opc_cuda_forward_config(r->cuda);

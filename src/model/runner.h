@@ -31,6 +31,12 @@ opc_runner opc_runner_cpu(opc_forward *f);
 opc_status opc_runner_run(const opc_runner *r, const int32_t *tokens, int32_t n, int32_t pos,
                           float *logits, opc_logits_mode mode);
 
+/* Greedy decoding without a host round trip per token (CUDA only:
+ * opc_cuda_forward_greedy): n_steps steps from `tok` at position pos; out[i]
+ * = the argmax pick after step i (the token for position pos + i + 1).
+ * UNSUPPORTED on the CPU runner (callers loop run + opc_argmax there). */
+opc_status opc_runner_greedy(const opc_runner *r, int32_t tok, int32_t pos, int32_t n_steps, int32_t *out);
+
 const opc_config *opc_runner_config(const opc_runner *r);
 int32_t opc_runner_ctx(const opc_runner *r);
 const char *opc_runner_device(const opc_runner *r); /* "cpu" or "cuda" */
