@@ -639,6 +639,16 @@ extern "C" opc_cuda_forward_mem opc_cuda_forward_memory(const opc_cuda_forward *
 
 /* ========================================================== the pass === */
 
+/* OPC_CUDA_CB4=generic: the old one-warp-per-row 4-bit GEMV (comparisons). */
+static int getenv_cached_cb4_off(void) {
+    static int v = -1; /* benign race: every writer stores the same value */
+    if (v < 0) {
+        const char *e = getenv("OPC_CUDA_CB4");
+        v = e && !strcmp(e, "generic");
+    }
+    return v;
+}
+
 /* Y (n, rows) = X (n, cols) Wᵀ. x32 and x16 are the same activations in
  * fp32 (GEMV kernels) and fp16 (cuBLAS). */
 static opc_status linear(opc_cuda_forward *f, const gweight *w, const float *x32, const __half *x16,
@@ -659,7 +669,10 @@ static opc_status linear(opc_cuda_forward *f, const gweight *w, const float *x32
     if (w->kind == WK_CB && n <= GBIG_MAX_BATCH) {
         if (w->cb.bits == 2)
             return opc_cuda_cb_gemv_x16(&w->cb, x32, reinterpret_cast<const uint16_t *>(x16), n, y, f->stream);
-        cb_gemv_generic(w->cbd, x32, n, y, f->stream);
+        if (cb4_gemv_ok(w->cbd) && !getenv_cached_cb4_off())
+            cb4_gemv(w->cbd, x32, n, y, f->stream);
+        else
+            cb_gemv_generic(w->cbd, x32, n, y, f->stream);
         return kcheck("codebook gemv");
     }
     const __half *W = w->w16;

@@ -406,6 +406,177 @@ void cb_gemv_generic(const CbDev &m, const float *x, int nb, float *y, cudaStrea
     k_cb_gemv_generic<<<(unsigned)((m.rows + warps - 1) / warps), warps * 32, 0, s>>>(m, x, nb, y);
 }
 
+/* -------------------------------------------- 4-bit codebook GEMV (CB4) -- */
+
+/*
+ * Decode GEMV (batches <= 8) for 4-bit indices (k = 8 or 16 entries), with
+ * group scales and outliers. The generic kernel above reads one index byte
+ * and one codebook entry from global memory per weight (measured: an 8B-shape
+ * CB4 head ran at ~140 GB/s on an H200); this one keeps the weights' bytes
+ * streaming and does the lookup in shared memory, two weights per lookup:
+ *   - cb.h layout: byte t of a row's 32-byte group g holds the indices of
+ *     columns 64g + t (low nibble) and 64g + 32 + t (high nibble). So a byte
+ *     value v maps to the pair (cb[v & 15], cb[v >> 4]): a 256-entry float2
+ *     table per row (2 KiB, built by the warp for the rows it is on), and x
+ *     is staged once per block as the matching pairs (x[64g+t], x[64g+32+t]).
+ *   - Per byte: one PRMT (extract), one 8-byte table load, the x pair (shared
+ *     by the warp's C4_ROWS rows), two FMAs per vector: ~3 instructions per
+ *     weight at batch 1, where HBM needs ~8e12 4-bit weights/s on an H200.
+ *   - Group scales multiply each 32-weight partial sum (s * sum(cb x) instead
+ *     of sum((s cb) x): reassociated, so fp32 rounding differs slightly).
+ *   - Persistent blocks (grid = what fits on the GPU), so x is staged once
+ *     per block, not once per row pair.
+ * Shared memory: nb * groups * 272 bytes of x pairs + C4_WARPS * C4_ROWS * 2 KiB
+ * of tables; cb4_gemv() splits larger batches into chunks that fit.
+ */
+constexpr int C4_WARPS = 8, C4_ROWS = 2;
+constexpr size_t C4_TAB_BYTES = (size_t)C4_WARPS * C4_ROWS * 256 * sizeof(float2);
+constexpr size_t C4_X_BUDGET = 96 * 1024; /* x pairs per block at most */
+
+template <int NB>
+__global__ void __launch_bounds__(C4_WARPS * 32)
+    k_cb4_gemv(CbDev m, const float *x, float *y) {
+    extern __shared__ float2 c4_sm[];
+    /* x pair p = 32 g + t sits at (p >> 4) * 17 + (p & 15): one pad slot per
+     * 16 pairs, so the 32 lanes (each on its own 16 consecutive pairs) read
+     * different banks for the same step q (unpadded: all in one bank) */
+    const int64_t groups = m.row_bytes / 32, npair = groups * 32, xstride = groups * 34;
+    float2 *xs = c4_sm;                                          /* (NB, xstride) */
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    float2 *tab = c4_sm + NB * xstride + (size_t)warp * C4_ROWS * 256; /* (C4_ROWS, 256) */
+    pdl_trigger();
+    pdl_wait();
+    for (int64_t i = threadIdx.x; i < NB * npair; i += blockDim.x) {
+        const int64_t b = i / npair, p = i - b * npair, c0 = (p >> 5) * 64 + (p & 31), c1 = c0 + 32;
+        const float *xb = x + b * m.cols;
+        xs[b * xstride + (p >> 4) * 17 + (p & 15)] = make_float2(c0 < m.cols ? xb[c0] : 0.f, c1 < m.cols ? xb[c1] : 0.f);
+    }
+    __syncthreads();
+    for (int64_t r0 = ((int64_t)blockIdx.x * C4_WARPS + warp) * C4_ROWS; r0 < m.rows;
+         r0 += (int64_t)gridDim.x * C4_WARPS * C4_ROWS) {
+        /* this warp's tables (entries >= k are never indexed: 0) */
+        __syncwarp();
+#pragma unroll
+        for (int rr = 0; rr < C4_ROWS; rr++) {
+            const int64_t r = r0 + rr < m.rows ? r0 + rr : m.rows - 1;
+            const __half *cb = m.codebook + r * m.k;
+            for (int e = lane; e < 256; e += 32) {
+                const int a = e & 15, b = e >> 4;
+                tab[rr * 256 + e] = make_float2(a < m.k ? __half2float(cb[a]) : 0.f, b < m.k ? __half2float(cb[b]) : 0.f);
+            }
+        }
+        __syncwarp();
+        float acc[C4_ROWS][NB];
+#pragma unroll
+        for (int rr = 0; rr < C4_ROWS; rr++)
+#pragma unroll
+            for (int b = 0; b < NB; b++) acc[rr][b] = 0.f;
+        const uint4 *rows4[C4_ROWS];
+#pragma unroll
+        for (int rr = 0; rr < C4_ROWS; rr++)
+            rows4[rr] = reinterpret_cast<const uint4 *>(m.idx + (r0 + rr < m.rows ? r0 + rr : r0) * m.row_bytes);
+        const int64_t nu = groups * 2; /* 16-byte pieces per row: two per group */
+#pragma unroll 2
+        for (int64_t u = lane; u < nu; u += 32) {
+            uint4 w[C4_ROWS];
+#pragma unroll
+            for (int rr = 0; rr < C4_ROWS; rr++) w[rr] = __ldcs(rows4[rr] + u);
+            const float2 *xp = xs + u * 17; /* pairs 16u .. 16u + 15 */
+            float part[C4_ROWS][NB];
+#pragma unroll
+            for (int rr = 0; rr < C4_ROWS; rr++)
+#pragma unroll
+                for (int b = 0; b < NB; b++) part[rr][b] = 0.f;
+#pragma unroll
+            for (int q = 0; q < 16; q++) {
+                float2 xv[NB];
+#pragma unroll
+                for (int b = 0; b < NB; b++) xv[b] = xp[b * xstride + q];
+#pragma unroll
+                for (int rr = 0; rr < C4_ROWS; rr++) {
+                    const uint32_t word = q < 4 ? w[rr].x : q < 8 ? w[rr].y : q < 12 ? w[rr].z : w[rr].w;
+                    const float2 t = tab[rr * 256 + __byte_perm(word, 0u, 0x4440u | (uint32_t)(q & 3))];
+#pragma unroll
+                    for (int b = 0; b < NB; b++) part[rr][b] = fmaf(t.y, xv[b].y, fmaf(t.x, xv[b].x, part[rr][b]));
+                }
+            }
+#pragma unroll
+            for (int rr = 0; rr < C4_ROWS; rr++) {
+                const float sc = m.gscale && r0 + rr < m.rows ? cb_gscale(m, r0 + rr, (u >> 1) * 64) : 1.0f;
+#pragma unroll
+                for (int b = 0; b < NB; b++) acc[rr][b] = fmaf(sc, part[rr][b], acc[rr][b]);
+            }
+        }
+#pragma unroll
+        for (int rr = 0; rr < C4_ROWS; rr++) {
+            const int64_t r = r0 + rr;
+            if (r >= m.rows) break;
+            if (m.ol_rowptr)
+                for (uint32_t o = m.ol_rowptr[r] + lane; o < m.ol_rowptr[r + 1]; o += 32) {
+                    const float dv = __half2float(m.ol_val[o]);
+                    const int c = m.ol_col[o], p = (c >> 6) * 32 + (c & 31), pi = (p >> 4) * 17 + (p & 15);
+#pragma unroll
+                    for (int b = 0; b < NB; b++) acc[rr][b] += dv * ((c & 32) ? xs[b * xstride + pi].y : xs[b * xstride + pi].x);
+                }
+#pragma unroll
+            for (int b = 0; b < NB; b++) {
+                const float v = warp_sum(acc[rr][b]);
+                if (lane == 0) y[(int64_t)b * m.rows + r] = v;
+            }
+        }
+    }
+}
+
+template <int NB> static cudaError_t cb4_launch(const CbDev &m, const float *x, float *y, cudaStream_t s) {
+    static int sms = 0, smem_max = 0;
+    if (!sms) { /* once per process (one device); benign race: the same values */
+        int dev = 0;
+        cudaError_t e = cudaGetDevice(&dev);
+        if (e == cudaSuccess) e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+        if (e == cudaSuccess) e = cudaDeviceGetAttribute(&smem_max, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
+        if (e == cudaSuccess)
+            e = cudaFuncSetAttribute(k_cb4_gemv<NB>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_max);
+        if (e != cudaSuccess) return e;
+    }
+    const size_t smem = (size_t)NB * (size_t)(m.row_bytes / 32) * 34 * sizeof(float2) + C4_TAB_BYTES;
+    int per_sm = 0;
+    cudaError_t e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k_cb4_gemv<NB>, C4_WARPS * 32, smem);
+    if (e != cudaSuccess) return e;
+    if (per_sm < 1) per_sm = 1;
+    const int64_t need = (m.rows + C4_WARPS * C4_ROWS - 1) / (C4_WARPS * C4_ROWS);
+    const int64_t grid = need < (int64_t)per_sm * sms ? need : (int64_t)per_sm * sms;
+    launch_k(k_cb4_gemv<NB>, dim3((unsigned)grid), C4_WARPS * 32, smem, s, m, x, y);
+    return cudaSuccess;
+}
+
+bool cb4_gemv_ok(const CbDev &m) {
+    return m.bits == 4 && m.k <= 16 && (size_t)(m.row_bytes / 32) * 34 * sizeof(float2) <= C4_X_BUDGET;
+}
+
+void cb4_gemv(const CbDev &m, const float *x, int nb, float *y, cudaStream_t s) {
+    /* vectors per launch: as many as fit the x budget, at most 8 */
+    const size_t per = (size_t)(m.row_bytes / 32) * 34 * sizeof(float2);
+    int chunk = (int)(C4_X_BUDGET / per);
+    if (chunk > 8) chunk = 8;
+    for (int b0 = 0; b0 < nb; b0 += chunk) {
+        const int n = nb - b0 < chunk ? nb - b0 : chunk;
+        const float *xb = x + (int64_t)b0 * m.cols;
+        float *yb = y + (int64_t)b0 * m.rows;
+        cudaError_t e;
+        switch (n) {
+        case 1: e = cb4_launch<1>(m, xb, yb, s); break;
+        case 2: e = cb4_launch<2>(m, xb, yb, s); break;
+        case 3: e = cb4_launch<3>(m, xb, yb, s); break;
+        case 4: e = cb4_launch<4>(m, xb, yb, s); break;
+        case 5: e = cb4_launch<5>(m, xb, yb, s); break;
+        case 6: e = cb4_launch<6>(m, xb, yb, s); break;
+        case 7: e = cb4_launch<7>(m, xb, yb, s); break;
+        default: e = cb4_launch<8>(m, xb, yb, s); break;
+        }
+        if (e != cudaSuccess) return; /* left for cudaGetLastError() (kcheck) */
+    }
+}
+
 /* --------------------------------------------------------- RoPE + cache -- */
 
 __global__ void k_rope_store_kv(float *q, int ldq, const float *k, const float *v, int ldkv, const float *bq,

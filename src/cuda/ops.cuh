@@ -69,6 +69,13 @@ void cb_dequant_f16(const CbDev &m, __half *out, cudaStream_t s);
  * per row; 1 <= nb <= 8. The simple, correct path for 4-bit indices. */
 void cb_gemv_generic(const CbDev &m, const float *x, int nb, float *y, cudaStream_t s);
 
+/* The same product for 4-bit indices (k <= 16) through shared-memory pair
+ * tables (ops.cu); cb4_gemv_ok() says whether it takes this matrix (x of one
+ * vector must fit in 96 KiB of shared memory: cols <= ~24K). Errors are left
+ * for cudaGetLastError(). */
+bool cb4_gemv_ok(const CbDev &m);
+void cb4_gemv(const CbDev &m, const float *x, int nb, float *y, cudaStream_t s);
+
 /* For token t of n at position p = *pos_dev + t: add the optional biases,
  * rotate-half RoPE on q (n, n_heads*hd; rows ldq floats apart) in place and
  * on k (n, n_kv*hd), and store k and v (rows ldkv apart) as fp16 rows p of
