@@ -411,46 +411,49 @@ void cb_gemv_generic(const CbDev &m, const float *x, int nb, float *y, cudaStrea
 /*
  * Decode GEMV (batches <= 8) for 4-bit indices (k = 8 or 16 entries), with
  * group scales and outliers. The generic kernel above reads one index byte
- * and one codebook entry from global memory per weight (measured: an 8B-shape
- * CB4 head ran at ~140 GB/s on an H200); this one keeps the weights' bytes
- * streaming and does the lookup in shared memory, two weights per lookup:
+ * and one codebook entry from global memory per weight (an 8B-shape 4-bit
+ * model decoded at 179 tok/s on an H200, ~345 GB/s); here the packed bytes
+ * stream through registers and the lookup is in shared memory:
+ *   - each warp works on C4_ROWS rows at a time; their codebooks are 16
+ *     floats each in shared memory, and every lane of the warp reads the
+ *     same row's table at once, so the lookups never conflict on banks (a
+ *     256-entry pair table, one 8-byte lookup per two weights, was 1.4x
+ *     slower: random lookups conflict);
  *   - cb.h layout: byte t of a row's 32-byte group g holds the indices of
- *     columns 64g + t (low nibble) and 64g + 32 + t (high nibble). So a byte
- *     value v maps to the pair (cb[v & 15], cb[v >> 4]): a 256-entry float2
- *     table per row (2 KiB, built by the warp for the rows it is on), and x
- *     is staged once per block as the matching pairs (x[64g+t], x[64g+32+t]).
- *   - Per byte: one PRMT (extract), one 8-byte table load, the x pair (shared
- *     by the warp's C4_ROWS rows), two FMAs per vector: ~3 instructions per
- *     weight at batch 1, where HBM needs ~8e12 4-bit weights/s on an H200.
- *   - Group scales multiply each 32-weight partial sum (s * sum(cb x) instead
- *     of sum((s cb) x): reassociated, so fp32 rounding differs slightly).
- *   - Persistent blocks (grid = what fits on the GPU), so x is staged once
- *     per block, not once per row pair.
- * Shared memory: nb * groups * 272 bytes of x pairs + C4_WARPS * C4_ROWS * 2 KiB
- * of tables; cb4_gemv() splits larger batches into chunks that fit.
+ *     columns 64g + t (low nibble) and 64g + 32 + t (high nibble); x is
+ *     staged once per (persistent) block as the matching pairs
+ *     (x[64g+t], x[64g+32+t]), one pad slot per 16 pairs so that the 32
+ *     lanes, each on its own 16 consecutive pairs, hit different banks;
+ *   - each lane has C4_U 16-byte pieces per row in flight before it uses
+ *     any (one at a time: 500 instead of 705 tok/s on the model above);
+ *   - group scales multiply each 32-weight partial sum (s * sum(cb x)
+ *     instead of sum((s cb) x): reassociated, so fp32 rounding differs).
+ * Shared memory: nb * groups * 272 bytes of x pairs + the tables (1 KiB);
+ * cb4_gemv() splits batches into chunks whose x fits in 96 KiB.
  */
-constexpr int C4_WARPS = 8, C4_ROWS = 2;
-constexpr size_t C4_TAB_BYTES = (size_t)C4_WARPS * C4_ROWS * 256 * sizeof(float2);
+constexpr int C4_WARPS = 8, C4_ROWS = 2, C4_U = 4;
+constexpr size_t C4_TAB_BYTES = (size_t)C4_WARPS * C4_ROWS * 16 * sizeof(float);
 constexpr size_t C4_X_BUDGET = 96 * 1024; /* x pairs per block at most */
 
-template <int NB>
-__global__ void __launch_bounds__(C4_WARPS * 32)
-    k_cb4_gemv(CbDev m, const float *x, float *y) {
+template <int NB> __global__ void __launch_bounds__(C4_WARPS * 32) k_cb4_gemv(CbDev m, const float *x, float *y) {
     extern __shared__ float2 c4_sm[];
     /* x pair p = 32 g + t sits at (p >> 4) * 17 + (p & 15): one pad slot per
      * 16 pairs, so the 32 lanes (each on its own 16 consecutive pairs) read
      * different banks for the same step q (unpadded: all in one bank) */
     const int64_t groups = m.row_bytes / 32, npair = groups * 32, xstride = groups * 34;
-    float2 *xs = c4_sm;                                          /* (NB, xstride) */
+    float2 *xs = c4_sm; /* (NB, xstride) */
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    float2 *tab = c4_sm + NB * xstride + (size_t)warp * C4_ROWS * 256; /* (C4_ROWS, 256) */
+    float *tab = reinterpret_cast<float *>(c4_sm + NB * xstride) + warp * C4_ROWS * 16; /* (C4_ROWS, 16) */
     pdl_trigger();
     pdl_wait();
-    for (int64_t i = threadIdx.x; i < NB * npair; i += blockDim.x) {
-        const int64_t b = i / npair, p = i - b * npair, c0 = (p >> 5) * 64 + (p & 31), c1 = c0 + 32;
-        const float *xb = x + b * m.cols;
-        xs[b * xstride + (p >> 4) * 17 + (p & 15)] = make_float2(c0 < m.cols ? xb[c0] : 0.f, c1 < m.cols ? xb[c1] : 0.f);
-    }
+#pragma unroll
+    for (int b = 0; b < NB; b++)
+        for (int64_t p = threadIdx.x; p < npair; p += blockDim.x) {
+            const int64_t c0 = (p >> 5) * 64 + (p & 31), c1 = c0 + 32;
+            const float *xb = x + b * m.cols;
+            xs[b * xstride + (p >> 4) * 17 + (p & 15)] =
+                make_float2(c0 < m.cols ? xb[c0] : 0.f, c1 < m.cols ? xb[c1] : 0.f);
+        }
     __syncthreads();
     for (int64_t r0 = ((int64_t)blockIdx.x * C4_WARPS + warp) * C4_ROWS; r0 < m.rows;
          r0 += (int64_t)gridDim.x * C4_WARPS * C4_ROWS) {
@@ -460,68 +463,88 @@ __global__ void __launch_bounds__(C4_WARPS * 32)
         for (int rr = 0; rr < C4_ROWS; rr++) {
             const int64_t r = r0 + rr < m.rows ? r0 + rr : m.rows - 1;
             const __half *cb = m.codebook + r * m.k;
-            for (int e = lane; e < 256; e += 32) {
-                const int a = e & 15, b = e >> 4;
-                tab[rr * 256 + e] = make_float2(a < m.k ? __half2float(cb[a]) : 0.f, b < m.k ? __half2float(cb[b]) : 0.f);
-            }
+            if (lane < 16)
+                tab[rr * 16 + lane] = lane < m.k ? __half2float(cb[lane]) : 0.f;
         }
         __syncwarp();
         float acc[C4_ROWS][NB];
 #pragma unroll
         for (int rr = 0; rr < C4_ROWS; rr++)
 #pragma unroll
-            for (int b = 0; b < NB; b++) acc[rr][b] = 0.f;
+            for (int b = 0; b < NB; b++)
+                acc[rr][b] = 0.f;
         const uint4 *rows4[C4_ROWS];
 #pragma unroll
         for (int rr = 0; rr < C4_ROWS; rr++)
             rows4[rr] = reinterpret_cast<const uint4 *>(m.idx + (r0 + rr < m.rows ? r0 + rr : r0) * m.row_bytes);
         const int64_t nu = groups * 2; /* 16-byte pieces per row: two per group */
-#pragma unroll 2
-        for (int64_t u = lane; u < nu; u += 32) {
-            uint4 w[C4_ROWS];
+        /* C4_U pieces per row and lane in flight before any is used: one
+         * piece at a time left each warp waiting a full DRAM latency per
+         * 32 weights (measured: 170-750 GB/s) */
+        for (int64_t u0 = lane; u0 < nu; u0 += 32 * C4_U) {
+            uint4 wv[C4_U][C4_ROWS];
 #pragma unroll
-            for (int rr = 0; rr < C4_ROWS; rr++) w[rr] = __ldcs(rows4[rr] + u);
-            const float2 *xp = xs + u * 17; /* pairs 16u .. 16u + 15 */
-            float part[C4_ROWS][NB];
+            for (int j = 0; j < C4_U; j++)
 #pragma unroll
-            for (int rr = 0; rr < C4_ROWS; rr++)
+                for (int rr = 0; rr < C4_ROWS; rr++)
+                    wv[j][rr] = u0 + 32 * j < nu ? __ldcs(rows4[rr] + u0 + 32 * j) : make_uint4(0u, 0u, 0u, 0u);
 #pragma unroll
-                for (int b = 0; b < NB; b++) part[rr][b] = 0.f;
+            for (int j = 0; j < C4_U; j++) {
+                const int64_t u = u0 + 32 * j;
+                if (u >= nu)
+                    break;
+                const uint4 *w = wv[j];
+                const float2 *xp = xs + u * 17; /* pairs 16u .. 16u + 15 */
+                float part[C4_ROWS][NB];
 #pragma unroll
-            for (int q = 0; q < 16; q++) {
-                float2 xv[NB];
+                for (int rr = 0; rr < C4_ROWS; rr++)
 #pragma unroll
-                for (int b = 0; b < NB; b++) xv[b] = xp[b * xstride + q];
+                    for (int b = 0; b < NB; b++)
+                        part[rr][b] = 0.f;
+#pragma unroll
+                for (int q = 0; q < 16; q++) {
+                    float2 xv[NB];
+#pragma unroll
+                    for (int b = 0; b < NB; b++)
+                        xv[b] = xp[b * xstride + q];
+#pragma unroll
+                    for (int rr = 0; rr < C4_ROWS; rr++) {
+                        const uint32_t word = q < 4 ? w[rr].x : q < 8 ? w[rr].y : q < 12 ? w[rr].z : w[rr].w;
+                        const float *t16 = tab + rr * 16;
+                        const float tlo = t16[(word >> (8 * (q & 3))) & 15u],
+                                    thi = t16[(word >> (8 * (q & 3) + 4)) & 15u];
+#pragma unroll
+                        for (int b = 0; b < NB; b++)
+                            part[rr][b] = fmaf(thi, xv[b].y, fmaf(tlo, xv[b].x, part[rr][b]));
+                    }
+                }
 #pragma unroll
                 for (int rr = 0; rr < C4_ROWS; rr++) {
-                    const uint32_t word = q < 4 ? w[rr].x : q < 8 ? w[rr].y : q < 12 ? w[rr].z : w[rr].w;
-                    const float2 t = tab[rr * 256 + __byte_perm(word, 0u, 0x4440u | (uint32_t)(q & 3))];
+                    const float sc = m.gscale && r0 + rr < m.rows ? cb_gscale(m, r0 + rr, (u >> 1) * 64) : 1.0f;
 #pragma unroll
-                    for (int b = 0; b < NB; b++) part[rr][b] = fmaf(t.y, xv[b].y, fmaf(t.x, xv[b].x, part[rr][b]));
+                    for (int b = 0; b < NB; b++)
+                        acc[rr][b] = fmaf(sc, part[rr][b], acc[rr][b]);
                 }
-            }
-#pragma unroll
-            for (int rr = 0; rr < C4_ROWS; rr++) {
-                const float sc = m.gscale && r0 + rr < m.rows ? cb_gscale(m, r0 + rr, (u >> 1) * 64) : 1.0f;
-#pragma unroll
-                for (int b = 0; b < NB; b++) acc[rr][b] = fmaf(sc, part[rr][b], acc[rr][b]);
             }
         }
 #pragma unroll
         for (int rr = 0; rr < C4_ROWS; rr++) {
             const int64_t r = r0 + rr;
-            if (r >= m.rows) break;
+            if (r >= m.rows)
+                break;
             if (m.ol_rowptr)
                 for (uint32_t o = m.ol_rowptr[r] + lane; o < m.ol_rowptr[r + 1]; o += 32) {
                     const float dv = __half2float(m.ol_val[o]);
                     const int c = m.ol_col[o], p = (c >> 6) * 32 + (c & 31), pi = (p >> 4) * 17 + (p & 15);
 #pragma unroll
-                    for (int b = 0; b < NB; b++) acc[rr][b] += dv * ((c & 32) ? xs[b * xstride + pi].y : xs[b * xstride + pi].x);
+                    for (int b = 0; b < NB; b++)
+                        acc[rr][b] += dv * ((c & 32) ? xs[b * xstride + pi].y : xs[b * xstride + pi].x);
                 }
 #pragma unroll
             for (int b = 0; b < NB; b++) {
                 const float v = warp_sum(acc[rr][b]);
-                if (lane == 0) y[(int64_t)b * m.rows + r] = v;
+                if (lane == 0)
+                    y[(int64_t)b * m.rows + r] = v;
             }
         }
     }
@@ -532,17 +555,22 @@ template <int NB> static cudaError_t cb4_launch(const CbDev &m, const float *x, 
     if (!sms) { /* once per process (one device); benign race: the same values */
         int dev = 0;
         cudaError_t e = cudaGetDevice(&dev);
-        if (e == cudaSuccess) e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
-        if (e == cudaSuccess) e = cudaDeviceGetAttribute(&smem_max, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
+        if (e == cudaSuccess)
+            e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+        if (e == cudaSuccess)
+            e = cudaDeviceGetAttribute(&smem_max, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
         if (e == cudaSuccess)
             e = cudaFuncSetAttribute(k_cb4_gemv<NB>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_max);
-        if (e != cudaSuccess) return e;
+        if (e != cudaSuccess)
+            return e;
     }
     const size_t smem = (size_t)NB * (size_t)(m.row_bytes / 32) * 34 * sizeof(float2) + C4_TAB_BYTES;
     int per_sm = 0;
     cudaError_t e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k_cb4_gemv<NB>, C4_WARPS * 32, smem);
-    if (e != cudaSuccess) return e;
-    if (per_sm < 1) per_sm = 1;
+    if (e != cudaSuccess)
+        return e;
+    if (per_sm < 1)
+        per_sm = 1;
     const int64_t need = (m.rows + C4_WARPS * C4_ROWS - 1) / (C4_WARPS * C4_ROWS);
     const int64_t grid = need < (int64_t)per_sm * sms ? need : (int64_t)per_sm * sms;
     launch_k(k_cb4_gemv<NB>, dim3((unsigned)grid), C4_WARPS * 32, smem, s, m, x, y);
