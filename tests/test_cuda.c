@@ -180,6 +180,77 @@ static void test_gemv_batch_and_outliers(void) {
     run_case(50, 300, 3, 2, 8);
     run_case(9000, 130, 4, 1, 3); /* many row tiles per block (persistent grid) */
     run_case(20, 14400, 4, 0, 8); /* x too large for shared memory: the slab kernel */
+    run_case(40, 30000, 4, 0, 4); /* quantized x too large for the int8 kernel: an fp16 kernel */
+    run_case(3000, 520, 2, 1, 4); /* int8 kernel: several tiles per block, outliers, batch 4 */
+}
+
+/* The int8 kernel (AUTO for plain 2-bit matrices at batch <= 4) quantizes
+ * the codebook to 16 bits per row and x to 16 bits per 256 columns: it must
+ * stay within 2e-4 * sum_c |W[r][c] x[c]| of the reference (ten times tighter
+ * than the fp16 kernels' bound above). Odd shapes,
+ * k = 1..4, batch 1..4, outliers, many tiles per block, x scales with
+ * mixed magnitudes (one block in ten scaled by 1e-3, one column in fifty
+ * by 8). Skipped when OPC_CUDA_GEMV forces another kernel. */
+static void run_case_tight(int64_t rows, int64_t cols, int32_t k, int outlier_pct, int nb) {
+    host_cb h;
+    host_make(&h, rows, cols, k, outlier_pct, 0);
+    float *x = malloc(sizeof(float) * (size_t)(nb * cols)), *y = malloc(sizeof(float) * (size_t)(nb * rows));
+    float *ref = malloc(sizeof(float) * (size_t)rows), *wrow = malloc(sizeof(float) * (size_t)cols);
+    for (int64_t i = 0; i < nb * cols; i++) {
+        x[i] = rnd_sym();
+        if ((i / 256) % 10 == 3) x[i] *= 1e-3f;
+        if (rnd() % 50 == 0) x[i] *= 8.0f;
+    }
+    opc_cuda_cb_matrix d;
+    void *dx = NULL, *dy = NULL;
+    opc_status st = opc_cuda_cb_upload(&h.m, &d);
+    if (st == OPC_OK) st = opc_cuda_alloc(&dx, sizeof(float) * (size_t)(nb * cols));
+    if (st == OPC_OK) st = opc_cuda_alloc(&dy, sizeof(float) * (size_t)(nb * rows));
+    if (st == OPC_OK) st = opc_cuda_to_device(dx, x, sizeof(float) * (size_t)(nb * cols));
+    memset(y, 0xFF, sizeof(float) * (size_t)(nb * rows));
+    if (st == OPC_OK) st = opc_cuda_to_device(dy, y, sizeof(float) * (size_t)(nb * rows));
+    if (st == OPC_OK) st = opc_cuda_cb_gemv(&d, dx, nb, dy, NULL);
+    if (st == OPC_OK) st = opc_cuda_sync(NULL);
+    if (st == OPC_OK) st = opc_cuda_to_host(y, dy, sizeof(float) * (size_t)(nb * rows));
+    CHECK_MSG(st == OPC_OK, "int8 gemv (%lld x %lld, nb %d): %s", (long long)rows, (long long)cols, nb,
+              opc_last_error());
+    int bad = 0;
+    double worst = 0.0;
+    for (int b = 0; st == OPC_OK && b < nb; b++) {
+        const float *xb = x + (int64_t)b * cols;
+        opc_cb_gemv_ref(&h.m, xb, ref);
+        for (int64_t r = 0; r < rows; r++) {
+            opc_cb_dequant_row_ref(&h.m, r, wrow);
+            double scale = 0.0;
+            for (int64_t c = 0; c < cols; c++) scale += fabs((double)wrow[c] * xb[c]);
+            const double got = y[(int64_t)b * rows + r], err = fabs(got - ref[r]) / (scale + 1e-30);
+            if (!(err <= 2e-4)) {
+                if (bad++ < 3)
+                    fprintf(stderr, "    int8 rows=%lld cols=%lld k=%d ol=%d%% nb=%d: y[%d][%lld] = %.9g, ref %.9g\n",
+                            (long long)rows, (long long)cols, k, outlier_pct, nb, b, (long long)r, got, (double)ref[r]);
+            } else if (err > worst) {
+                worst = err;
+            }
+        }
+    }
+    CHECK_MSG(bad == 0, "int8 gemv: %d outputs off (rows=%lld cols=%lld k=%d nb=%d)", bad, (long long)rows,
+              (long long)cols, k, nb);
+    opc_cuda_free(dx);
+    opc_cuda_free(dy);
+    opc_cuda_cb_free(&d);
+    free(x), free(y), free(ref), free(wrow);
+    host_free(&h);
+}
+
+static void test_gemv_int8_precision(void) {
+    if (opc_cuda_device_count() == 0) SKIP("no CUDA device");
+    if (getenv("OPC_CUDA_GEMV")) SKIP("OPC_CUDA_GEMV forces another kernel");
+    static const struct { int64_t rows, cols; int k, ol, nb; } cs[] = {
+        {1, 1, 4, 0, 1},     {7, 63, 3, 0, 2},    {16, 64, 4, 0, 1},   {17, 257, 2, 0, 3},   {33, 1000, 1, 0, 4},
+        {100, 4096, 4, 1, 1}, {513, 2049, 4, 0, 2}, {3000, 520, 4, 2, 4}, {64, 14336, 4, 0, 1}, {40, 12000, 4, 0, 4},
+    };
+    for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++)
+        run_case_tight(cs[i].rows, cs[i].cols, cs[i].k, cs[i].ol, cs[i].nb);
 }
 
 static void test_gemv_group_scales(void) {
@@ -312,6 +383,7 @@ int main(void) {
     RUN(test_gemv_matches_reference);
     RUN(test_gemv_batch_and_outliers);
     RUN(test_gemv_group_scales);
+    RUN(test_gemv_int8_precision);
     RUN(test_rotate_matches_reference);
     int rc = harness_finish();
     /* No GPU (CI): the argument checks above still ran, but the test as a

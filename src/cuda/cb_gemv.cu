@@ -254,6 +254,69 @@ static opc_status launch_v7(const opc_cuda::CbView &v, const float *x, int nb, f
     return e == cudaSuccess ? OPC_OK : cuda_fail(e, "opc_cuda_cb_gemv");
 }
 
+/* The int8 kernel (lab v8) in one compiled configuration: NW warps split
+ * the K steps of every 16-row tile, P weight items in flight per warp,
+ * persistent blocks that each own a run of consecutive tiles and quantize x
+ * once. Returns OPC_ERR_UNSUPPORTED (nothing launched) when the quantized x
+ * does not fit in shared memory; the caller then uses the fp16 kernels.
+ * Device properties and occupancy per shared-memory size are cached (benign
+ * races: every writer stores the same values). */
+template <int V8_NW, int V8_P, int V8_MINB>
+static opc_status launch_v8_t(const opc_cuda::CbView &v, const float *x, int nb, float *y, int vec, cudaStream_t s) {
+    typedef opc_cuda::CbkV8 P;
+    static int sms = 0, smem_max = 0;
+    static size_t c_smem[8];
+    static int c_per[8], c_n = 0;
+    if (!sms) {
+        int dev = 0, n = 0, mx = 0;
+        cudaError_t e = cudaGetDevice(&dev);
+        if (e == cudaSuccess) e = cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev);
+        if (e == cudaSuccess) e = cudaDeviceGetAttribute(&mx, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
+        if (e == cudaSuccess)
+            e = cudaFuncSetAttribute(opc_cuda::cbk_gemv_v8<V8_NW, V8_P, V8_MINB>,
+                                     cudaFuncAttributeMaxDynamicSharedMemorySize, mx);
+        if (e != cudaSuccess) return cuda_fail(e, "opc_cuda_cb_gemv: device properties");
+        smem_max = mx, sms = n;
+    }
+    if ((uint64_t)v.rows * (uint64_t)v.groups >= ((uint64_t)1 << 32)) /* the kernel's 32-bit row offsets */
+        return opc_error(OPC_ERR_UNSUPPORTED, "opc_cuda_cb_gemv: int8 kernel needs rows * groups < 2^32");
+    /* blocks per SM from the occupancy at the largest tiles-per-block (one
+     * block per SM): a lower bound for any larger grid, whose blocks need less */
+    const int tiles = (v.rows + 15) / 16, tpb0 = (tiles + sms - 1) / sms;
+    const size_t smem0 = P::smem(v.groups, nb, tpb0, V8_NW);
+    if (smem0 > (size_t)smem_max)
+        return opc_error(OPC_ERR_UNSUPPORTED, "opc_cuda_cb_gemv: quantized x (%d x %d) does not fit in shared memory",
+                         nb, v.cols);
+    int per_sm = -1;
+    for (int i = 0; i < c_n; i++)
+        if (c_smem[i] == smem0) per_sm = c_per[i];
+    if (per_sm < 0) {
+        cudaError_t e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+            &per_sm, opc_cuda::cbk_gemv_v8<V8_NW, V8_P, V8_MINB>, V8_NW * 32, smem0);
+        if (e != cudaSuccess) return cuda_fail(e, "opc_cuda_cb_gemv: occupancy");
+        if (per_sm < 1)
+            return opc_error(OPC_ERR_UNSUPPORTED, "opc_cuda_cb_gemv: int8 kernel does not fit an SM");
+        if (c_n < 8) c_smem[c_n] = smem0, c_per[c_n] = per_sm, c_n++;
+    }
+    const int maxg = per_sm * sms, tpb = (tiles + maxg - 1) / maxg, grid = (tiles + tpb - 1) / tpb;
+    cudaError_t e = launch_pdl(opc_cuda::cbk_gemv_v8<V8_NW, V8_P, V8_MINB>, dim3((unsigned)grid), dim3(V8_NW * 32),
+                               P::smem(v.groups, nb, tpb, V8_NW), s, v, x, nb, y, vec, tpb);
+    return e == cudaSuccess ? OPC_OK : cuda_fail(e, "opc_cuda_cb_gemv");
+}
+
+/* The configuration AUTO uses (lab: bench/cuda/results/h200_2026-11-26_s3_h1_*.txt);
+ * OPC_CUDA_V8=w8|w24 selects another compiled one, for comparisons on a device. */
+static opc_status launch_v8(const opc_cuda::CbView &v, const float *x, int nb, float *y, int vec, cudaStream_t s) {
+    static int cfg = -1; /* benign race: every writer stores the same value */
+    if (cfg < 0) {
+        const char *e = getenv("OPC_CUDA_V8");
+        cfg = e && !strcmp(e, "w8") ? 1 : e && !strcmp(e, "w24") ? 2 : 0;
+    }
+    if (cfg == 1) return launch_v8_t<8, 2, 3>(v, x, nb, y, vec, s);
+    if (cfg == 2) return launch_v8_t<24, 2, 1>(v, x, nb, y, vec, s);
+    return launch_v8_t<16, 2, 1>(v, x, nb, y, vec, s);
+}
+
 /* Whether the tensor-core kernels were compiled for sm_80+ (the build's
  * CMAKE_CUDA_ARCHITECTURES decides; the JIT from older PTX would trap).
  * Cached; a benign race writes the same value. */
@@ -267,9 +330,12 @@ static bool mma_compiled(void) {
     return ok == 1;
 }
 
-/* What AUTO means: the measured-fastest kernel (docs/RESULTS.md, lab bench).
- * OPC_CUDA_GEMV=slab|stream overrides it, for comparisons on a device. */
+/* What AUTO means: the measured-fastest kernel (docs/RESULTS.md, lab bench):
+ * the int8 kernel for plain 2-bit matrices (no group scales) at batch <= 4,
+ * else the slab kernel. OPC_CUDA_GEMV=slab|stream forces that fp16 kernel
+ * everywhere (the int8 kernel off), for comparisons on a device. */
 static opc_cuda_cb_kernel g_auto_kernel = OPC_CUDA_CB_SLAB;
+static int g_auto_int8 = 1;
 static int g_auto_init = 0;
 
 static opc_status gemv_impl(const opc_cuda_cb_matrix *m, const float *x, const uint16_t *x16, int64_t nb,
@@ -344,11 +410,16 @@ static opc_status gemv_impl(const opc_cuda_cb_matrix *m, const float *x, const u
     if (kernel == OPC_CUDA_CB_AUTO) {
         if (!g_auto_init) { /* benign race: every writer stores the same value */
             const char *env = getenv("OPC_CUDA_GEMV");
-            if (env && !strcmp(env, "stream")) g_auto_kernel = OPC_CUDA_CB_STREAM;
-            else if (env && !strcmp(env, "slab")) g_auto_kernel = OPC_CUDA_CB_SLAB;
+            if (env && !strcmp(env, "stream")) g_auto_kernel = OPC_CUDA_CB_STREAM, g_auto_int8 = 0;
+            else if (env && !strcmp(env, "slab")) g_auto_kernel = OPC_CUDA_CB_SLAB, g_auto_int8 = 0;
             g_auto_init = 1;
         }
         kernel = g_auto_kernel;
+        if (g_auto_int8 && !gs && nb <= OPC_CBK_V8_MAX_BATCH && mma_compiled()) {
+            opc_status st = launch_v8(v, x, (int)nb, y, vec, s);
+            if (st == OPC_OK) return OPC_OK;
+            if (st != OPC_ERR_UNSUPPORTED) return st; /* else: x too large, an fp16 kernel */
+        }
     }
     if (kernel == OPC_CUDA_CB_DIRECT && gs) kernel = OPC_CUDA_CB_SLAB; /* v6 has no group-scale path */
     if (!mma_compiled()) kernel = OPC_CUDA_CB_CUDACORE; /* built for a pre-sm_80 target */

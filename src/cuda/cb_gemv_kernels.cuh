@@ -31,6 +31,7 @@
  *   v5  v4 persistent + weight prefetch          no better than v4 (tail imbalance)
  *   v6  x per lane from global, no staging       fewer instructions, L1-bound: slower
  *   v7  persistent, cp.async weight stages       loads never wait behind math (lab numbers)
+ *   v8  int8 mma m16n8k32, 4 lookups per PRMT    x quantized to 16 bits in shared memory (see below)
  * Group scales (cb.h gscale): v2, v4 and v7 (the library's kernels) scale the
  * codebook per (row, 64-column group) before the lookup; v1/v3/v5/v6 do not.
  */
@@ -1185,6 +1186,364 @@ __global__ void __launch_bounds__(NW * 32)
         }
     }
     cbk_cp_wait<0>(); /* no copy outlives the block (the tail commits are empty) */
+}
+
+/* ------------------ v8: int8 tensor cores, 4 codebook lookups per PRMT --- */
+
+/*
+ * Why int8: v4 executes 3.6 thread-instructions per weight (ncu, 14336 x
+ * 4096, batch 1: selector arithmetic per index pair, one PRMT per two fp16
+ * values, x staged per block) and reaches 17-25 % of copy bandwidth. With
+ * 8-bit operands one PRMT turns 4 two-bit indices into 4 codebook bytes, the
+ * selectors of 16 indices cost 5 instructions, and one m16n8k32 consumes 16
+ * weights per lane: the inner loop is ~165 SASS instructions per 128 weights
+ * per lane (64 PRMT, 16 LOP3, 24 shifts as IMAD.HI, 16 IMMA, 5 LDS, the rest
+ * flush and bookkeeping), ~1.3 per weight.
+ * Measured (H200, bench/cuda/results/h200_2026-11-26_s3_h1_*): at batch 1
+ * 1.04x (4096^2) to 1.4x (14336 x 4096, 4096 x 14336) faster than the best
+ * v4, 35 % of copy on 14336 x 4096; still latency-bound
+ * (16 warps per SM at 98 registers; ncu: 0.41 issued instructions per cycle
+ * per scheduler, long-scoreboard and fixed-latency stalls), not memory-bound.
+ *
+ * Numerics (near-exact; the scalar reference is the spec):
+ *   - codebook: per row Q_k = round(cb_k / s_r), s_r = max_k |cb_k| / 32767,
+ *     split Q = 256 Qhi + Qlo, Qhi signed int8, Qlo unsigned int8: two PRMT
+ *     tables (byte planes), the same selectors, two mmas (s8.s8 and u8.s8).
+ *     |cb_k - s_r Q_k| <= max|cb| / 65534, below fp16's own rounding of the
+ *     largest entry. Computed once per block row in the prologue.
+ *   - x: per block of 256 columns (one warp step) and vector, sx = max|x| /
+ *     16256, X = round(x / sx) in [-16256, 16256] = 128 xh + xl with xh in
+ *     [-127, 127], xl in [-64, 64], both int8. The batch rides in the mma's
+ *     n = 8 columns: column 2b holds xh of vector b, column 2b + 1 its xl,
+ *     so a lane (g, t) ends each step with rows g, g+8 of vector t: (hi, lo).
+ *   - int32 bounds per step (256 columns): |sum Qhi X| <= 128 * 16256 * 256
+ *     = 5.3e8 and |sum Qlo X| <= 255 * 16256 * 256 = 1.06e9, both < 2^31; each
+ *     step's pair is combined in fp32 (256 * hi + lo) and scaled by sx, the
+ *     row scale s_r is applied once at the end.
+ *
+ * Index words and k-slots. A group's word m (bytes 4m..4m+3) holds column
+ * 16j + 4m + b at bits 8b + 2j. t0 = w & 0x33333333 has the indices of j = 0
+ * (nibble 2b) and j = 2 (nibble 2b+1); t1 = (w >> 2) & 0x33333333 those of
+ * j = 1 and 3. PRMT reads the low 4 nibbles of its selector (all < 4, so no
+ * sign mode and only the first source): prmt(plane, t0) gives the bytes of
+ * columns (4m, 4m+32, 4m+1, 4m+33), prmt(plane, t0 >> 16) those of (4m+2,
+ * 4m+34, 4m+3, 4m+35), and t1 the same + 16. Those are not consecutive
+ * columns, but a GEMV's k-slots may stand for any columns as long as A and B
+ * agree: x is staged in shared memory in exactly this order, so the inner
+ * loop permutes nothing.
+ *
+ * mma m16n8k32 (.s8, lane = 4 g + t): A regs a0/a2 = row g, k-slots 4t..4t+3 /
+ * 16+4t..; a1/a3 the same for row g+8; B b0/b1 = the same k-slots of batch
+ * column g; D d0, d1 = row g, columns 2t, 2t+1; d2, d3 row g+8. As in v4 the
+ * k-slots of lane t are columns of ITS OWN 16-byte group G = 4 S + t, so a
+ * step S is 4 groups = 256 columns = one x scale block, and mma (m, h) of a
+ * step (word m, h = 0: t0, h = 1: t1) reads chunk m of the staged x.
+ *
+ * Work split: a persistent block of NW warps owns `tpb` consecutive 16-row
+ * tiles and stages (quantizes) all of x once; warp w takes the steps S = w,
+ * w + NW, ... of every one of its tiles (split-K), with its 16-byte weight
+ * loads P items ahead in registers (an item = one tile x one step = 32 bytes
+ * per lane). Per-warp partial sums go to shared memory per tile, one barrier
+ * at the end, then the epilogue adds the warps, scales by s_r, adds outliers.
+ * No barrier inside the loop: warps never wait for each other.
+ */
+
+#define OPC_CBK_V8_MAX_BATCH 4 /* 2 mma columns (xh, xl) per vector */
+
+/* Shared memory of v8 (bytes), in this order:
+ *   xq   (2 nb, xstride) int8: row 2b = xh of vector b, 2b+1 = xl, permuted
+ *        per step as [chunk m (4)][group t (4)][16 bytes]; xstride = 64 mod 128
+ *        so that rows 2b and 2b+1 read by one quarter-warp hit opposite banks
+ *   xsc  (nb, steps) float: x scales sx
+ *   pl   (tpb * 16) uint4: per block row {Qhi plane, Qlo plane, s_r bits, 0}
+ *   red  (tpb, NW, 16, nb) float: per-warp partial sums */
+struct CbkV8 {
+    static __host__ __device__ int steps(int groups) { return (groups + 3) / 4; }
+    static __host__ __device__ int xstride(int groups) { return steps(groups) * 256 + 64; }
+    static __host__ __device__ size_t off_xsc(int groups, int nb) { return (size_t)2 * nb * xstride(groups); }
+    static __host__ __device__ size_t off_pl(int groups, int nb) {
+        return (off_xsc(groups, nb) + (size_t)4 * nb * steps(groups) + 15) / 16 * 16;
+    }
+    static __host__ __device__ size_t off_red(int groups, int nb, int tpb) {
+        return off_pl(groups, nb) + (size_t)16 * 16 * tpb;
+    }
+    static __host__ __device__ size_t smem(int groups, int nb, int tpb, int nw) {
+        return off_red(groups, nb, tpb) + (size_t)4 * tpb * nw * 16 * nb;
+    }
+};
+
+/* D (16x8 s32) += A (16x32 s8, row) * B (32x8 s8, col); UA: A unsigned (u8). */
+template <bool UA>
+__device__ __forceinline__ void cbk_imma(int (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                         uint32_t b0, uint32_t b1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+    __trap(); /* never launched there: see cbk_mma16816 */
+#else
+    if (UA)
+        asm("mma.sync.aligned.m16n8k32.row.col.s32.u8.s8.s32 "
+            "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+            : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3])
+            : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+    else
+        asm("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 "
+            "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+            : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3])
+            : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+#endif
+}
+
+/* A row's codebook (fp16 pairs c01, c23 of cbk_row_pairs; entries >= k are 0)
+ * as int8 byte planes: Q_k = round(cb_k / s), s = max|cb| / 32767,
+ * Q = 256 hi + lo (hi signed, lo unsigned). Returns {hi, lo, s bits, 0}. */
+__device__ __forceinline__ uint4 cbk_v8_planes(uint32_t c01, uint32_t c23) {
+    const float c[4] = {__half2float(__ushort_as_half((unsigned short)(c01 & 0xffffu))),
+                        __half2float(__ushort_as_half((unsigned short)(c01 >> 16))),
+                        __half2float(__ushort_as_half((unsigned short)(c23 & 0xffffu))),
+                        __half2float(__ushort_as_half((unsigned short)(c23 >> 16)))};
+    const float mx = fmaxf(fmaxf(fabsf(c[0]), fabsf(c[1])), fmaxf(fabsf(c[2]), fabsf(c[3])));
+    const float inv = mx > 0.0f ? 32767.0f / mx : 0.0f;
+    uint32_t hi = 0, lo = 0;
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        const int q = __float2int_rn(c[i] * inv); /* |q| <= 32767 */
+        hi |= (uint32_t)((q >> 8) & 0xff) << (8 * i);
+        lo |= (uint32_t)(q & 0xff) << (8 * i);
+    }
+    return make_uint4(hi, lo, __float_as_uint(mx * (1.0f / 32767.0f)), 0u);
+}
+
+/* x quantized with the magic-number trick: fmaf(v, inv, 1.5 * 2^23) rounds
+ * v * inv to the nearest integer n (|n| < 2^22) and leaves n in the low bits
+ * of the float's pattern, two's complement: no conversion instruction. */
+#define OPC_CBK_MAGIC 12582912.0f /* 1.5 * 2^23 */
+
+/* Bytes 0 of a, b, c, d interleaved as (a, b, c, d) in one word. */
+__device__ __forceinline__ uint32_t cbk_pack4(uint32_t a, uint32_t b, uint32_t c, uint32_t d) {
+    return cbk_prmt(cbk_prmt(a, b, 0x0040u), cbk_prmt(c, d, 0x0040u), 0x5410u);
+}
+
+/* One warp quantizes step S (256 columns) of vector b into the permuted
+ * layout: lane l takes group gq = l >> 3, chunk mm = (l >> 1) & 3, half e =
+ * l & 1, i.e. the columns 16 e + 4 mm + (0..3) (j = e) and + 32 (j = e + 2)
+ * of group gq, and writes 8 bytes of each plane. */
+__device__ __forceinline__ void cbk_v8_stage(const float *xb, int cols, bool vec, int S, int lane,
+                                             uint8_t *xh_row, uint8_t *xl_row, float *sx_out) {
+    const int gq = lane >> 3, mm = (lane >> 1) & 3, e = lane & 1;
+    const int c0 = S * 256 + gq * 64 + 16 * e + 4 * mm;
+    const float4 a = cbk_load_x4(xb, c0, cols, vec), c = cbk_load_x4(xb, c0 + 32, cols, vec);
+    float mx = fmaxf(fmaxf(fmaxf(fabsf(a.x), fabsf(a.y)), fmaxf(fabsf(a.z), fabsf(a.w))),
+                     fmaxf(fmaxf(fabsf(c.x), fabsf(c.y)), fmaxf(fabsf(c.z), fabsf(c.w))));
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+    const float inv = mx > 0.0f ? 16256.0f / mx : 0.0f, inv128 = inv * (1.0f / 128.0f);
+    const float v[8] = {a.x, c.x, a.y, c.y, a.z, c.z, a.w, c.w}; /* the chunk's byte order */
+    uint32_t hb[8], lb[8];
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+        /* X = round(v inv), H = round(v inv / 128): |X - 128 H| <= 64, |H| <= 127;
+         * the patterns are 0x4B400000 + X and + H, and (X - 128 H) keeps its
+         * low byte under pattern - 128 * pattern (0x4B400000 * 127 ends in 0x00) */
+        const uint32_t xb_ = __float_as_uint(fmaf(v[i], inv, OPC_CBK_MAGIC));
+        hb[i] = __float_as_uint(fmaf(v[i], inv128, OPC_CBK_MAGIC));
+        lb[i] = xb_ - (hb[i] << 7);
+    }
+    const int off = S * 256 + mm * 64 + gq * 16 + e * 8;
+    *reinterpret_cast<uint2 *>(xh_row + off) =
+        make_uint2(cbk_pack4(hb[0], hb[1], hb[2], hb[3]), cbk_pack4(hb[4], hb[5], hb[6], hb[7]));
+    *reinterpret_cast<uint2 *>(xl_row + off) =
+        make_uint2(cbk_pack4(lb[0], lb[1], lb[2], lb[3]), cbk_pack4(lb[4], lb[5], lb[6], lb[7]));
+    if (lane == 0) *sx_out = mx * (1.0f / 16256.0f);
+}
+
+/* The 4 A registers of mma (m, h) for one plane: rows g (word w0's selector
+ * u0) and g+8 (u1); u = t0 (h = 0) or t1 (h = 1) of the word. */
+__device__ __forceinline__ void cbk_v8_afrag(uint32_t p0, uint32_t p1, uint32_t u0, uint32_t u1, uint32_t u0h,
+                                             uint32_t u1h, uint32_t &a0, uint32_t &a1, uint32_t &a2,
+                                             uint32_t &a3) {
+    a0 = cbk_prmt(p0, p0, u0);  /* row g,   columns (4m, 4m+32, 4m+1, 4m+33) + 16h */
+    a1 = cbk_prmt(p1, p1, u1);  /* row g+8, the same columns */
+    a2 = cbk_prmt(p0, p0, u0h); /* row g,   columns (4m+2, 4m+34, 4m+3, 4m+35) + 16h */
+    a3 = cbk_prmt(p1, p1, u1h); /* row g+8 */
+}
+
+/*
+ * v8 kernel. Grid: ceil(tiles / tpb) blocks, tiles = ceil(rows / 16); block
+ * b owns tiles [b tpb, min(tiles, (b+1) tpb)). nb <= 4. Dynamic shared
+ * memory: CbkV8::smem(groups, nb, tpb, NW). P: weight items in flight per
+ * warp (register ring). MINB: blocks per SM the register budget must allow.
+ */
+template <int NW, int P, int MINB>
+__global__ void __launch_bounds__(NW * 32, MINB)
+    cbk_gemv_v8(CbView m, const float *__restrict__ x, int nb, float *__restrict__ y, int vec, int tpb) {
+    cbk_grid_trigger();
+    extern __shared__ __align__(16) uint8_t cbk_smem8[];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int g = lane >> 2, t = lane & 3;
+    const int nsteps = CbkV8::steps(m.groups), XST = CbkV8::xstride(m.groups);
+    float *xsc = reinterpret_cast<float *>(cbk_smem8 + CbkV8::off_xsc(m.groups, nb)); /* (nb, nsteps) */
+    uint4 *pl = reinterpret_cast<uint4 *>(cbk_smem8 + CbkV8::off_pl(m.groups, nb));  /* (tpb * 16) */
+    float *red = reinterpret_cast<float *>(cbk_smem8 + CbkV8::off_red(m.groups, nb, tpb)); /* (tpb, NW, 16, nb) */
+    const int tiles = (m.rows + 15) / 16;
+    const int tile0 = (int)blockIdx.x * tpb;
+    const int my_tiles = min(tpb, tiles - tile0);
+    const int my_steps = warp < nsteps ? (nsteps - 1 - warp) / NW + 1 : 0;
+    const int nitems = my_tiles * my_steps;
+
+    /* The codebooks of the block's rows first (thread i, row tile0*16 + i), so
+     * that they do not queue behind the weights in DRAM: the planes gate the
+     * barrier below. */
+    const int prow = tile0 * 16 + (int)threadIdx.x;
+    const bool pown = (int)threadIdx.x < my_tiles * 16 && prow < m.rows;
+    uint32_t pc01 = 0u, pc23 = 0u;
+    if (pown) cbk_row_pairs(m, prow, pc01, pc23);
+
+    /* Load side of the register ring: items in (tile, step) order, 32-bit
+     * row offsets per tile (the host checks rows * groups < 2^32) and a
+     * running group index. Rows past the end read the last row and groups
+     * past the end the last group: in-bounds loads without predication; the
+     * first are never stored, the second meet x == 0 (staged zeros). */
+    int l_tl = 0, l_si = 0, l_g = 4 * warp + t;
+    const int last_g = m.groups - 1;
+    uint32_t la = 0u, lb = 0u;
+    auto load_tile = [&]() {
+        const int r0 = (tile0 + l_tl) * 16 + g;
+        la = (uint32_t)min(r0, m.rows - 1) * (uint32_t)m.groups;
+        lb = (uint32_t)min(r0 + 8, m.rows - 1) * (uint32_t)m.groups;
+        l_g = 4 * warp + t;
+    };
+    load_tile();
+    auto load = [&](uint4 (&d)[2]) {
+        if (l_tl < my_tiles) { /* warp-uniform */
+            const uint32_t G = (uint32_t)min(l_g, last_g);
+            d[0] = __ldcs(m.idx + (la + G));
+            d[1] = __ldcs(m.idx + (lb + G));
+        }
+        l_g += 4 * NW;
+        if (++l_si == my_steps) {
+            l_si = 0, l_tl++;
+            if (l_tl < my_tiles) load_tile();
+        }
+    };
+    uint4 q[P][2];
+    if (nitems > 0) {
+#pragma unroll
+        for (int p = 0; p < P; p++) load(q[p]);
+    }
+    /* codebook planes of the block's rows (weights only: before the wait) */
+    if ((int)threadIdx.x < my_tiles * 16) pl[threadIdx.x] = pown ? cbk_v8_planes(pc01, pc23) : make_uint4(0u, 0u, 0u, 0u);
+    for (int i = threadIdx.x + NW * 32; i < my_tiles * 16; i += NW * 32) { /* more than NW*32 rows per block */
+        const int r = tile0 * 16 + i;
+        uint32_t c01 = 0u, c23 = 0u;
+        if (r < m.rows) cbk_row_pairs(m, r, c01, c23);
+        pl[i] = r < m.rows ? cbk_v8_planes(c01, c23) : make_uint4(0u, 0u, 0u, 0u);
+    }
+    cbk_grid_wait(); /* weights in flight; x is the previous kernel's output */
+
+    /* x: each warp quantizes the steps it will consume, for every vector */
+    for (int S = warp; S < nsteps; S += NW)
+        for (int b = 0; b < nb; b++)
+            cbk_v8_stage(x + (size_t)b * m.cols, m.cols, vec != 0, S, lane, cbk_smem8 + (size_t)(2 * b) * XST,
+                         cbk_smem8 + (size_t)(2 * b + 1) * XST, xsc + b * nsteps + S);
+    __syncthreads();
+
+    /* lanes of unused batch columns (g >= 2 nb) read rows 0/1: a broadcast
+     * of another phase's addresses, and their D columns are never used */
+    const uint8_t *xrow = cbk_smem8 + (size_t)(g < 2 * nb ? g : (g & 1)) * XST + t * 16;
+    const float *sxrow = xsc + (t < nb ? t : 0) * nsteps;
+    int c_tl = 0, c_si = 0;
+    const uint2 *plc = reinterpret_cast<const uint2 *>(pl) + 2 * g; /* {hi, lo} of row g of the tile */
+    uint2 pg = plc[0], pg8 = plc[16];
+    float *rp = red + (size_t)(warp * 16 + g) * nb + t; /* this lane's partial slot, tile 0 */
+    float acc0 = 0.0f, acc1 = 0.0f;
+    const uint8_t *xp = xrow + warp * 256; /* this item's step of x, and its scale */
+    const float *sxp = sxrow + warp;
+    auto compute = [&](const uint4 (&d)[2]) {
+        /* one accumulator set per (plane, h): four independent mma chains of 4 */
+        int dh[2][4] = {{0, 0, 0, 0}, {0, 0, 0, 0}}, dl[2][4] = {{0, 0, 0, 0}, {0, 0, 0, 0}};
+#pragma unroll
+        for (int mm = 0; mm < 4; mm++) {
+            const uint4 xv = *reinterpret_cast<const uint4 *>(xp + mm * 64);
+            const uint32_t w0 = mm == 0 ? d[0].x : mm == 1 ? d[0].y : mm == 2 ? d[0].z : d[0].w;
+            const uint32_t w1 = mm == 0 ? d[1].x : mm == 1 ? d[1].y : mm == 2 ? d[1].z : d[1].w;
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                const uint32_t u0 = (h ? cbk_shr_fma<2>(w0) : w0) & 0x33333333u;
+                const uint32_t u1 = (h ? cbk_shr_fma<2>(w1) : w1) & 0x33333333u;
+                const uint32_t u0h = cbk_shr_fma<16>(u0), u1h = cbk_shr_fma<16>(u1);
+                const uint32_t b0 = h ? xv.z : xv.x, b1 = h ? xv.w : xv.y;
+                uint32_t a0, a1, a2, a3;
+                cbk_v8_afrag(pg.x, pg8.x, u0, u1, u0h, u1h, a0, a1, a2, a3);
+                cbk_imma<false>(dh[h], a0, a1, a2, a3, b0, b1);
+                cbk_v8_afrag(pg.y, pg8.y, u0, u1, u0h, u1h, a0, a1, a2, a3);
+                cbk_imma<true>(dl[h], a0, a1, a2, a3, b0, b1);
+            }
+        }
+        /* d[0] = sum Q x_h, d[1] = sum Q x_l (row g, vector t); X = 128 xh + xl.
+         * int32: the two h halves together stay within the step bounds above */
+        const float sx = *sxp;
+        xp += NW * 256, sxp += NW;
+        const int h0 = (dh[0][0] + dh[1][0]) * 128 + dh[0][1] + dh[1][1];
+        const int l0 = (dl[0][0] + dl[1][0]) * 128 + dl[0][1] + dl[1][1];
+        const int h1 = (dh[0][2] + dh[1][2]) * 128 + dh[0][3] + dh[1][3];
+        const int l1 = (dl[0][2] + dl[1][2]) * 128 + dl[0][3] + dl[1][3];
+        acc0 = fmaf(sx, fmaf(256.0f, (float)h0, (float)l0), acc0);
+        acc1 = fmaf(sx, fmaf(256.0f, (float)h1, (float)l1), acc1);
+        if (++c_si == my_steps) { /* this warp's share of the tile is done */
+            if (t < nb) rp[0] = acc0, rp[8 * nb] = acc1;
+            acc0 = acc1 = 0.0f, c_si = 0, c_tl++;
+            xp = xrow + warp * 256, sxp = sxrow + warp;
+            rp += NW * 16 * nb, plc += 32;
+            if (c_tl < my_tiles) pg = plc[0], pg8 = plc[16];
+        }
+    };
+    for (int k0 = 0; k0 < nitems; k0 += P) {
+#pragma unroll
+        for (int p = 0; p < P; p++)
+            if (k0 + p < nitems) { /* warp-uniform */
+                compute(q[p]);
+                load(q[p]);
+            }
+    }
+    __syncthreads();
+
+    /* epilogue: sum the warps that had steps, times s_r, plus outliers */
+    const int nwu = min(NW, nsteps);
+    const int nrows = min(my_tiles * 16, m.rows - tile0 * 16);
+    if (!m.ol_rowptr) {
+        for (int i = threadIdx.x; i < nrows * nb; i += NW * 32) {
+            const int rl = i % nrows, b = i / nrows, tl = rl >> 4;
+            float tot = 0.0f;
+            for (int w = 0; w < nwu; w++) tot += red[((tl * NW + w) * 16 + (rl & 15)) * nb + b];
+            y[(size_t)b * m.rows + tile0 * 16 + rl] = tot * __uint_as_float(pl[rl].z);
+        }
+        return;
+    }
+    for (int rl = warp; rl < nrows; rl += NW) {
+        const int r = tile0 * 16 + rl, tl = rl >> 4;
+        float tot = 0.0f;
+        if (lane < nb) {
+            for (int w = 0; w < nwu; w++) tot += red[((tl * NW + w) * 16 + (rl & 15)) * nb + lane];
+            tot *= __uint_as_float(pl[rl].z);
+        }
+        const uint32_t e1 = m.ol_rowptr[r + 1];
+        float sb[OPC_CBK_V8_MAX_BATCH];
+#pragma unroll
+        for (int b = 0; b < OPC_CBK_V8_MAX_BATCH; b++) sb[b] = 0.0f;
+        for (uint32_t e = m.ol_rowptr[r] + lane; e < e1; e += 32) {
+            const int c = m.ol_col[e];
+            const float v = __half2float(__ushort_as_half(m.ol_val[e]));
+#pragma unroll
+            for (int b = 0; b < OPC_CBK_V8_MAX_BATCH; b++)
+                if (b < nb) sb[b] += v * __ldg(x + (size_t)b * m.cols + c);
+        }
+#pragma unroll
+        for (int b = 0; b < OPC_CBK_V8_MAX_BATCH; b++)
+            if (b < nb) {
+                const float sum = cbk_warp_sum(sb[b]);
+                if (lane == b) tot += sum;
+            }
+        if (lane < nb) y[(size_t)lane * m.rows + r] = tot;
+    }
 }
 
 } /* namespace opc_cuda */

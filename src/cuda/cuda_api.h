@@ -79,11 +79,17 @@ void opc_cuda_cb_free(opc_cuda_cb_matrix *dev);
 
 /* Y = X W^T for nb x vectors: X device (nb, cols) fp32, Y device (nb, rows)
  * fp32, 1 <= nb <= OPC_CUDA_CB_MAX_BATCH. Asynchronous on `stream`; no
- * allocation, no host synchronisation. x is rounded to fp16 for the tensor-core
- * multiply (products and sums in fp32): |Y - exact| <= ~1e-3 * sum|W||x| per
- * element. Only bits == 2 is implemented (UNSUPPORTED otherwise). Group
- * scales are applied (the scaled codebook is rounded to fp16); rotation is
- * not: for rot_log2 > 0 pass x~ = R^T x (opc_cb_rotate). */
+ * allocation, no host synchronisation. Plain 2-bit matrices (no group scales)
+ * at nb <= 4 run the int8 tensor-core kernel (lab v8): x quantized to 16 bits
+ * per 256 columns, the codebook to 16-bit fixed point per row, int32 sums:
+ * |Y - exact| well under 2e-4 * sum|W||x| (tests/test_cuda.c). Otherwise x is
+ * rounded to fp16 for the fp16 tensor-core kernels (products and sums in
+ * fp32): |Y - exact| <= ~1e-3 * sum|W||x|. Only bits == 2 is implemented
+ * (UNSUPPORTED otherwise). Group scales are applied (the scaled codebook is
+ * rounded to fp16); rotation is not: for rot_log2 > 0 pass x~ = R^T x
+ * (opc_cb_rotate). Environment: OPC_CUDA_GEMV=slab|stream forces that fp16
+ * kernel everywhere (int8 kernel off); OPC_CUDA_V8=w8|w24 another compiled
+ * int8 configuration (comparisons). */
 opc_status opc_cuda_cb_gemv(const opc_cuda_cb_matrix *m, const float *x, int64_t nb, float *y,
                             opc_cuda_stream stream);
 
@@ -99,7 +105,7 @@ opc_status opc_cuda_cb_gemv_x16(const opc_cuda_cb_matrix *m, const float *x, con
 /* Kernel choice for opc_cuda_cb_gemv_with (tests and benchmarks; callers
  * normally use opc_cuda_cb_gemv = AUTO). Values are stable. */
 typedef enum opc_cuda_cb_kernel {
-    OPC_CUDA_CB_AUTO = 0,     /* STREAM when x fits in shared memory, else SLAB */
+    OPC_CUDA_CB_AUTO = 0,     /* int8 kernel (v8) where it applies (above), else SLAB */
     OPC_CUDA_CB_DIRECT = 1,   /* tensor cores, x loaded per lane (lab v6; slower, kept for study) */
     OPC_CUDA_CB_SLAB = 2,     /* tensor cores, x staged in shared memory by slabs (lab v4) */
     OPC_CUDA_CB_CUDACORE = 3, /* no tensor cores, one launch per x vector (lab v2) */
