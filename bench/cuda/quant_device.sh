@@ -4,7 +4,8 @@
 # gpu_carry/h6_smol_tensors.bin from bench/cuda/extract_smol_tensors.c, real
 # SmolLM2 tensors), compute-sanitizer memcheck and racecheck on the small
 # cases, then the 8B-shape timing (bench_cuda_quant: every linear weight of
-# LAYERS Llama-3-8B layers on the GPU, CPU_LAYERS of them on the CPU).
+# LAYERS Llama-3-8B layers on the GPU with the quantize defaults, then with
+# group scales + rotation, CPU_LAYERS of them on the CPU).
 # Run from the repository root on the GPU machine with .debs and gpu_carry/
 # carried; logs go to $OUT.
 #   LAYERS=32 CPU_LAYERS=1 MEMCHECK=1 bash bench/cuda/quant_device.sh [all|test|bench]
@@ -38,6 +39,8 @@ if [ "$WHAT" != bench ] && [ "$MEMCHECK" = 1 ]; then
   grep -E "ERROR SUMMARY|RACECHECK SUMMARY|passed|hazard" "$OUT/racecheck.txt" | head -12
 fi
 if [ "$WHAT" != test ]; then
+  log bench 8B shapes, $LAYERS layers, the quantize defaults: 2-bit, first/last layer 4-bit, 0.5% outliers
+  timeout 120 $B/bench_cuda_quant --defaults --layers "$LAYERS" --cpu-layers 0 2>&1 | tee -a "$OUT/quant.txt"
   log bench 8B shapes, $LAYERS layers, 2-bit + group scales + rotation + 1% outliers
   timeout 300 $B/bench_cuda_quant --layers "$LAYERS" --gs 1 --rot 1 --cpu-layers "$CPU_LAYERS" 2>&1 | tee -a "$OUT/quant.txt"
 fi

@@ -14,16 +14,28 @@
  *      outliers as fp16 deltas (k_fit_rows again);
  *   4. weighted error of what is stored (k_row_err).
  *
- * The exact k-means per row: the non-masked values x = w / s are sorted with
- * their column as tie-break (64-bit keys, bitonic sort in shared memory: a
- * stable sort, like the CPU's merge sort), shifted by their weighted mean,
- * and turned into prefix sums of w, w x, w x^2 (double). The dynamic program
- * dp[j][i] = min_s dp[j-1][s] + cost(s, i) has a monotone argmin, so each
- * layer is solved by divide and conquer as on the CPU, but breadth first:
- * the nodes of one recursion level are independent (a node [lo, hi] takes
- * its argmin bounds from arg[lo-1] and arg[hi+1], both fixed by earlier
- * levels), one warp per node scans its candidates. The last layer needs
- * only i = n: one scan.
+ * The exact k-means per row: the non-masked values x = w / s sorted with
+ * their column as tie-break (the CPU's merge sort is stable). Without group
+ * scales x = w in both fits, so the whole tensor is sorted once, before pass
+ * 1 (CUB segmented radix sort of 32-bit order-preserving keys, stable) and
+ * the refit drops its outlier columns from that order; with group scales a
+ * row sorts its 64-bit (key, column) pairs in shared memory every round
+ * (bitonic). Then, as kmeans.c's prepare, the weighted mean and the prefix
+ * sums of w, w x, w x^2 (double) of the shifted values, each summed in the
+ * CPU's order (one warp per running sum), so every double of the DP is the
+ * CPU's. The dynamic program dp[j][i] = min_s dp[j-1][s] + cost(s, i) has a
+ * monotone argmin, so each layer is solved by the CPU's divide and conquer,
+ * but breadth first: the nodes of one recursion level are independent (a
+ * node [lo, hi] takes its argmin bounds from arg[lo-1] and arg[hi+1], both
+ * fixed by earlier levels) and the tree's shape is fixed, so level L is
+ * 2^L implicit node slots spread over the block (dp_layer: small nodes by
+ * one thread or a team, long ones in balanced chunks). The last layer only
+ * needs i = n: the CPU's right spine, one block-wide scan per node. Same
+ * ranges, same operations, same tie rule (least value, then least s): the
+ * codebooks are the CPU's bit for bit.
+ *
+ * Measured (bench_cuda_quant --profile, H200): the DP is most of the time;
+ * it is bound by the latency of its global loads, not by arithmetic.
  *
  * Compiled with -fmad=false (CMakeLists.txt): the per-weight float
  * arithmetic then rounds exactly like the CPU reference.
@@ -31,17 +43,28 @@
 #include "quant_cuda.h"
 
 #include <cuda_runtime.h>
+#include <cub/device/device_segmented_radix_sort.cuh>
 
 #include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define NT 256       /* threads per row block: 8 warps, several blocks per SM */
 #define NW (NT / 32)
 #define MAXK 16
 #define MAXG (OPC_CUDA_QUANT_MAX_COLS / OPC_CB_GROUP)
 #define FP16_MAX_F 65504.0f
+/* DP: candidates per thread of a team before its node counts as long; long
+ * nodes are handled DEF_CAP at a time in chunks of DEF_CH candidates. A
+ * level's candidate ranges overlap only at their ends, so they add up to at
+ * most 2 (n + 1): DEF_ITEMS(n + 1) chunks bound one batch. */
+#define DP_LIM 16
+#define DEF_CAP NT
+#define DEF_CH 8
+#define SCAN_U 8
+#define DEF_ITEMS(n1) (2 * (n1) / DEF_CH + 2 * DEF_CAP)
 
 /* ---------------------------------------------------------- helpers ---- */
 
@@ -170,35 +193,21 @@ __device__ void block_minmax(float *lo, float *hi) {
     *lo = l, *hi = h;
 }
 
-/* Exclusive prefix over threads of three doubles (thread order). */
-__device__ void block_excl_scan3(const double v[3], double out[3]) {
-    __shared__ double wtot[3][NW];
+/* Exclusive prefix sum over the block's threads in thread order. */
+__device__ int block_excl_scan_int(int v) {
+    __shared__ int wtot[NW];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    double inc[3];
-    for (int d = 0; d < 3; d++) {
-        inc[d] = v[d];
-        for (int o = 1; o < 32; o <<= 1) {
-            double t = __shfl_up_sync(0xffffffffu, inc[d], o);
-            if (lane >= o) inc[d] += t;
-        }
-        if (lane == 31) wtot[d][warp] = inc[d];
+    int inc = v;
+    for (int o = 1; o < 32; o <<= 1) {
+        int t = __shfl_up_sync(0xffffffffu, inc, o);
+        if (lane >= o) inc += t;
     }
+    if (lane == 31) wtot[warp] = inc;
     __syncthreads();
-    if (threadIdx.x == 0)
-        for (int d = 0; d < 3; d++) {
-            double s = 0.0;
-            for (int i = 0; i < NW; i++) {
-                double t = wtot[d][i];
-                wtot[d][i] = s;
-                s += t;
-            }
-        }
+    int before = 0;
+    for (int i = 0; i < warp; i++) before += wtot[i];
     __syncthreads();
-    for (int d = 0; d < 3; d++) {
-        double ex = __shfl_up_sync(0xffffffffu, inc[d], 1);
-        out[d] = wtot[d][warp] + (lane == 0 ? 0.0 : ex);
-    }
-    __syncthreads();
+    return before + inc - v;
 }
 
 /* Ascending bitonic sort of keys[0..P), P a power of two, in shared memory. */
@@ -233,20 +242,25 @@ typedef struct fit_args {
     uint8_t *gs;    /* (rows, ng) or NULL */
     float *err;     /* pass 1: (rows, cols) outlier scores, or NULL */
     int64_t tiny;
+    const uint16_t *order;     /* (rows, cols) each row's columns sorted by (w, column), or NULL */
+    int64_t row0, row1;        /* the rows this launch fits */
     const uint32_t *ol_rowptr; /* pass 3: (rows + 1); NULL in pass 1 */
     const uint16_t *ol_col;
     uint16_t *ol_val;
     char *scratch; /* gridDim.x slices of scratch_stride bytes */
     uint64_t scratch_stride;
+    unsigned long long *cyc; /* profiling: (8) SM cycles per phase (opc_cuda_quant_profile_take); NULL: off */
 } fit_args;
 
 /* One block's global scratch for the k-means of a row of n <= cols values. */
 typedef struct blk_scratch {
-    float *xs, *wv;              /* (cols) sorted shifted values, their weights */
+    float *xs, *wv;              /* (cols) sorted values (unshifted), their weights */
     double *pw, *px, *pxx;       /* (cols + 1) prefix sums */
     double *dp0, *dp1;           /* (cols + 1) DP rows */
     int32_t *arg;                /* (k, cols + 1) argmins per layer */
-    int2 *la, *lb;               /* (cols + 1) node lists of two recursion levels */
+    int32_t *dl;                 /* (cols + 1) a level's nodes with long ranges */
+    double *dv;                  /* (chunk cap) minimum of each chunk of the long nodes */
+    int32_t *di;                 /* (chunk cap) its argmin */
 } blk_scratch;
 
 static __host__ __device__ uint64_t align256(uint64_t x) { return (x + 255) & ~(uint64_t)255; }
@@ -254,7 +268,7 @@ static __host__ __device__ uint64_t align256(uint64_t x) { return (x + 255) & ~(
 static __host__ __device__ uint64_t scratch_bytes(int64_t cols, int32_t k) {
     uint64_t n1 = (uint64_t)cols + 1;
     return 2 * align256(4 * (uint64_t)cols) + 5 * align256(8 * n1) + align256(4 * n1 * (uint64_t)k) +
-           2 * align256(8 * (n1 + 1));
+           align256(4 * (n1 + 1)) + align256(8 * DEF_ITEMS(n1)) + align256(4 * DEF_ITEMS(n1));
 }
 
 __device__ blk_scratch scratch_slice(const fit_args &A) {
@@ -269,94 +283,229 @@ __device__ blk_scratch scratch_slice(const fit_args &A) {
     S.dp0 = (double *)p, p += align256(8 * n1);
     S.dp1 = (double *)p, p += align256(8 * n1);
     S.arg = (int32_t *)p, p += align256(4 * n1 * (uint64_t)A.k);
-    S.la = (int2 *)p, p += align256(8 * (n1 + 1));
-    S.lb = (int2 *)p;
+    S.dl = (int32_t *)p, p += align256(4 * (n1 + 1));
+    S.dv = (double *)p, p += align256(8 * DEF_ITEMS(n1));
+    S.di = (int32_t *)p;
     return S;
 }
 
-/* One warp: min over s in [s0, s1] of prev[s] + cost(s, i); the first
- * (smallest) s on ties, as the CPU's strict `<` in increasing s. Result in
- * every lane; *bs = s0 when the range is empty or every value is infinite. */
-__device__ __forceinline__ double scan_min(const blk_scratch &S, const double *prev, int i, int s0, int s1, int *bs) {
-    const int lane = threadIdx.x & 31;
+/* min over s of prev[s] + cost(s, i) for this thread's candidates s = s0 + r,
+ * s0 + r + T, ... <= s1 (r the thread's rank in its team of T); the first
+ * (smallest) s on ties, as the CPU's strict `<` in increasing s. b = INT_MAX
+ * when no candidate is finite. The cost is opc_kmeans_1d_optimal's, the same
+ * double operations. */
+__device__ __forceinline__ void scan_part(const blk_scratch &S, const double *prev, int i, int s0, int s1, int r,
+                                          int T, double *best, int *b) {
     const double pm = S.pw[i], xm = S.px[i], qm = S.pxx[i];
-    double best = INFINITY;
-    int b = INT_MAX;
-    for (int s = s0 + lane; s <= s1; s += 32) {
-        double sw = pm - S.pw[s], sx = xm - S.px[s];
-        double cost = qm - S.pxx[s] - (sw > 0.0 ? sx * sx / sw : 0.0);
-        double v = prev[s] + (cost > 0.0 ? cost : 0.0);
-        if (v < best) {
-            best = v;
-            b = s;
+    double bv = INFINITY;
+    int bi = INT_MAX;
+    /* SCAN_U candidates per step, their 4 * SCAN_U loads issued together:
+     * the scan is bound by load latency, not arithmetic */
+    for (int s = s0 + r; s <= s1; s += SCAN_U * T) {
+#pragma unroll
+        for (int u = 0; u < SCAN_U; u++) {
+            const int ss = s + u * T;
+            if (ss <= s1) {
+                double sw = pm - S.pw[ss], sx = xm - S.px[ss];
+                double cost = qm - S.pxx[ss] - (sw > 0.0 ? sx * sx / sw : 0.0);
+                double v = prev[ss] + (cost > 0.0 ? cost : 0.0);
+                if (v < bv) { /* increasing s: the first on ties */
+                    bv = v;
+                    bi = ss;
+                }
+            }
         }
     }
-    for (int o = 16; o > 0; o >>= 1) {
-        double ob = __shfl_down_sync(0xffffffffu, best, o);
-        int os = __shfl_down_sync(0xffffffffu, b, o);
-        if (ob < best || (ob == best && os < b)) {
-            best = ob;
-            b = os;
-        }
+    *best = bv;
+    *b = bi;
+}
+
+/* (best, b) = the smaller value, the smaller s on equal values: associative
+ * and commutative, so any reduction order gives the CPU's scan result. */
+__device__ __forceinline__ void min_pair(double *best, int *b, double ob, int os) {
+    if (ob < *best || (ob == *best && os < *b)) {
+        *best = ob;
+        *b = os;
     }
-    best = __shfl_sync(0xffffffffu, best, 0);
-    b = __shfl_sync(0xffffffffu, b, 0);
-    *bs = b == INT_MAX ? s0 : b;
-    return best;
+}
+
+/* Reduce (best, b) over teams of T consecutive threads (T a power of two
+ * <= NT); the team's first thread gets the result. Every thread of the
+ * block calls it (shuffles over full warps; T > 32 uses shared memory). */
+__device__ __forceinline__ void team_min(double *best, int *b, int T) {
+    __shared__ double s_v[NW];
+    __shared__ int s_i[NW];
+    const int w = T < 32 ? T : 32;
+    for (int o = w / 2; o > 0; o >>= 1) {
+        double ob = __shfl_down_sync(0xffffffffu, *best, o, w);
+        int os = __shfl_down_sync(0xffffffffu, *b, o, w);
+        min_pair(best, b, ob, os);
+    }
+    if (T > 32) {
+        const int warp = threadIdx.x >> 5;
+        if ((threadIdx.x & 31) == 0) s_v[warp] = *best, s_i[warp] = *b;
+        __syncthreads();
+        if ((threadIdx.x & (T - 1)) == 0)
+            for (int q = 1; q < T / 32; q++) min_pair(best, b, s_v[warp + q], s_i[warp + q]);
+        __syncthreads();
+    }
+}
+
+/* Node `slot` of recursion level L of the divide and conquer over [j, n]:
+ * the path from the root is slot's L low bits, highest first (1 = right
+ * half). *lo > *hi when that node is empty. No memory: the tree's shape does
+ * not depend on the argmins, only its nodes' candidate ranges do. */
+__device__ __forceinline__ void dp_node(int j, int n, int L, int slot, int *lo, int *hi) {
+    int a = j, b = n;
+    for (int bit = L - 1; bit >= 0 && a <= b; bit--) {
+        int mid = a + (b - a) / 2;
+        if ((slot >> bit) & 1)
+            a = mid + 1;
+        else
+            b = mid - 1;
+    }
+    *lo = a, *hi = b;
 }
 
 /* DP layer j for every i in [j, n]: cur[i] and arg[i], breadth-first divide
- * and conquer (see the file comment), one warp per node of a level. */
-__device__ void dp_layer(const blk_scratch &S, int j, int n, const double *prev, double *cur, int32_t *arg) {
-    __shared__ int s_cnt, s_next;
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    __syncthreads(); /* the previous layer's last read of s_cnt comes before this write */
+ * and conquer (see the file comment): level L's nodes take their candidate
+ * range from arg[lo - 1] and arg[hi + 1], fixed at earlier levels. The
+ * candidates of a level add up to about n + nodes, but unevenly: where the
+ * argmin jumps (a heavy tail entering the prefix) one node can own most of
+ * them. So a level's 2^L node slots are first spread over the block in teams
+ * of T = NT / 2^L threads (a power of two; 1 from level log2(NT) on), a team
+ * keeping only a node of at most T * DP_LIM candidates; the longer ones are
+ * then cut into chunks of DEF_CH candidates dealt round the whole block.
+ * Every level thus costs about (n + nodes) / NT evaluations per thread plus
+ * a few global round trips (measured: bench_cuda_quant --profile splits the
+ * DP time into these phases). On the synthetic 8B rows one node of each
+ * level holds about half the row's candidates (the argmin jumps once the
+ * prefix takes in the upper tail). */
+__device__ void dp_layer(const blk_scratch &S, int j, int n, const double *prev, double *cur, int32_t *arg,
+                         unsigned long long *cyc) {
+    __shared__ int s_ndef;
+    __syncthreads(); /* the previous layer's last read of s_ndef comes before this write */
     for (int i = threadIdx.x; i < j; i += NT) cur[i] = INFINITY; /* fewer points than clusters */
-    int2 *la = S.la, *lb = S.lb;
-    if (threadIdx.x == 0) {
-        la[0] = make_int2(j, n);
-        s_cnt = 1;
-        s_next = 0;
-    }
+    if (threadIdx.x == 0) s_ndef = 0;
     __syncthreads();
-    int cnt = s_cnt;
-    while (cnt > 0) {
-        for (int node = warp; node < cnt; node += NW) {
-            int2 nd = la[node];
-            int lo = nd.x, hi = nd.y, mid = lo + (hi - lo) / 2;
-            int optlo = lo == j ? j - 1 : arg[lo - 1];
-            int opthi = hi == n ? n - 1 : arg[hi + 1];
-            int smax = opthi < mid - 1 ? opthi : mid - 1;
-            int bs;
-            double best = scan_min(S, prev, mid, optlo, smax, &bs);
-            if (lane == 0) {
-                cur[mid] = best;
-                arg[mid] = bs;
-                if (mid - 1 >= lo) lb[atomicAdd(&s_next, 1)] = make_int2(lo, mid - 1);
-                if (hi >= mid + 1) lb[atomicAdd(&s_next, 1)] = make_int2(mid + 1, hi);
+    for (int L = 0, size = n - j + 1; size > 0; L++, size /= 2) { /* size: the level's largest node */
+        const int cnt = 1 << (L < 30 ? L : 30);
+        int T = NT;
+        while (T > 1 && T * cnt > NT) T >>= 1;
+        const int teams = NT / T, team = threadIdx.x / T, r = threadIdx.x & (T - 1);
+        long long t0 = cyc && threadIdx.x == 0 ? clock64() : 0;
+        for (int base = 0; base < cnt; base += teams) { /* block-uniform trip count */
+            const int slot = base + team;
+            double best = INFINITY;
+            int b = INT_MAX, lo = 0, hi = -1, mid = 0, optlo = 0, big = 0;
+            if (slot < cnt) dp_node(j, n, L, slot, &lo, &hi);
+            if (lo <= hi) {
+                mid = lo + (hi - lo) / 2;
+                optlo = lo == j ? j - 1 : arg[lo - 1];
+                int opthi = hi == n ? n - 1 : arg[hi + 1];
+                int smax = opthi < mid - 1 ? opthi : mid - 1;
+                big = smax - optlo >= T * DP_LIM; /* the same in the whole team */
+                if (!big) scan_part(S, prev, mid, optlo, smax, r, T, &best, &b);
+            }
+            if (T > 1) team_min(&best, &b, T);
+            if (r == 0 && lo <= hi) {
+                if (big) {
+                    S.dl[atomicAdd(&s_ndef, 1)] = slot;
+                } else {
+                    cur[mid] = best;
+                    arg[mid] = b == INT_MAX ? optlo : b;
+                }
             }
         }
         __syncthreads();
-        if (threadIdx.x == 0) {
-            s_cnt = s_next;
-            s_next = 0;
+        if (cyc && threadIdx.x == 0) {
+            long long t = clock64();
+            atomicAdd(&cyc[T > 1 ? 4 : 5], (unsigned long long)(t - t0));
+            t0 = t;
         }
-        __syncthreads();
-        cnt = s_cnt;
-        int2 *t = la;
-        la = lb;
-        lb = t;
+        const int ndef = s_ndef;
+        __syncthreads(); /* every thread has read s_ndef before the next level adds to it */
+        /* The long nodes, DEF_CAP at a time: cut into chunks of DEF_CH
+         * candidates, the chunks dealt round the block (one thread each), the
+         * chunks' minima combined per node by two atomic passes: the least
+         * value (a double >= 0 orders like its bits), then the least s among
+         * the chunks that reached it, which is the CPU's scan result. */
+        for (int d0 = 0; d0 < ndef; d0 += DEF_CAP) { /* block-uniform */
+            __shared__ int d_mid[DEF_CAP], d_optlo[DEF_CAP], d_smax[DEF_CAP], d_off[DEF_CAP + 1], d_idx[DEF_CAP];
+            __shared__ unsigned long long d_val[DEF_CAP];
+            const int nd = ndef - d0 < DEF_CAP ? ndef - d0 : DEF_CAP;
+            int nch = 0;
+            if (threadIdx.x < nd) {
+                const int q = threadIdx.x;
+                int lo, hi;
+                dp_node(j, n, L, S.dl[d0 + q], &lo, &hi);
+                const int mid = lo + (hi - lo) / 2;
+                const int optlo = lo == j ? j - 1 : arg[lo - 1];
+                const int opthi = hi == n ? n - 1 : arg[hi + 1];
+                const int smax = opthi < mid - 1 ? opthi : mid - 1;
+                d_mid[q] = mid, d_optlo[q] = optlo, d_smax[q] = smax;
+                d_val[q] = (unsigned long long)__double_as_longlong(INFINITY);
+                d_idx[q] = INT_MAX;
+                nch = (smax - optlo + DEF_CH) / DEF_CH; /* >= 1: a long node has candidates */
+            }
+            const int off = block_excl_scan_int(nch); /* synchronises */
+            if (threadIdx.x == nd - 1) d_off[nd] = off + nch;
+            if (threadIdx.x < nd) d_off[threadIdx.x] = off;
+            __syncthreads();
+            const int total = d_off[nd];
+            double *iv = S.dv;
+            int32_t *ib = S.di;
+            for (int pass = 0; pass < 2; pass++) {
+                for (int x = threadIdx.x; x < total; x += NT) {
+                    int a = 0, z = nd - 1; /* the node: the last q with d_off[q] <= x */
+                    while (a < z) {
+                        int m = (a + z + 1) / 2;
+                        if (d_off[m] <= x)
+                            a = m;
+                        else
+                            z = m - 1;
+                    }
+                    const int q = a;
+                    if (pass == 0) {
+                        const int s0 = d_optlo[q] + (x - d_off[q]) * DEF_CH;
+                        const int s1 = s0 + DEF_CH - 1 < d_smax[q] ? s0 + DEF_CH - 1 : d_smax[q];
+                        double best;
+                        int b;
+                        scan_part(S, prev, d_mid[q], s0, s1, 0, 1, &best, &b);
+                        iv[x] = best, ib[x] = b;
+                        if (b != INT_MAX) atomicMin(&d_val[q], (unsigned long long)__double_as_longlong(best));
+                    } else if (ib[x] != INT_MAX && (unsigned long long)__double_as_longlong(iv[x]) == d_val[q]) {
+                        atomicMin(&d_idx[q], ib[x]);
+                    }
+                }
+                __syncthreads();
+            }
+            if (threadIdx.x < nd) {
+                const int q = threadIdx.x, b = d_idx[q];
+                cur[d_mid[q]] = b == INT_MAX ? INFINITY : __longlong_as_double((long long)d_val[q]);
+                arg[d_mid[q]] = b == INT_MAX ? d_optlo[q] : b;
+            }
+            __syncthreads();
+        }
+        if (ndef > 0) {
+            if (threadIdx.x == 0) s_ndef = 0;
+            __syncthreads();
+        }
+        if (cyc && threadIdx.x == 0) atomicAdd(&cyc[6], (unsigned long long)(clock64() - t0));
     }
 }
 
 /* fit_codebook (quantize.c) for one row: the codebook for fixed group scales
  * gs (NULL: none) on the non-masked weights, fp16-rounded and sorted, into
- * s_cbf (shared, k floats). */
+ * s_cbf (shared, k floats). ord: the row's columns sorted by (w, column)
+ * (A.order, no group scales) or NULL: then sorted here in keys (shared, P). */
 __device__ void fit_codebook(const fit_args &A, const blk_scratch &S, const float *w, const uint8_t *mask,
-                             const uint8_t *gs, uint64_t *keys, float *s_cbf) {
+                             const uint8_t *gs, const uint16_t *ord, uint64_t *keys, float *s_cbf) {
     __shared__ float s_cent[MAXK];
+    __shared__ double s_mu;
     const int64_t cols = A.cols;
     const int k = A.k, P = A.P;
+    long long t0 = A.cyc && threadIdx.x == 0 ? clock64() : 0;
     int cnt = 0, anypos = 0;
     float lo = INFINITY, hi = -INFINITY;
     for (int c = threadIdx.x; c < P; c += NT) {
@@ -371,7 +520,7 @@ __device__ void fit_codebook(const fit_args &A, const blk_scratch &S, const floa
             hi = fmaxf(hi, x);
             key = ((uint64_t)d_order(x) << 32) | (uint32_t)c;
         }
-        keys[c] = key;
+        if (!ord && A.method != OPC_QUANT_RTN) keys[c] = key;
     }
     const int n = block_sum_int(cnt);
     const int unit = block_sum_int(anypos) == 0; /* all weights underflowed: plain weights (as the CPU) */
@@ -383,49 +532,106 @@ __device__ void fit_codebook(const fit_args &A, const blk_scratch &S, const floa
         if (threadIdx.x < k)
             s_cent[threadIdx.x] = k == 1 ? 0.5f * (lo + hi) : lo + (hi - lo) * (float)threadIdx.x / (float)(k - 1);
     } else {
-        __syncthreads();
-        bitonic_sort(keys, P);
-        /* weighted mean, for the shift that keeps the x^2 sums small */
-        double sw = 0.0, sx = 0.0;
-        for (int i = threadIdx.x; i < n; i += NT) {
-            int c = (int)(uint32_t)keys[i];
-            float s = gs ? d_scale(gs[c / OPC_CB_GROUP]) : 1.0f;
-            float x = w[c] / s, wt = unit ? 1.0f : A.imp[c] * s * s;
-            double wi = wt > 0.0f ? (double)wt : 0.0;
-            sw += wi;
-            sx += wi * (double)x;
+        if (!ord) {
+            __syncthreads();
+            bitonic_sort(keys, P);
         }
-        sw = block_sum(sw);
-        sx = block_sum(sx);
-        const double mu = sw > 0.0 ? sx / sw : 0.0;
-        /* prefix sums: each thread a contiguous chunk, then the chunk offsets */
-        const int C = (n + NT - 1) / NT;
-        const int i0 = threadIdx.x * C < n ? threadIdx.x * C : n, i1 = i0 + C < n ? i0 + C : n;
-        double loc[3] = {0.0, 0.0, 0.0}, off[3];
+        /* the sorted values and weights, masked columns left out: each thread
+         * a contiguous chunk of the sorted list, then the chunk offsets */
+        const int m = ord ? (int)cols : n; /* list length before masking */
+        const int C = (m + NT - 1) / NT;
+        const int i0 = threadIdx.x * C < m ? threadIdx.x * C : m, i1 = i0 + C < m ? i0 + C : m;
+        int kept = 0;
+        if (mask && ord)
+            for (int i = i0; i < i1; i++) kept += !mask[ord[i]];
+        else
+            kept = i1 - i0;
+        int off = block_excl_scan_int(kept);
         for (int i = i0; i < i1; i++) {
-            int c = (int)(uint32_t)keys[i];
+            int c = ord ? (int)ord[i] : (int)(uint32_t)keys[i];
+            if (ord && mask && mask[c]) continue;
             float s = gs ? d_scale(gs[c / OPC_CB_GROUP]) : 1.0f;
-            float x = w[c] / s, wt = unit ? 1.0f : A.imp[c] * s * s;
-            float xsf = (float)((double)x - mu);
-            S.xs[i] = xsf;
-            S.wv[i] = wt;
-            double wi = wt > 0.0f ? (double)wt : 0.0, xi = (double)xsf;
-            loc[0] += wi;
-            loc[1] += wi * xi;
-            loc[2] += wi * xi * xi;
+            S.xs[off] = w[c] / s;
+            S.wv[off] = unit ? 1.0f : A.imp[c] * s * s;
+            off++;
         }
-        block_excl_scan3(loc, off);
-        for (int i = i0; i < i1; i++) {
-            double wi = S.wv[i] > 0.0f ? (double)S.wv[i] : 0.0, xi = (double)S.xs[i];
-            off[0] += wi;
-            off[1] += wi * xi;
-            off[2] += wi * xi * xi;
-            S.pw[i + 1] = off[0];
-            S.px[i + 1] = off[1];
-            S.pxx[i + 1] = off[2];
-        }
-        if (threadIdx.x == 0) S.pw[0] = S.px[0] = S.pxx[0] = 0.0;
         __syncthreads();
+        if (A.cyc && threadIdx.x == 0) {
+            long long t = clock64();
+            atomicAdd(&A.cyc[0], (unsigned long long)(t - t0));
+            t0 = t;
+        }
+        /* The weighted mean and the prefix sums of the shifted values in the
+         * CPU's order (kmeans.c prepare: one running sum each), so that every
+         * double below is the CPU's, bit for bit. One warp per running sum
+         * (sw, sx; then pw, px, pxx: the chains are independent): it loads 32
+         * values at a time, and every lane adds all 32 in order (shuffled from
+         * their lanes), so every lane holds the running sum and lane t stores
+         * the one after value t (coalesced). */
+        __shared__ double s_sum[2];
+        const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+        if (warp < 2) { /* warp 0: sw, warp 1: sx */
+            double acc = 0.0;
+            for (int i0 = 0; i0 < n; i0 += 32) {
+                const int i = i0 + lane, mlen = n - i0 < 32 ? n - i0 : 32;
+                const float xv = i < n ? S.xs[i] : 0.0f, wt = i < n ? S.wv[i] : 0.0f;
+                for (int t0 = 0; t0 < mlen; t0 += 8) { /* 16 shuffles in flight, then the adds */
+                    float xt[8], wtt[8];
+#pragma unroll
+                    for (int u = 0; u < 8; u++) {
+                        xt[u] = __shfl_sync(0xffffffffu, xv, (t0 + u) & 31);
+                        wtt[u] = __shfl_sync(0xffffffffu, wt, (t0 + u) & 31);
+                    }
+#pragma unroll
+                    for (int u = 0; u < 8; u++)
+                        if (t0 + u < mlen) {
+                            double wi = wtt[u] > 0.0f ? (double)wtt[u] : 0.0;
+                            acc += warp == 0 ? wi : wi * (double)xt[u];
+                        }
+                }
+            }
+            if (lane == 0) s_sum[warp] = acc;
+        }
+        __syncthreads();
+        if (warp < 3) { /* warp 0: pw, warp 1: px, warp 2: pxx */
+            const double sw = s_sum[0], sx = s_sum[1];
+            const double mu = sw > 0.0 ? sx / sw : 0.0;
+            double *out = warp == 0 ? S.pw : warp == 1 ? S.px : S.pxx;
+            double acc = 0.0;
+            for (int i0 = 0; i0 < n; i0 += 32) {
+                const int i = i0 + lane, mlen = n - i0 < 32 ? n - i0 : 32;
+                const float xv = i < n ? S.xs[i] : 0.0f, wt = i < n ? S.wv[i] : 0.0f;
+                double mine = 0.0;
+                for (int t0 = 0; t0 < mlen; t0 += 8) {
+                    float xt[8], wtt[8];
+#pragma unroll
+                    for (int u = 0; u < 8; u++) {
+                        xt[u] = __shfl_sync(0xffffffffu, xv, (t0 + u) & 31);
+                        wtt[u] = __shfl_sync(0xffffffffu, wt, (t0 + u) & 31);
+                    }
+#pragma unroll
+                    for (int u = 0; u < 8; u++)
+                        if (t0 + u < mlen) {
+                            float xsf = (float)((double)xt[u] - mu);
+                            double wi = wtt[u] > 0.0f ? (double)wtt[u] : 0.0, xi = (double)xsf;
+                            acc += warp == 0 ? wi : warp == 1 ? wi * xi : wi * xi * xi;
+                            if (lane == t0 + u) mine = acc;
+                        }
+                }
+                if (i < n) out[i + 1] = mine;
+            }
+            if (lane == 0) {
+                out[0] = 0.0;
+                if (warp == 0) s_mu = mu;
+            }
+        }
+        __syncthreads();
+        const double mu = s_mu;
+        if (A.cyc && threadIdx.x == 0) {
+            long long t = clock64();
+            atomicAdd(&A.cyc[1], (unsigned long long)(t - t0));
+            t0 = t;
+        }
         if (!(S.pw[n] > 0.0)) { /* unreachable: some weight is > 0 */
             if (threadIdx.x < k) s_cent[threadIdx.x] = 0.0f;
         } else {
@@ -438,24 +644,44 @@ __device__ void fit_codebook(const fit_args &A, const blk_scratch &S, const floa
             }
             __syncthreads();
             for (int j = 2; j < kk; j++) {
-                dp_layer(S, j, n, prev, cur, S.arg + (size_t)(j - 1) * (size_t)(n + 1));
+                dp_layer(S, j, n, prev, cur, S.arg + (size_t)(j - 1) * (size_t)(n + 1), A.cyc);
                 double *t = prev;
                 prev = cur;
                 cur = t;
             }
+            /* Last layer: only arg[n] is used. The CPU's divide and conquer
+             * reaches n along the right spine (lo = mid + 1, optlo = the
+             * previous argmin): the same scans here, each by the whole block,
+             * so that rounding that bends the argmin's monotonicity bends it
+             * alike. */
             __shared__ int s_last;
-            if (kk >= 2 && threadIdx.x < 32) { /* last layer: only i = n */
-                int bs;
-                scan_min(S, prev, n, kk - 1, n - 1, &bs);
-                if (threadIdx.x == 0) s_last = bs;
+            const long long tsp = A.cyc && threadIdx.x == 0 ? clock64() : 0;
+            if (kk >= 2) {
+                int lo = kk, optlo = kk - 1; /* block-uniform */
+                while (lo <= n) {
+                    const int mid = lo + (n - lo) / 2, smax = n - 1 < mid - 1 ? n - 1 : mid - 1;
+                    double best;
+                    int b;
+                    scan_part(S, prev, mid, optlo, smax, threadIdx.x, NT, &best, &b);
+                    team_min(&best, &b, NT);
+                    if (threadIdx.x == 0) s_last = b == INT_MAX ? optlo : b;
+                    __syncthreads();
+                    optlo = s_last;
+                    __syncthreads();
+                    lo = mid + 1;
+                }
             }
             __syncthreads();
+            if (A.cyc && threadIdx.x == 0) {
+                atomicAdd(&A.cyc[2], (unsigned long long)(clock64() - t0));
+                atomicAdd(&A.cyc[7], (unsigned long long)(clock64() - tsp));
+            }
             if (threadIdx.x == 0) { /* backtrack the runs, last cluster first */
                 int i = n;
                 for (int j = kk; j >= 1; j--) {
                     int s = j == 1 ? 0 : j == kk ? s_last : S.arg[(size_t)(j - 1) * (size_t)(n + 1) + (size_t)i];
                     double pw = S.pw[i] - S.pw[s];
-                    double c = pw > 0.0 ? (S.px[i] - S.px[s]) / pw : (double)S.xs[s];
+                    double c = pw > 0.0 ? (S.px[i] - S.px[s]) / pw : (double)(float)((double)S.xs[s] - mu);
                     s_cent[j - 1] = (float)(c + mu);
                     i = s;
                 }
@@ -585,14 +811,16 @@ __device__ __forceinline__ void group_table(const uint8_t *gs, int64_t c, const 
  * stores the deltas. One block per row, rows strided over the grid. */
 __global__ void __launch_bounds__(NT) k_fit_rows(fit_args A) {
     extern __shared__ __align__(16) unsigned char smem[];
-    uint64_t *keys = (uint64_t *)smem;                               /* (P) sort keys */
-    uint8_t *mask = smem + (size_t)A.P * 8;                          /* (cols) 1 = outlier column */
+    const size_t nkey = A.order ? 0 : (size_t)A.P;                   /* sorted in here unless presorted */
+    uint64_t *keys = (uint64_t *)smem;                               /* (nkey) sort keys */
+    uint8_t *mask = smem + nkey * 8;                                 /* (cols) 1 = outlier column */
     uint8_t *gs_s = mask + (((size_t)A.cols + 15) & ~(size_t)15);    /* (ng) the row's group scales */
     __shared__ float s_cbf[MAXK];
     __shared__ int s_count[MAXK];
     const blk_scratch S = scratch_slice(A);
     const int k = A.k;
-    for (int64_t r = blockIdx.x; r < A.rows; r += gridDim.x) {
+    for (int64_t r = A.row0 + blockIdx.x; r < A.row1; r += gridDim.x) {
+        const long long trow = A.cyc && threadIdx.x == 0 ? clock64() : 0;
         const float *w = A.W + (uint64_t)r * (uint64_t)A.cols;
         const uint8_t *mk = NULL;
         uint32_t oa = 0, ob = 0;
@@ -609,7 +837,7 @@ __global__ void __launch_bounds__(NT) k_fit_rows(fit_args A) {
         if (gs) init_scales(A, w, mk, gs);
         const int rounds = gs ? A.rounds : 1;
         for (int it = 0; it < rounds; it++) {
-            fit_codebook(A, S, w, mk, gs, keys, s_cbf);
+            fit_codebook(A, S, w, mk, gs, A.order ? A.order + (uint64_t)r * (uint64_t)A.cols : NULL, keys, s_cbf);
             /* +-8 steps = a factor 2^(+-1/2) per round (quantize.c) */
             if (gs && !search_scales(A, w, mk, s_cbf, 8, gs)) break;
         }
@@ -678,7 +906,25 @@ __global__ void __launch_bounds__(NT) k_fit_rows(fit_args A) {
                 A.ol_val[i] = d_f2h(w[c] - v);
             }
         __syncthreads(); /* shared state is reused by the next row */
+        if (A.cyc && threadIdx.x == 0) atomicAdd(&A.cyc[3], (unsigned long long)(clock64() - trow));
     }
+}
+
+/* ---------------------------------------------------------- presort ---- */
+
+/* Sort keys for the whole tensor: the order-preserving bits of each weight
+ * (x = w / 1, as the CPU divides by a unit scale) and its column. */
+__global__ void k_sort_keys(const float *W, uint64_t nel, int64_t cols, uint32_t *key, uint16_t *col) {
+    for (uint64_t i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; i < nel; i += (uint64_t)gridDim.x * blockDim.x) {
+        key[i] = d_order(W[i]);
+        col[i] = (uint16_t)(i % (uint64_t)cols);
+    }
+}
+
+/* Segment r of a chunk starts at r * cols. */
+__global__ void k_seg_offsets(int *off, int64_t rows, int64_t cols) {
+    int64_t r = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (r <= rows) off[r] = (int)(r * cols);
 }
 
 /* ---------------------------------------------------------- rotation --- */
@@ -811,6 +1057,67 @@ __global__ void __launch_bounds__(NT) k_row_err(const float *W, const float *imp
 
 /* ---------------------------------------------------------- driver ----- */
 
+/* ---------------------------------------------------------- profile ---- */
+
+static struct {
+    int on;
+    double last;
+    unsigned long long *d_cyc; /* (8) fit kernel cycles: see opc_cuda_quant_profile_take */
+    opc_cuda_qprof acc;
+} g_prof;
+
+static double prof_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void prof_add(const char *name, double v) {
+    opc_cuda_qprof *a = &g_prof.acc;
+    for (int i = 0; i < a->n; i++)
+        if (!strcmp(a->name[i], name)) {
+            a->value[i] += v;
+            return;
+        }
+    if (a->n < OPC_CUDA_QPROF_MAX) {
+        a->name[a->n] = name;
+        a->value[a->n++] = v;
+    }
+}
+
+/* End of a phase: wait for the device, charge the time since the last mark. */
+static void prof_mark(const char *name) {
+    if (!g_prof.on) return;
+    cudaDeviceSynchronize();
+    double t = prof_now();
+    if (name) prof_add(name, t - g_prof.last);
+    g_prof.last = t;
+}
+
+void opc_cuda_quant_profile(int on) {
+    g_prof.on = on;
+    if (on && !g_prof.d_cyc && cudaMalloc((void **)&g_prof.d_cyc, 8 * sizeof(unsigned long long)) == cudaSuccess)
+        cudaMemset(g_prof.d_cyc, 0, 8 * sizeof(unsigned long long));
+}
+
+void opc_cuda_quant_profile_take(opc_cuda_qprof *out) {
+    if (g_prof.d_cyc) {
+        unsigned long long c[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        cudaMemcpy(c, g_prof.d_cyc, sizeof c, cudaMemcpyDeviceToHost);
+        cudaMemset(g_prof.d_cyc, 0, sizeof c);
+        prof_add("fit kernel: sort + gather (SM Gcycles)", 1e-9 * (double)c[0]);
+        prof_add("fit kernel: prefix sums (SM Gcycles)", 1e-9 * (double)c[1]);
+        prof_add("fit kernel: DP (SM Gcycles)", 1e-9 * (double)c[2]);
+        prof_add("fit kernel: row total (SM Gcycles)", 1e-9 * (double)c[3]);
+        prof_add("  DP levels, teams > 1 (SM Gcycles)", 1e-9 * (double)c[4]);
+        prof_add("  DP levels, one thread a node (SM Gcycles)", 1e-9 * (double)c[5]);
+        prof_add("  DP long nodes (SM Gcycles)", 1e-9 * (double)c[6]);
+        prof_add("  DP last layer (SM Gcycles)", 1e-9 * (double)c[7]);
+    }
+    *out = g_prof.acc;
+    memset(&g_prof.acc, 0, sizeof g_prof.acc);
+}
+
 /* A bump allocator over one device allocation. */
 typedef struct arena {
     char *base;
@@ -844,13 +1151,24 @@ static opc_status check_params(int64_t rows, int64_t cols, const opc_qmatrix_par
     return OPC_OK;
 }
 
-opc_status opc_cuda_quantize_matrix_dev(float *dW, int64_t rows, int64_t cols, const opc_qmatrix_params *p,
-                                        opc_qmatrix *out) {
-    memset(out, 0, sizeof *out);
-    if (!dW) return opc_error(OPC_ERR_INVALID_ARG, "cuda quantize: NULL weights");
-    opc_status cst = check_params(rows, cols, p);
-    if (cst) return cst;
+/* What W_host holds (quantize_impl). */
+enum { HOST_F32, HOST_F16, HOST_BF16 };
 
+/* fp16 / bf16 to fp32 on the device, exactly as opc_fp16_to_fp32 and
+ * opc_bf16_to_fp32 (src/core/half.h). */
+__global__ void k_widen(const uint16_t *src, float *dst, uint64_t n, int bf16) {
+    for (uint64_t i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (uint64_t)gridDim.x * blockDim.x)
+        dst[i] = bf16 ? __uint_as_float((uint32_t)src[i] << 16) : d_h2f(src[i]);
+}
+
+/* The quantizer on dW (rows, cols) in device memory. With W_host (of kind
+ * HOST_*) the rows are uploaded here, in chunks on a second stream, each
+ * chunk's widening, rotation, sort and first fit queued behind its upload:
+ * the host copies chunk c + 1 (a pageable copy returns once staged) while
+ * the device fits chunk c. */
+static opc_status quantize_impl(float *dW, const void *W_host, int kind, int64_t rows, int64_t cols,
+                                const opc_qmatrix_params *p, opc_qmatrix *out) {
+    const uint64_t esz = kind == HOST_F32 ? 4 : 2; /* bytes per uploaded weight */
     const uint64_t nel = (uint64_t)rows * (uint64_t)cols;
     const uint64_t rb = opc_cb_row_bytes(p->index_bits, cols);
     const int32_t k = p->k, ng = (int32_t)opc_cb_groups(cols);
@@ -862,6 +1180,7 @@ opc_status opc_cuda_quantize_matrix_dev(float *dW, int64_t rows, int64_t cols, c
 
     opc_status st = OPC_OK;
     arena ar = {NULL, 0};
+    prof_mark(NULL);
     float *imp = (float *)malloc((size_t)cols * sizeof *imp);
     uint32_t *cnt = NULL, *allow = NULL;
     double *num = NULL, *den = NULL;
@@ -886,8 +1205,28 @@ opc_status opc_cuda_quantize_matrix_dev(float *dW, int64_t rows, int64_t cols, c
     int64_t tiny = n_out ? (int64_t)ceil(4.0 * p->outlier_frac * (double)cols) : 0;
     if (n_out && tiny < 4) tiny = 4;
 
+    /* Without group scales a row's sort order is its weights' and the same in
+     * both fits (the refit leaves the outlier columns out of it): one
+     * segmented radix sort of the whole tensor beforehand, and the row kernel
+     * needs no shared memory for keys. With group scales it sorts w / s in
+     * shared memory each round. Rows in chunks of at most INT_MAX elements
+     * (CUB's count type). */
+    const int presort = p->method == OPC_QUANT_KMEANS && !p->group_scales;
+    /* rows per chunk: a quarter of the tensor when uploading (the first
+     * chunk's upload is the only one not hidden), else all of it */
+    int64_t crow = W_host ? (rows + 3) / 4 : rows;
+    if (presort && crow > INT_MAX / cols) crow = INT_MAX / cols;
+    const int64_t sort_rows = presort ? crow : 0;
+    cudaStream_t su = NULL;
+    cudaEvent_t ev = NULL;
+    size_t sort_tmp = 0;
     int dev = 0, n_sm = 0, per_sm = 0;
-    const size_t fit_smem = (size_t)P * 8 + (((size_t)cols + 15) & ~(size_t)15) + 256;
+    const size_t fit_smem = (presort ? 0 : (size_t)P * 8) + (((size_t)cols + 15) & ~(size_t)15) + 256;
+    if (presort)
+        CU(cub::DeviceSegmentedRadixSort::SortPairs(NULL, sort_tmp, (const uint32_t *)NULL, (uint32_t *)NULL,
+                                                    (const uint16_t *)NULL, (uint16_t *)NULL, (int)(sort_rows * cols),
+                                                    (int)sort_rows, (const int *)NULL, (const int *)NULL + 1),
+           "sort workspace");
     CU(cudaGetDevice(&dev), "no CUDA device");
     CU(cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, dev), "device attributes");
     CU(cudaFuncSetAttribute(k_fit_rows, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)fit_smem), "fit smem");
@@ -908,7 +1247,10 @@ opc_status opc_cuda_quantize_matrix_dev(float *dW, int64_t rows, int64_t cols, c
             uint64_t sz[] = {4 * (uint64_t)cols, n_out ? 4 * nel : 0, rows * rb, 2 * (uint64_t)rows * k,
                              p->group_scales ? (uint64_t)rows * ng : 0, 4 * ((uint64_t)rows + 1), 4 * (uint64_t)rows,
                              8 * (uint64_t)rows, 2 * n_out, 2 * n_out, 4 * 2048, 8 * (uint64_t)rows,
-                             8 * (uint64_t)rows, sstride * (uint64_t)nblk};
+                             8 * (uint64_t)rows, sstride * (uint64_t)nblk, presort ? 4 * (uint64_t)sort_rows * cols : 0,
+                             presort ? 4 * (uint64_t)sort_rows * cols : 0, presort ? 2 * nel : 0,
+                             presort ? 2 * (uint64_t)sort_rows * cols : 0, presort ? 4 * ((uint64_t)sort_rows + 1) : 0,
+                             sort_tmp, W_host && kind != HOST_F32 ? 2 * nel : 0};
             for (size_t i = 0; i < sizeof sz / sizeof sz[0]; i++) need += align256(sz[i] ? sz[i] : 1);
         }
         CU(cudaMalloc((void **)&ar.base, need), "device memory");
@@ -926,15 +1268,16 @@ opc_status opc_cuda_quantize_matrix_dev(float *dW, int64_t rows, int64_t cols, c
         double *d_num = (double *)take(&ar, 8 * (uint64_t)rows);
         double *d_den = (double *)take(&ar, 8 * (uint64_t)rows);
         char *d_scr = (char *)take(&ar, sstride * (uint64_t)nblk);
+        uint32_t *d_skey = (uint32_t *)take(&ar, presort ? 4 * (uint64_t)sort_rows * cols : 0);
+        uint32_t *d_skey2 = (uint32_t *)take(&ar, presort ? 4 * (uint64_t)sort_rows * cols : 0);
+        uint16_t *d_order = (uint16_t *)take(&ar, presort ? 2 * nel : 0);
+        uint16_t *d_scol = (uint16_t *)take(&ar, presort ? 2 * (uint64_t)sort_rows * cols : 0);
+        int *d_soff = (int *)take(&ar, presort ? 4 * ((uint64_t)sort_rows + 1) : 0);
+        void *d_stmp = take(&ar, sort_tmp);
+        uint16_t *d_w16 = (uint16_t *)take(&ar, W_host && kind != HOST_F32 ? 2 * nel : 0); /* 16-bit upload */
         if (!p->group_scales) d_gs = NULL;
         CU(cudaMemcpy(d_imp, imp, 4 * (size_t)cols, cudaMemcpyHostToDevice), "importance upload");
-
-        if (p->rot_log2 > 0) {
-            const int64_t b = (int64_t)1 << p->rot_log2;
-            const float norm = 1.0f / sqrtf((float)b); /* as opc_cb_rotate computes it */
-            k_rotate<<<(unsigned)rows, NT, (size_t)cols * 4>>>(dW, cols, p->rot_log2, norm);
-            CU(cudaGetLastError(), "rotate");
-        }
+        prof_mark("setup (importance, device alloc)");
 
         fit_args A;
         memset(&A, 0, sizeof A);
@@ -942,9 +1285,60 @@ opc_status opc_cuda_quantize_matrix_dev(float *dW, int64_t rows, int64_t cols, c
         A.method = p->method, A.rounds = p->scale_rounds > 0 ? p->scale_rounds : 3, A.P = P, A.rb = rb;
         A.cb16 = d_cb, A.idx = d_idx, A.gs = d_gs, A.err = n_out ? d_err : NULL, A.tiny = tiny;
         A.scratch = d_scr, A.scratch_stride = sstride;
-        k_fit_rows<<<(unsigned)nblk, NT, fit_smem>>>(A);
-        CU(cudaGetLastError(), "fit rows");
+        A.order = presort ? d_order : NULL;
+        A.cyc = g_prof.on ? g_prof.d_cyc : NULL;
+        if (W_host) {
+            CU(cudaStreamCreateWithFlags(&su, cudaStreamNonBlocking), "upload stream");
+            CU(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming), "upload event");
+        }
+        if (presort) {
+            k_seg_offsets<<<(unsigned)((sort_rows + 256) / 256), 256>>>(d_soff, sort_rows, cols);
+            CU(cudaGetLastError(), "sort offsets");
+        }
+        /* Pass 1, chunk by chunk: upload, rotation, sort, fit. */
+        for (int64_t r0 = 0; r0 < rows; r0 += crow) {
+            const int64_t nr = rows - r0 < crow ? rows - r0 : crow;
+            const uint64_t o = (uint64_t)r0 * (uint64_t)cols;
+            if (W_host) {
+                const size_t bytes = (size_t)esz * (size_t)nr * (size_t)cols;
+                const char *src = (const char *)W_host + esz * o;
+                CU(cudaMemcpyAsync(kind == HOST_F32 ? (void *)(dW + o) : (void *)(d_w16 + o), src, bytes,
+                                   cudaMemcpyHostToDevice, su),
+                   "weights upload");
+                CU(cudaEventRecord(ev, su), "upload event");
+                CU(cudaStreamWaitEvent(0, ev, 0), "upload wait");
+                if (kind != HOST_F32) {
+                    const uint64_t ne = (uint64_t)nr * (uint64_t)cols;
+                    k_widen<<<(unsigned)((ne + 1023) / 1024), 256>>>(d_w16 + o, dW + o, ne, kind == HOST_BF16);
+                    CU(cudaGetLastError(), "widen");
+                }
+            }
+            if (p->rot_log2 > 0) {
+                const int64_t b = (int64_t)1 << p->rot_log2;
+                const float norm = 1.0f / sqrtf((float)b); /* as opc_cb_rotate computes it */
+                k_rotate<<<(unsigned)nr, NT, (size_t)cols * 4>>>(dW + o, cols, p->rot_log2, norm);
+                CU(cudaGetLastError(), "rotate");
+            }
+            if (presort) {
+                /* keys: the weights' order-preserving bits (d_order, as the
+                 * in-kernel sort); values: the column. The radix sort is
+                 * stable, so equal keys keep column order, as the CPU's merge
+                 * sort. */
+                const uint64_t ne = (uint64_t)nr * (uint64_t)cols;
+                k_sort_keys<<<(unsigned)((ne + 1023) / 1024), 256>>>(dW + o, ne, cols, d_skey, d_order + o);
+                CU(cudaGetLastError(), "sort keys");
+                size_t tmp = sort_tmp;
+                CU(cub::DeviceSegmentedRadixSort::SortPairs(d_stmp, tmp, d_skey, d_skey2, d_order + o, d_scol, (int)ne,
+                                                            (int)nr, d_soff, d_soff + 1),
+                   "segmented sort");
+                CU(cudaMemcpyAsync(d_order + o, d_scol, 2 * (size_t)ne, cudaMemcpyDeviceToDevice), "sorted columns");
+            }
+            A.row0 = r0, A.row1 = r0 + nr;
+            k_fit_rows<<<(unsigned)(nblk < nr ? nblk : nr), NT, fit_smem>>>(A);
+            CU(cudaGetLastError(), "fit rows");
+        }
         CU(cudaDeviceSynchronize(), "fit rows");
+        prof_mark(W_host ? "upload + fit (pass 1), overlapped" : "fit (pass 1)");
         if (p->interrupt && *p->interrupt) {
             st = opc_error(OPC_ERR_INTERRUPTED, "quantization interrupted");
             goto done;
@@ -1003,6 +1397,7 @@ opc_status opc_cuda_quantize_matrix_dev(float *dW, int64_t rows, int64_t cols, c
                 out->ol_rowptr[r + 1] = (uint32_t)o;
             }
             n_out = o;
+            prof_mark("outlier selection");
             if (n_out) {
                 CU(cudaMemcpy(d_rowptr, out->ol_rowptr, 4 * ((size_t)rows + 1), cudaMemcpyHostToDevice), "row pointers");
                 CU(cudaMemcpy(d_allow, allow, 4 * (size_t)rows, cudaMemcpyHostToDevice), "tie allowance");
@@ -1011,9 +1406,11 @@ opc_status opc_cuda_quantize_matrix_dev(float *dW, int64_t rows, int64_t cols, c
                 /* Pass 3: refit the rows that lost weights, store the deltas */
                 A.err = NULL;
                 A.ol_rowptr = d_rowptr, A.ol_col = d_ocol, A.ol_val = d_oval;
+                A.row0 = 0, A.row1 = rows;
                 k_fit_rows<<<(unsigned)nblk, NT, fit_smem>>>(A);
                 CU(cudaGetLastError(), "refit rows");
                 CU(cudaDeviceSynchronize(), "refit rows");
+                prof_mark("refit (pass 3)");
                 if (p->interrupt && *p->interrupt) {
                     st = opc_error(OPC_ERR_INTERRUPTED, "quantization interrupted");
                     goto done;
@@ -1053,6 +1450,7 @@ opc_status opc_cuda_quantize_matrix_dev(float *dW, int64_t rows, int64_t cols, c
         CU(cudaMemcpy(den, d_den, 8 * (size_t)rows, cudaMemcpyDeviceToHost), "error download");
         out->err_num = out->err_den = 0.0;
         for (int64_t r = 0; r < rows; r++) out->err_num += num[r], out->err_den += den[r];
+        prof_mark("error + download");
     }
 
     {
@@ -1071,7 +1469,10 @@ opc_status opc_cuda_quantize_matrix_dev(float *dW, int64_t rows, int64_t cols, c
     }
 
 done:
+    if (ev) cudaEventDestroy(ev);
+    if (su) cudaStreamDestroy(su);
     if (ar.base) cudaFree(ar.base);
+    prof_mark("free");
     free(imp);
     free(cnt);
     free(allow);
@@ -1081,22 +1482,40 @@ done:
     return st;
 }
 
-opc_status opc_cuda_quantize_matrix(const float *W, int64_t rows, int64_t cols, const opc_qmatrix_params *p,
-                                    opc_qmatrix *out) {
+opc_status opc_cuda_quantize_matrix_dev(float *dW, int64_t rows, int64_t cols, const opc_qmatrix_params *p,
+                                        opc_qmatrix *out) {
+    memset(out, 0, sizeof *out);
+    if (!dW) return opc_error(OPC_ERR_INVALID_ARG, "cuda quantize: NULL weights");
+    opc_status cst = check_params(rows, cols, p);
+    if (cst) return cst;
+    return quantize_impl(dW, NULL, HOST_F32, rows, cols, p, out);
+}
+
+/* Host weights of any kind: the device copy, the quantizer, the free. */
+static opc_status quantize_host(const void *W, int kind, int64_t rows, int64_t cols, const opc_qmatrix_params *p,
+                                opc_qmatrix *out) {
     memset(out, 0, sizeof *out);
     if (!W) return opc_error(OPC_ERR_INVALID_ARG, "cuda quantize: NULL weights");
     opc_status cst = check_params(rows, cols, p);
     if (cst) return cst;
     float *dW = NULL;
     const size_t bytes = (size_t)rows * (size_t)cols * sizeof(float);
+    prof_mark(NULL);
     cudaError_t e = cudaMalloc((void **)&dW, bytes);
     if (e != cudaSuccess) return cuda_err(e, "device memory for the weights");
-    e = cudaMemcpy(dW, W, bytes, cudaMemcpyHostToDevice);
-    if (e != cudaSuccess) {
-        cudaFree(dW);
-        return cuda_err(e, "weights upload");
-    }
-    opc_status st = opc_cuda_quantize_matrix_dev(dW, rows, cols, p, out);
+    prof_mark("weights alloc");
+    opc_status st = quantize_impl(dW, W, kind, rows, cols, p, out);
     cudaFree(dW);
+    prof_mark("weights free");
     return st;
+}
+
+opc_status opc_cuda_quantize_matrix(const float *W, int64_t rows, int64_t cols, const opc_qmatrix_params *p,
+                                    opc_qmatrix *out) {
+    return quantize_host(W, HOST_F32, rows, cols, p, out);
+}
+
+opc_status opc_cuda_quantize_matrix_h16(const uint16_t *W16, int bf16, int64_t rows, int64_t cols,
+                                        const opc_qmatrix_params *p, opc_qmatrix *out) {
+    return quantize_host(W16, bf16 ? HOST_BF16 : HOST_F16, rows, cols, p, out);
 }

@@ -14,12 +14,18 @@
  * Equality with the CPU path: the rotation, group-scale candidates, index
  * assignment, outlier scores and fp16 roundings are the same float
  * operations in the same order (quant_cuda.cu is compiled without FMA
- * contraction); only double-precision sums (weighted means, prefix sums,
- * group errors) are added in another order, so a row whose optimum is a
- * near-tie could come out differently. Measured (tests/test_cuda_quant, H200):
- * bit-identical codebooks, scales, indices and outliers to the CPU path in
- * every synthetic case and on four real SmolLM2 tensors with 2-bit, group
- * scales and rotation. Deterministic run to run.
+ * contraction), and so are the k-means sums and the divide and conquer of
+ * the exact DP: without group scales the codebooks, indices and outliers are
+ * the CPU's byte for byte (tests/test_cuda_quant asserts it; err_num is summed
+ * in another order, as the CPU's own depends on its thread count). With group scales the per-group error
+ * sums of the scale search are added in another order, so a near-tie could
+ * pick another scale; measured identical on every test case and on four
+ * real SmolLM2 tensors. Deterministic run to run.
+ *
+ * Speed (bench_cuda_quant --defaults, the `quantize` defaults on every
+ * linear weight of 32 Llama-3-8B-shaped layers, upload included): see
+ * docs/RESULTS.md. From host memory the rows go up in quarters, each
+ * quarter's upload overlapping the first fit of the quarter before it.
  *
  * Not on the GPU (UNSUPPORTED): GPTQ error feedback (p->hessian), the Lloyd
  * ablation (OPC_QUANT_LLOYD), rows longer than OPC_CUDA_QUANT_MAX_COLS.
@@ -37,8 +43,9 @@ extern "C" {
 
 #include <stdint.h>
 
-/* A row is sorted in shared memory as 64-bit keys: 16384 x 8 B = 128 KiB of
- * the 227 KiB an H100 block may have. (Llama-3-8B's widest input is 14336.) */
+/* With group scales a row is sorted in shared memory as 64-bit keys: 16384 x
+ * 8 B = 128 KiB of the 227 KiB an H100 block may have; without, columns are
+ * 16-bit sort values. (Llama-3-8B's widest input is 14336.) */
 #define OPC_CUDA_QUANT_MAX_COLS 16384
 
 /* Quantize W (rows, cols) row-major in host memory, exactly as
@@ -49,10 +56,32 @@ extern "C" {
 opc_status opc_cuda_quantize_matrix(const float *W, int64_t rows, int64_t cols, const opc_qmatrix_params *p,
                                     opc_qmatrix *out);
 
+/* The same from 16-bit weights in host memory: W16 (rows, cols) fp16, or
+ * bfloat16 when bf16 != 0, widened on the device exactly as
+ * opc_fp16_to_fp32 / opc_bf16_to_fp32, so the result is that of
+ * opc_cuda_quantize_matrix on the widened weights, for half the upload and
+ * no host conversion. */
+opc_status opc_cuda_quantize_matrix_h16(const uint16_t *W16, int bf16, int64_t rows, int64_t cols,
+                                        const opc_qmatrix_params *p, opc_qmatrix *out);
+
 /* The same with W already in device memory (rows * cols floats). W_dev is
  * used as scratch: when p->rot_log2 > 0 it holds the rotated rows afterwards. */
 opc_status opc_cuda_quantize_matrix_dev(float *W_dev, int64_t rows, int64_t cols, const opc_qmatrix_params *p,
                                         opc_qmatrix *out);
+
+/* Profiling, for bench_cuda_quant: while on, every phase of the quantizer
+ * ends with a device synchronisation and its wall time (seconds) is added to
+ * that phase's total; kernel-internal splits are added in SM giga-cycles.
+ * Not thread-safe; costs nothing while off. */
+#define OPC_CUDA_QPROF_MAX 24
+typedef struct opc_cuda_qprof {
+    int n;
+    const char *name[OPC_CUDA_QPROF_MAX];
+    double value[OPC_CUDA_QPROF_MAX];
+} opc_cuda_qprof;
+void opc_cuda_quant_profile(int on);
+/* The totals since the last call, then zeroed. */
+void opc_cuda_quant_profile_take(opc_cuda_qprof *out);
 
 #ifdef __cplusplus
 }
