@@ -5,8 +5,9 @@
  * rotated matrices un-rotate to the original and compute W x from R^T x,
  * results do not depend on the thread count (GPTQ: nor on its row blocks),
  * quantize -> write -> read -> dequantize equals the in-memory result bit for
- * bit (synthetic model and stories260K), and an interrupted run leaves no
- * output and an existing output untouched.
+ * bit (synthetic model and stories260K), an interrupted run leaves no
+ * output and an existing output untouched, sizes are known before
+ * quantizing, and the mixed-precision allocation keeps its size budget.
  */
 #include "harness.h"
 
@@ -817,6 +818,194 @@ static void test_calibration_rotated(void) {
     opc_model_desc_free(d);
 }
 
+/* ------------------------------------------------- size budget ---------- */
+
+/* opc_quant_cb_bytes (known before quantizing) is what the format stores. */
+static void test_cb_bytes_prediction(void) {
+    enum { R = 37, C = 150 };
+    static float W[R * C];
+    for (int i = 0; i < R * C; i++) W[i] = (float)nrand();
+    const struct { int32_t bits, k; double frac; int gs; } cases[] = {
+        {2, 4, 0.0, 0}, {2, 4, 0.005, 0}, {2, 3, 0.01, 0}, {4, 16, 0.0, 0}, {4, 8, 0.02, 0}, {2, 4, 0.01, 1},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        opc_qmatrix_params p = mparams(cases[i].bits, cases[i].k, cases[i].frac);
+        p.group_scales = cases[i].gs;
+        opc_qmatrix q;
+        CHECK(opc_quantize_matrix(W, R, C, &p, &q) == OPC_OK);
+        CHECK_EQ_INT(q.m.n_outliers, opc_quant_outlier_count(R, C, cases[i].frac));
+        CHECK_EQ_INT(opc_cb_matrix_bytes(&q.m),
+                     opc_quant_cb_bytes(R, C, cases[i].bits, cases[i].k, cases[i].frac, cases[i].gs));
+        opc_qmatrix_free(&q);
+    }
+    CHECK_EQ_INT(opc_quant_outlier_count(4, 70000, 0.01), 0); /* 16-bit column index */
+}
+
+/* A Llama-shaped description (f32 random weights) with n_layers blocks of
+ * the seven linear classes, for the allocation tests. */
+static opc_model_desc *synth_layers(int n_layers) {
+    opc_model_desc *d = calloc(1, sizeof *d);
+    snprintf(d->path, sizeof d->path, "synthetic-%d", n_layers);
+    snprintf(d->name, sizeof d->name, "synthetic");
+    opc_config *c = &d->cfg;
+    c->dim = 256;
+    c->hidden_dim = 384;
+    c->n_layers = n_layers;
+    c->n_heads = 4;
+    c->n_kv_heads = 2;
+    c->head_dim = 16;
+    c->vocab_size = 40;
+    c->max_seq_len = 32;
+    c->rms_eps = 1e-5f;
+    c->rope_theta = 10000.0f;
+    c->tied_embeddings = 1;
+    d->vocab.bos_id = d->vocab.eos_id = d->vocab.unk_id = d->vocab.pad_id = -1;
+    const struct { const char *cls; int64_t r, c; } cls[] = {
+        {"attn_q", 256, 256}, {"attn_k", 32, 256}, {"attn_v", 32, 256}, {"attn_output", 256, 256},
+        {"ffn_gate", 384, 256}, {"ffn_up", 384, 256}, {"ffn_down", 256, 384},
+    };
+    const int nc = (int)(sizeof cls / sizeof cls[0]);
+    opc_model_desc_alloc_tensors(d, 1 + n_layers * nc);
+    for (int i = 0; i < d->n_tensors; i++) {
+        opc_tensor *x = &d->tensors[i];
+        int64_t r = 40, cc = 256;
+        if (i == 0) {
+            snprintf(x->name, OPC_MAX_NAME, "token_embd.weight");
+        } else {
+            int l = (i - 1) / nc, j = (i - 1) % nc;
+            snprintf(x->name, OPC_MAX_NAME, "blk.%d.%s.weight", l, cls[j].cls);
+            r = cls[j].r;
+            cc = cls[j].c;
+        }
+        x->type = OPC_TYPE_F32;
+        x->n_dims = 2;
+        x->shape[0] = r;
+        x->shape[1] = cc;
+        float *b = opc_aligned_alloc((size_t)(r * cc) * 4);
+        for (int64_t e = 0; e < r * cc; e++) b[e] = (float)(0.05 * nrand());
+        x->data = x->owned = b;
+        x->nbytes = (uint64_t)(r * cc) * 4;
+        x->qerr = -1.0f;
+    }
+    return d;
+}
+
+/* Bits and outlier fraction a tensor gets under the allocation's rules. */
+static void planned(const opc_model_desc *d, int32_t i, const opc_quant_params *p, const opc_quant_alloc *a,
+                    int32_t *k, double *frac) {
+    opc_quant_params q = *p;
+    q.overrides = a->overrides;
+    q.outlier_overrides = a->outlier_overrides;
+    q.edge_layers = d->cfg.n_layers;
+    opc_quant_choice ch;
+    int32_t ib;
+    *k = 0;
+    CHECK(opc_quant_plan(&d->tensors[i], &q, &ch, &ib, k) == OPC_OK);
+    *frac = opc_quant_outlier_frac(d->tensors[i].name, &q);
+}
+
+/* The allocation stays within the budget, spends more as the budget grows,
+ * is deterministic, takes steps in their order (the first block's FFN
+ * before the rest), leaves tensors the caller named alone, and does nothing
+ * when the budget is below the uniform size. */
+static void test_allocation(void) {
+    opc_model_desc *d = synth_layers(6);
+    opc_quant_params p = opc_quant_defaults();
+    p.outlier_frac = 0.005;
+    opc_quant_alloc a, b;
+    double prev = 0.0;
+    int n_budgets = 0;
+    p.bpw_budget = 1.0;
+    CHECK(opc_quant_allocate(d->tensors, d->n_tensors, d->cfg.n_layers, &p, &a) == OPC_OK);
+    const double base = a.bpw_base, q_elems = (double)a.q_elems;
+    CHECK(a.bpw == base && !a.steps && base > 2.0 && base < 3.0);
+    opc_quant_alloc_free(&a);
+    /* what the first step (blk.0.ffn_down to 4 bits) costs, in bpw */
+    const double step1 = 8.0 * ((double)opc_quant_cb_bytes(256, 384, 4, 16, 0.0, 0) -
+                                (double)opc_quant_cb_bytes(256, 384, 2, 4, 0.005, 0)) / q_elems;
+    for (double budget = base - 0.1; budget <= base + 2.5; budget += 0.05) {
+        p.bpw_budget = budget;
+        CHECK(opc_quant_allocate(d->tensors, d->n_tensors, d->cfg.n_layers, &p, &a) == OPC_OK);
+        CHECK(opc_quant_allocate(d->tensors, d->n_tensors, d->cfg.n_layers, &p, &b) == OPC_OK);
+        CHECK(!strcmp(a.overrides ? a.overrides : "", b.overrides ? b.overrides : "") &&
+              !strcmp(a.outlier_overrides ? a.outlier_overrides : "", b.outlier_overrides ? b.outlier_overrides : ""));
+        CHECK(a.bpw_base == base);
+        if (budget >= base) CHECK_MSG(a.bpw <= budget, "bpw %.4f > budget %.4f", a.bpw, budget);
+        else CHECK(a.bpw == base && !a.steps);
+        CHECK(a.bpw >= prev);
+        prev = a.bpw;
+        /* the first step fits: blk.0.ffn_down is 4-bit without outliers */
+        int32_t k;
+        double f;
+        planned(d, 7, &p, &a, &k, &f); /* blk.0.ffn_down */
+        if (budget >= base + step1) CHECK(k == 16 && f == 0.0);
+        else CHECK(k == 4 && f == 0.005);
+        planned(d, 2, &p, &a, &k, &f); /* blk.0.attn_k: no step names it */
+        CHECK(k == 4 && f == 0.005);
+        n_budgets++;
+        opc_quant_alloc_free(&a);
+        opc_quant_alloc_free(&b);
+    }
+    CHECK(n_budgets > 40);
+    CHECK(prev > base + 0.5); /* the largest budgets take every step */
+    /* tensors named by the caller are left as given and still counted */
+    p.bpw_budget = base + 2.0;
+    p.overrides = "blk.0.ffn_down=2";
+    p.outlier_overrides = "blk.5.ffn_up=0.02";
+    CHECK(opc_quant_allocate(d->tensors, d->n_tensors, d->cfg.n_layers, &p, &a) == OPC_OK);
+    int32_t k;
+    double f;
+    planned(d, 7, &p, &a, &k, &f);
+    CHECK(k == 4 && f == 0.005);
+    planned(d, 1 + 5 * 7 + 5, &p, &a, &k, &f); /* blk.5.ffn_up */
+    CHECK(k == 4 && f == 0.02);
+    planned(d, 1 + 5 * 7 + 6, &p, &a, &k, &f); /* blk.5.ffn_down: the last block's, promoted */
+    CHECK(k == 16 && f == 0.0);
+    planned(d, 1 + 2 * 7 + 2, &p, &a, &k, &f); /* blk.2.attn_v */
+    CHECK(k == 16 && f == 0.0);
+    opc_quant_alloc_free(&a);
+    /* malformed caller lists */
+    p.outlier_overrides = "ffn_up=0.7";
+    CHECK(opc_quant_allocate(d->tensors, d->n_tensors, d->cfg.n_layers, &p, &a) == OPC_ERR_INVALID_ARG);
+    p.outlier_overrides = "ffn_up";
+    CHECK(opc_quant_outlier_frac("blk.0.ffn_up.weight", &p) < 0.0);
+    char path[1024];
+    tmp_path(path, sizeof path, "q_bad_ol.bf2");
+    CHECK(opc_quantize_model(d, path, &p, NULL) == OPC_ERR_INVALID_ARG);
+    CHECK(!opc_file_exists(path));
+
+    /* end to end: the file is within the budget and what the rules say,
+     * tensor by tensor (round_trip with the rules as plain overrides) */
+    p.overrides = NULL;
+    p.outlier_overrides = NULL;
+    p.bpw_budget = base + 0.3;
+    CHECK(opc_quant_allocate(d->tensors, d->n_tensors, d->cfg.n_layers, &p, &a) == OPC_OK);
+    CHECK(a.steps != NULL);
+    tmp_path(path, sizeof path, "q_budget.bf2");
+    opc_quant_summary sum;
+    CHECK(opc_quantize_model(d, path, &p, &sum) == OPC_OK);
+    CHECK(sum.q_bytes <= a.q_bytes && sum.q_elems == a.q_elems);
+    CHECK_MSG(8.0 * (double)sum.q_bytes / (double)sum.q_elems <= p.bpw_budget, "%.4f bpw",
+              8.0 * (double)sum.q_bytes / (double)sum.q_elems);
+    CHECK(sum.alloc_steps && !strcmp(sum.alloc_steps, a.steps));
+    opc_quant_summary_free(&sum);
+    opc_model_desc *q = NULL;
+    CHECK(opc_model_desc_open(path, &q) == OPC_OK);
+    for (int32_t i = 0; q && i < q->n_tensors; i++) {
+        planned(d, i, &p, &a, &k, &f);
+        CHECK(q->tensors[i].cb.k == k);
+    }
+    opc_model_desc_free(q);
+    remove(path);
+    opc_quant_params r = p;
+    r.bpw_budget = 0.0;
+    r.overrides = a.overrides;
+    r.outlier_overrides = a.outlier_overrides;
+    round_trip(d, &r, "q_budget_rules.bf2");
+    opc_quant_alloc_free(&a);
+    opc_model_desc_free(d);
+}
+
 int main(void) {
     RUN(test_bits_layout);
     RUN(test_planted_outliers);
@@ -831,5 +1020,7 @@ int main(void) {
     RUN(test_interrupt);
     RUN(test_round_trip_stories260k);
     RUN(test_calibration_rotated);
+    RUN(test_cb_bytes_prediction);
+    RUN(test_allocation);
     return harness_finish();
 }

@@ -25,7 +25,7 @@ static volatile sig_atomic_t g_interrupt;
 /* GPTQ defaults (measured on SmolLM2-135M, docs/RESULTS.md): on at this
  * --bits (0: never by default), with this many calibration tokens unless
  * --calib-tokens says otherwise, and this relative damping. */
-#define GPTQ_AUTO_BITS 0.0f
+#define GPTQ_AUTO_MAX_COLS 2048 /* --gptq auto: on at 2 bits up to this input width */
 #define GPTQ_CALIB_TOKENS 1024
 #define GPTQ_DAMP 0.1
 
@@ -40,15 +40,27 @@ static void usage(FILE *f) {
             "\n"
             "  --bits B            1.58 (ternary, k=3), 2 (k=4, default), 3 (k=8) or 4 (k=16)\n"
             "  --outliers F        fraction of each quantized tensor kept as fp16 deltas (default 0.005\n"
-            "                      at --bits 2, where the edge layers take 4 bits; 0.01 otherwise)\n"
-            "  --edge-bits B       bits of the first and last transformer block (default 4 at --bits 2,\n"
-            "                      else the same as --bits; 0 = like the rest); --override wins\n"
+            "                      at --bits 2, 0.01 otherwise)\n"
+            "  --bpw-budget X      mixed precision under X bits/weight all-in over the codebook tensors\n"
+            "                      (default 2.5 at --bits 2, else 0 = off): starting from --bits and\n"
+            "                      --outliers everywhere, tensors are promoted step by step while the size\n"
+            "                      fits, in the order of their measured KLD gain per bit on SmolLM2\n"
+            "                      (docs/RESULTS.md): the first block's FFN, the last block's ffn_down,\n"
+            "                      every attn_v, the last block's ffn_up to 4 bits without outliers, then\n"
+            "                      1%% outliers in ffn_up, ffn_gate, ffn_down, then all of ffn_down, ffn_up,\n"
+            "                      ffn_gate, attn_output, attn_q to 4 bits;\n"
+            "                      tensors named by --override, --override-outliers or --edge-bits are\n"
+            "                      left as given (and counted)\n"
+            "  --edge-bits B       bits of the first and last transformer block (default: like the rest;\n"
+            "                      0 = off); --override wins\n");
+    fprintf(f, /* two calls: C11 only promises string literals of 4095 bytes */
             "  --method M          kmeans (default: weighted k-means, exact 1-D optimum per row),\n"
             "                      lloyd (weighted k-means by Lloyd iterations, for comparison) or\n"
             "                      rtn (naive baseline: uniform levels between row min and max)\n"
-            "  --gptq [on|off]     GPTQ-style error feedback with the calibration Hessians (default off;\n"
-            "                      about 4x the time of the default on SmolLM2; with it --calib-tokens\n"
-            "                      defaults to %d: it needs a well determined Hessian, RESULTS.md)\n"
+            "  --gptq [on|off]     GPTQ-style error feedback with the calibration Hessians (default: on at\n"
+            "                      --bits 2 when no quantized matrix is wider than %d columns, i.e. small\n"
+            "                      models, where it costs ~4x the time; with it --calib-tokens defaults\n"
+            "                      to %d: it needs a well determined Hessian, RESULTS.md)\n"
             "  --no-gptq           the same as --gptq off\n"
             "  --gptq-damp D       damping of the Hessian, relative to its mean diagonal (default %g)\n"
             "  --group-scales on|off  one scale byte per (row, 64 columns) on codebook tensors (+0.125 bpw;\n"
@@ -68,17 +80,21 @@ static void usage(FILE *f) {
             "                      defaults token_embd.weight and output.weight)\n"
             "  --override PAT=B,.. per-tensor bits (1.58/2/3/4, 16 = f16, 32 = f32), e.g.\n"
             "                      'attn_v=3,ffn_down=3'; first match wins, over the f16 defaults\n"
+            "  --override-outliers PAT=F,..  per-tensor outlier fraction, e.g. 'blk.0.*=0'; first match\n"
+            "                      wins over --outliers\n"
             "  --threads N         OpenMP threads (default: all)\n"
             "  --seed S            seed for k-means++ and calibration sampling (default 1)\n"
             "  --n-init N          k-means starts per row (default 3)\n"
             "  --device D          cpu (default) or cuda: per-row k-means, group scales, rotation and\n"
             "                      outliers on the GPU, same tensors as the CPU path (calibration and --gptq\n"
             "                      tensors stay on the CPU; --method lloyd is CPU only)\n"
+            "  --dry-run           print what each codebook tensor would get (bits, outliers, bpw) and\n"
+            "                      the all-in bpw, then stop (no calibration, no output file)\n"
             "  --verbose           one summary line per tensor\n"
             "  --quiet             no progress bar\n"
             "\n"
             "A pattern with * ? [ is a glob on the full tensor name, otherwise a substring.\n",
-            GPTQ_CALIB_TOKENS, GPTQ_DAMP, GPTQ_CALIB_TOKENS);
+            GPTQ_AUTO_MAX_COLS, GPTQ_CALIB_TOKENS, GPTQ_DAMP, GPTQ_CALIB_TOKENS);
 }
 
 typedef struct prog_ctx {
@@ -132,12 +148,66 @@ static opc_status calib_from_file(const opc_model_desc *d, const char *path, int
     return st;
 }
 
+/* --dry-run: what each tensor would get (bits, outliers, bytes) and the
+ * all-in bpw, without calibrating or quantizing. */
+static opc_status print_plan(const opc_model_desc *d, const opc_quant_params *p0) {
+    opc_quant_params p = *p0;
+    p.edge_layers = d->cfg.n_layers;
+    opc_quant_alloc a;
+    memset(&a, 0, sizeof a);
+    if (p.bpw_budget > 0.0) {
+        opc_status st = opc_quant_allocate(d->tensors, d->n_tensors, d->cfg.n_layers, &p, &a);
+        if (st) return st;
+        p.overrides = a.overrides;
+        p.outlier_overrides = a.outlier_overrides;
+    }
+    uint64_t qb = 0, qe = 0;
+    opc_status st = OPC_OK;
+    printf("%-28s %-5s %3s %11s %9s %8s\n", "tensor", "store", "k", "shape", "bpw", "outl%");
+    for (int32_t i = 0; i < d->n_tensors && st == OPC_OK; i++) {
+        const opc_tensor *t = &d->tensors[i];
+        opc_quant_choice ch;
+        int32_t ib, k;
+        st = opc_quant_plan(t, &p, &ch, &ib, &k);
+        if (st || ch != OPC_QC_CB) continue;
+        double f = opc_quant_outlier_frac(t->name, &p);
+        uint64_t b = opc_quant_cb_bytes(t->shape[0], t->shape[1], ib, k, f, p.group_scales);
+        double ne = (double)opc_tensor_nelem(t);
+        char shape[32];
+        snprintf(shape, sizeof shape, "%lldx%lld", (long long)t->shape[0], (long long)t->shape[1]);
+        printf("%-28s cb%-3d %3d %11s %9.4f %8.3f\n", t->name, ib, k, shape, 8.0 * (double)b / ne, 100.0 * f);
+        qb += b;
+        qe += (uint64_t)ne;
+    }
+    if (st == OPC_OK && qe) {
+        printf("codebook tensors: %llu weights, %.4f bpw all-in (at most: outliers as planned)\n",
+               (unsigned long long)qe, 8.0 * (double)qb / (double)qe);
+        if (p0->bpw_budget > 0.0)
+            printf("allocation: budget %g bpw, from %.4f bpw: %s\n", p0->bpw_budget, a.bpw_base,
+                   a.steps ? a.steps : "no step fits");
+    }
+    opc_quant_alloc_free(&a);
+    return st;
+}
+
+/* Widest input (columns) of the matrices quantize would quantize: 2-D
+ * weights other than the embedding and the head (kept f16 by default). */
+static int64_t max_matrix_cols(const opc_model_desc *d) {
+    int64_t m = 0;
+    for (int32_t i = 0; i < d->n_tensors; i++) {
+        const opc_tensor *t = &d->tensors[i];
+        if (t->n_dims != 2 || !strcmp(t->name, "token_embd.weight") || !strcmp(t->name, "output.weight")) continue;
+        if (t->shape[1] > m) m = t->shape[1];
+    }
+    return m;
+}
+
 int opc_cmd_quantize(int argc, char **argv) {
     const char *model = NULL, *out = NULL, *calib = NULL;
     opc_quant_params p = opc_quant_defaults();
     int32_t calib_tokens = -1, calib_ctx = 256; /* -1: the default for the GPTQ choice */
-    int gptq = -1;                                /* -1: auto (GPTQ_AUTO_BITS), 0 off, 1 on */
-    int outliers_set = 0, edge_set = 0;
+    int gptq = -1;                                /* -1: auto (GPTQ_AUTO_MAX_COLS), 0 off, 1 on */
+    int outliers_set = 0, budget_set = 0, dry_run = 0;
     p.gptq_damp = GPTQ_DAMP;
     int verbose = 0, quiet = 0;
     for (int i = 1; i < argc; i++) {
@@ -255,6 +325,18 @@ int opc_cmd_quantize(int argc, char **argv) {
         } else if (!strcmp(a, "--override")) {
             NEED_VALUE;
             p.overrides = v;
+        } else if (!strcmp(a, "--override-outliers")) {
+            NEED_VALUE;
+            p.outlier_overrides = v;
+        } else if (!strcmp(a, "--bpw-budget")) {
+            NEED_VALUE;
+            char *end;
+            p.bpw_budget = strtod(v, &end);
+            budget_set = 1;
+            if (*end || !(p.bpw_budget >= 0.0 && p.bpw_budget <= 64.0)) {
+                fprintf(stderr, "opacc1ty quantize: --bpw-budget must be in [0, 64] (got %s)\n", v);
+                return 2;
+            }
         } else if (!strcmp(a, "--edge-bits")) {
             NEED_VALUE;
             char *end;
@@ -264,7 +346,6 @@ int opc_cmd_quantize(int argc, char **argv) {
                 fprintf(stderr, "opacc1ty quantize: --edge-bits must be 0, 1.58, 2, 3, 4 or 16 (got %s)\n", v);
                 return 2;
             }
-            edge_set = 1;
         } else if (!strcmp(a, "--threads")) {
             NEED_VALUE;
             p.n_threads = atoi(v);
@@ -289,6 +370,8 @@ int opc_cmd_quantize(int argc, char **argv) {
                 fprintf(stderr, "opacc1ty quantize: --device must be cpu or cuda (got %s)\n", v);
                 return 2;
             }
+        } else if (!strcmp(a, "--dry-run")) {
+            dry_run = 1;
         } else if (!strcmp(a, "--verbose") || !strcmp(a, "-v")) {
             verbose = 1;
         } else if (!strcmp(a, "--quiet") || !strcmp(a, "-q")) {
@@ -305,7 +388,7 @@ int opc_cmd_quantize(int argc, char **argv) {
         }
 #undef NEED_VALUE
     }
-    if (!model || !out) {
+    if (!model || (!out && !dry_run)) {
         usage(stderr);
         return 2;
     }
@@ -313,32 +396,41 @@ int opc_cmd_quantize(int argc, char **argv) {
         fprintf(stderr, "opacc1ty quantize: --method lloyd runs on the CPU only (drop --device cuda)\n");
         return 2;
     }
-    /* 2-bit default: 4-bit first/last blocks and half the outliers (same
-     * size, PPL 149 vs 198 on SmolLM2, docs/RESULTS.md). */
+    /* 2-bit default: 0.5 % outliers and mixed precision under 2.5 bpw
+     * (docs/RESULTS.md, SmolLM2 ctx 512, 10 chunks: PPL 115.4 / KLD 1.153 at
+     * 2.4895 bpw, vs 149.1 / 1.335 for 4-bit edge blocks at 2.4528 and
+     * 198.1 / 1.567 for uniform 2-bit with 1 % outliers at 2.4607). */
     if (fabsf(p.bits - 2.0f) < 0.01f) {
-        if (!edge_set) p.edge_bits = 4.0f;
         if (!outliers_set) p.outlier_frac = 0.005;
+        if (!budget_set) p.bpw_budget = 2.5;
     }
     if (calib_ctx < 2) {
         fprintf(stderr, "opacc1ty quantize: --calib-ctx must be >= 2\n");
         return 2;
     }
-    /* Default: GPTQ at the bit widths where it measured better for its time
-     * (docs/RESULTS.md), when there is calibration and a k-means method to
-     * feed back into; it wants more calibration tokens for a well
-     * determined Hessian. */
-    if (gptq < 0)
-        gptq = GPTQ_AUTO_BITS > 0.0f && fabsf(p.bits - GPTQ_AUTO_BITS) < 0.01f && calib_tokens != 0 &&
-               p.method != OPC_QUANT_RTN;
-    p.gptq = gptq;
-    if (calib_tokens < 0) calib_tokens = gptq ? GPTQ_CALIB_TOKENS : 256;
-
     signal(SIGINT, on_sigint);
     signal(SIGTERM, on_sigint); /* `kill` too: stop cleanly, remove the temporary file */
     p.interrupt = &g_interrupt;
     opc_model_desc *d = NULL;
     opc_status st = opc_model_desc_open(model, &d);
     if (st) return opc_cli_fail(st, model);
+    /* Default: GPTQ at 2 bits when every quantized matrix is at most
+     * GPTQ_AUTO_MAX_COLS wide (small models: its cost grows with rows x
+     * cols^2 per matrix, ~4x the plain quantize time on SmolLM2-135M, far more
+     * on 1B+ models), with calibration and a k-means method to feed back
+     * into. SmolLM2, ctx 512, 10 chunks, same 2.4895 bpw: PPL 115.4 -> 94.1,
+     * KLD 1.153 -> 1.028 (docs/RESULTS.md). It wants more calibration tokens
+     * for a well determined Hessian. */
+    if (gptq < 0)
+        gptq = fabsf(p.bits - 2.0f) < 0.01f && calib_tokens != 0 && p.method != OPC_QUANT_RTN &&
+               max_matrix_cols(d) <= GPTQ_AUTO_MAX_COLS;
+    p.gptq = gptq;
+    if (calib_tokens < 0) calib_tokens = gptq ? GPTQ_CALIB_TOKENS : 256;
+    if (dry_run) {
+        st = print_plan(d, &p);
+        opc_model_desc_free(d);
+        return st ? opc_cli_fail(st, "plan") : 0;
+    }
 
     /* Calibration: importance = sum of squared input activations per column. */
     opc_importance imp;
@@ -414,6 +506,9 @@ int opc_cmd_quantize(int argc, char **argv) {
     if (p.edge_bits > 0.0f)
         printf("  edge layers   blk.0 and blk.%d at %g bits (--edge-bits; --override wins)\n", d->cfg.n_layers - 1,
                (double)p.edge_bits);
+    if (p.bpw_budget > 0.0)
+        printf("  allocation    budget %g bpw, from %.4f bpw: %s\n", p.bpw_budget, s.alloc_bpw_base,
+               s.alloc_steps ? s.alloc_steps : "no step fits");
     if (p.rotate)
         printf("  layout        group scales %s, rotation on (blocks up to %d columns%s%s)\n",
                p.group_scales ? "on" : "off", 1 << p.rot_max_log2, p.rotate_tensors ? ", tensors " : "",

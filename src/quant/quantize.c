@@ -19,6 +19,7 @@
 #include <fnmatch.h>
 #include <math.h>
 #include <omp.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +42,24 @@ int opc_quant_bits_layout(float bits, int32_t *index_bits, int32_t *k) {
 
 uint64_t opc_cb_matrix_bytes(const opc_cb_matrix *m) {
     return opc_bf2_cb_bytes(m); /* exactly what .bf2 stores for it (format/bf2.c) */
+}
+
+uint64_t opc_quant_outlier_count(int64_t rows, int64_t cols, double frac) {
+    if (!(frac > 0.0) || cols > 65535 || rows < 1 || cols < 1) return 0;
+    /* the product in this order, as the GPU quantizer forms it */
+    return (uint64_t)llround(frac * (double)((uint64_t)rows * (uint64_t)cols));
+}
+
+uint64_t opc_quant_cb_bytes(int64_t rows, int64_t cols, int32_t index_bits, int32_t k, double outlier_frac,
+                            int group_scales) {
+    /* the parts FORMAT.md lists for CB2/CB4: indices, codebooks (+ scale
+     * bytes), and when there are outliers the CSR row pointers, columns and
+     * values; test_quantize checks this against what the writer stores */
+    uint64_t r = (uint64_t)rows, n_out = opc_quant_outlier_count(rows, cols, outlier_frac);
+    uint64_t b = r * opc_cb_row_bytes(index_bits, cols) + r * (uint64_t)k * 2u;
+    if (group_scales) b += r * (uint64_t)opc_cb_groups(cols);
+    if (n_out) b += (r + 1u) * 4u + n_out * 4u;
+    return b;
 }
 
 int32_t opc_quant_rot_log2(int64_t cols, int32_t max_log2) {
@@ -683,8 +702,7 @@ opc_status opc_quantize_matrix(const float *W, int64_t rows, int64_t cols, const
     const int64_t ng = opc_cb_groups(cols);
     int nt = p->n_threads > 0 ? p->n_threads : omp_get_max_threads();
     if (nt < 1) nt = 1;
-    uint64_t n_out = 0;
-    if (p->outlier_frac > 0.0 && cols <= 65535) n_out = (uint64_t)llround(p->outlier_frac * (double)nel);
+    uint64_t n_out = opc_quant_outlier_count(rows, cols, p->outlier_frac);
     if (n_out >= (1ull << 32)) return opc_error(OPC_ERR_INVALID_ARG, "quantize_matrix: too many outliers");
 
     opc_status st = OPC_OK;
@@ -1413,6 +1431,41 @@ static int override_bits(const char *list, const char *name, float *bits) {
     return 0;
 }
 
+/* First outlier rule PATTERN=FRACTION of list matching name: 1 and *frac
+ * set; 0 none; -1 malformed (error set). */
+static int outlier_rule(const char *list, const char *name, double *frac) {
+    while (list && *list) {
+        const char *e = strchr(list, ',');
+        size_t len = e ? (size_t)(e - list) : strlen(list);
+        const char *eq = memchr(list, '=', len);
+        char num[32];
+        size_t nl = eq ? len - (size_t)(eq + 1 - list) : 0;
+        if (!eq || eq == list || nl == 0 || nl >= sizeof num) {
+            opc_error(OPC_ERR_INVALID_ARG, "outlier override '%.*s' is not PATTERN=FRACTION", (int)len, list);
+            return -1;
+        }
+        memcpy(num, eq + 1, nl);
+        num[nl] = '\0';
+        char *end;
+        double f = strtod(num, &end);
+        if (*end || !(f >= 0.0 && f <= 0.5)) {
+            opc_error(OPC_ERR_INVALID_ARG, "outlier override '%.*s': FRACTION must be in [0, 0.5]", (int)len, list);
+            return -1;
+        }
+        if (pattern_match(list, (size_t)(eq - list), name)) {
+            *frac = f;
+            return 1;
+        }
+        list = e ? e + 1 : NULL;
+    }
+    return 0;
+}
+
+double opc_quant_outlier_frac(const char *name, const opc_quant_params *p) {
+    double f = p->outlier_frac;
+    return outlier_rule(p->outlier_overrides, name, &f) < 0 ? -1.0 : f;
+}
+
 opc_status opc_quant_plan(const opc_tensor *t, const opc_quant_params *p, opc_quant_choice *choice,
                           int32_t *index_bits, int32_t *k) {
     *index_bits = *k = 0;
@@ -1453,6 +1506,229 @@ opc_status opc_quant_plan(const opc_tensor *t, const opc_quant_params *p, opc_qu
     if (!opc_quant_bits_layout(bits, index_bits, k))
         return opc_error(OPC_ERR_INVALID_ARG, "unsupported --bits %g (1.58, 2, 3 or 4)", (double)bits);
     *choice = OPC_QC_CB;
+    return OPC_OK;
+}
+
+/* ---------------------------------------------------------- allocation -- */
+
+/* Where an allocation step applies: every block, or only the first / last. */
+typedef enum alloc_where { AT_ALL = 0, AT_FIRST, AT_LAST } alloc_where;
+
+/* One step of the 2-bit allocation: the tensors of class `cls` (a name
+ * substring) in `where`'s blocks go to `bits` without outliers, or (bits 0)
+ * keep their bits and get the outlier fraction `outliers`. */
+typedef struct alloc_step {
+    alloc_where where;
+    const char *cls;
+    float bits;
+    double outliers;
+    const char *name; /* for the summary */
+} alloc_step;
+
+/* Steps in the order of their measured KLD gain per stored bit on
+ * SmolLM2-135M: KLD to the unquantized model on held-out WikiText-2 tokens
+ * (6 x 512 tokens after the first 40 chunks, so not the reported chunks),
+ * each step alone on top of 2-bit + 0.5 % outliers everywhere (with attn_v
+ * at 4 bits for the per-block FFN rows), scripts/dev/mix_eval.c; the KLD
+ * decrease / bpw spent is in the comment. Per block, only the first and the
+ * last stand out (first block FFN 6-7, last ffn_down 4, ffn_up 2.5; any
+ * middle block's FFN tensor 0.0-1.5, mean ~0.6); whole classes: attn_v 2.5,
+ * ffn_up 0.9, ffn_gate 0.75, attn_output 0.7, attn_q 0.3, attn_k 0. Outliers
+ * 0.5 -> 1 %: attn_v 2.9 (but it is 4-bit by then), ffn_up 1.9, ffn_gate 1.6,
+ * ffn_down 1.4, attn_q 0.8, attn_k and attn_output 0. Promoted tensors drop
+ * their outliers: at 4 bits they measured no better with them. 3 bits (k = 8)
+ * stores the same 4-bit indices and measured clearly worse than 4. */
+static const alloc_step k_alloc_steps[] = {
+    {AT_FIRST, "ffn_down", 4.0f, 0.0, "first-block ffn_down"}, /* 6.8: -0.119 KLD for 0.0176 bpw */
+    {AT_FIRST, "ffn_up", 4.0f, 0.0, "first-block ffn_up"},     /* 6.7 */
+    {AT_FIRST, "ffn_gate", 4.0f, 0.0, "first-block ffn_gate"}, /* 6.0 */
+    {AT_LAST, "ffn_down", 4.0f, 0.0, "last-block ffn_down"},   /* 3.6 */
+    {AT_ALL, "attn_v", 4.0f, 0.0, "attn_v"},                   /* 2.5: -0.165 for 0.066 bpw */
+    {AT_LAST, "ffn_up", 4.0f, 0.0, "last-block ffn_up"},       /* 2.5 */
+    {AT_ALL, "ffn_up", 0.0f, 0.01, "ffn_up outliers 1%"},      /* 1.9: -0.078 for 0.040 bpw */
+    {AT_ALL, "ffn_gate", 0.0f, 0.01, "ffn_gate outliers 1%"},  /* 1.6 */
+    {AT_ALL, "ffn_down", 0.0f, 0.01, "ffn_down outliers 1%"},  /* 1.4 */
+    /* beyond 2.5 bpw on SmolLM2: whole classes (attn_k gained nothing) */
+    {AT_ALL, "ffn_down", 4.0f, 0.0, "ffn_down"},               /* 1.0: -0.49 for 0.49 bpw */
+    {AT_ALL, "ffn_up", 4.0f, 0.0, "ffn_up"},                   /* 0.86 */
+    {AT_ALL, "ffn_gate", 4.0f, 0.0, "ffn_gate"},               /* 0.75 */
+    {AT_ALL, "attn_output", 4.0f, 0.0, "attn_output"},         /* 0.67 */
+    {AT_ALL, "attn_q", 4.0f, 0.0, "attn_q"},                   /* 0.31 */
+};
+
+void opc_quant_alloc_free(opc_quant_alloc *a) {
+    if (!a) return;
+    free(a->overrides);
+    free(a->outlier_overrides);
+    free(a->steps);
+    memset(a, 0, sizeof *a);
+}
+
+/* The block index of a "blk.N." name, or -1. */
+static int block_of(const char *name) {
+    int layer = -1, used = 0;
+    if (sscanf(name, "blk.%d.%n", &layer, &used) == 1 && used > 0) return layer;
+    return -1;
+}
+
+/* A growable string for the rule lists. */
+typedef struct sbuf {
+    char *s;
+    size_t len, cap;
+} sbuf;
+
+static int sbuf_add(sbuf *b, const char *sep, const char *fmt, ...) OPC_PRINTF(3, 4);
+static int sbuf_add(sbuf *b, const char *sep, const char *fmt, ...) {
+    char tmp[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof tmp) return 0;
+    size_t sl = b->len ? strlen(sep) : 0, need = b->len + sl + (size_t)n + 1;
+    if (need > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < need) cap *= 2;
+        char *s = realloc(b->s, cap);
+        if (!s) return 0;
+        b->s = s;
+        b->cap = cap;
+    }
+    memcpy(b->s + b->len, sep, sl);
+    memcpy(b->s + b->len + sl, tmp, (size_t)n + 1);
+    b->len += sl + (size_t)n;
+    return 1;
+}
+
+/* Per codebook tensor: its state while the steps are walked. */
+typedef struct alloc_t {
+    int32_t ib, k;   /* index bits, entries */
+    float bits;      /* 0: not a codebook tensor */
+    double frac;     /* outlier fraction */
+    int fixed;       /* named by the caller (overrides, outlier overrides, edge_bits) */
+    int changed;     /* a step changed it */
+    uint64_t bytes;
+} alloc_t;
+
+opc_status opc_quant_allocate(const opc_tensor *tensors, int32_t n_tensors, int32_t n_layers,
+                              const opc_quant_params *p, opc_quant_alloc *out) {
+    memset(out, 0, sizeof *out);
+    opc_quant_params pl = *p;
+    pl.edge_layers = n_layers;
+    alloc_t *a = calloc((size_t)(n_tensors > 0 ? n_tensors : 1), sizeof *a);
+    if (!a) return opc_error(OPC_ERR_NOMEM, "allocate: cannot allocate the tensor table");
+    uint64_t q_bytes = 0, q_elems = 0;
+    opc_status st = OPC_OK;
+    for (int32_t i = 0; i < n_tensors && st == OPC_OK; i++) {
+        const opc_tensor *t = &tensors[i];
+        opc_quant_choice ch;
+        st = opc_quant_plan(t, &pl, &ch, &a[i].ib, &a[i].k);
+        if (st || ch != OPC_QC_CB) continue;
+        float ob;
+        int layer = block_of(t->name);
+        a[i].bits = a[i].k == 3 ? 1.58f : a[i].k == 4 ? 2.0f : a[i].k == 8 ? 3.0f : 4.0f;
+        a[i].frac = opc_quant_outlier_frac(t->name, &pl);
+        if (a[i].frac < 0.0) {
+            st = OPC_ERR_INVALID_ARG;
+            break;
+        }
+        double of;
+        a[i].fixed = override_bits(pl.overrides, t->name, &ob) != 0 || outlier_rule(pl.outlier_overrides, t->name, &of) ||
+                     (pl.edge_bits > 0.0f && (layer == 0 || layer == n_layers - 1));
+        a[i].bytes = opc_quant_cb_bytes(t->shape[0], t->shape[1], a[i].ib, a[i].k, a[i].frac, pl.group_scales);
+        q_bytes += a[i].bytes;
+        q_elems += (uint64_t)opc_tensor_nelem(t);
+    }
+    if (st) {
+        free(a);
+        return st;
+    }
+    out->bpw_base = q_elems ? 8.0 * (double)q_bytes / (double)q_elems : 0.0;
+    /* the byte limit: 8 bytes / q_elems <= budget */
+    const uint64_t limit = (uint64_t)floor(p->bpw_budget * (double)q_elems / 8.0);
+    sbuf steps = {0}, ov = {0}, ol = {0};
+    int ok = 1;
+    for (size_t s = 0; s < sizeof k_alloc_steps / sizeof k_alloc_steps[0] && ok; s++) {
+        const alloc_step *stp = &k_alloc_steps[s];
+        int32_t ib = 0, k = 0;
+        if (stp->bits > 0.0f && !opc_quant_bits_layout(stp->bits, &ib, &k)) continue;
+        int64_t delta = 0;
+        int n_hit = 0;
+        for (int pass = 0; pass < 2; pass++) { /* 0: cost, 1: apply */
+            for (int32_t i = 0; i < n_tensors; i++) {
+                const opc_tensor *t = &tensors[i];
+                if (a[i].bits == 0.0f || a[i].fixed || !strstr(t->name, stp->cls)) continue;
+                int layer = block_of(t->name);
+                if ((stp->where == AT_FIRST && layer != 0) || (stp->where == AT_LAST && layer != n_layers - 1))
+                    continue;
+                int32_t nib = a[i].ib, nk = a[i].k;
+                double nf = a[i].frac;
+                float nb = a[i].bits;
+                if (stp->bits > 0.0f) {
+                    if (a[i].bits >= stp->bits) continue;
+                    nib = ib, nk = k, nb = stp->bits, nf = stp->outliers;
+                } else {
+                    if (a[i].changed || a[i].frac >= stp->outliers) continue; /* promoted, or has more */
+                    nf = stp->outliers;
+                }
+                uint64_t nbytes = opc_quant_cb_bytes(t->shape[0], t->shape[1], nib, nk, nf, pl.group_scales);
+                if (pass == 0) {
+                    delta += (int64_t)nbytes - (int64_t)a[i].bytes;
+                    n_hit++;
+                } else {
+                    a[i].ib = nib, a[i].k = nk, a[i].bits = nb, a[i].frac = nf, a[i].bytes = nbytes;
+                    a[i].changed = 1;
+                }
+            }
+            if (pass == 0 && (n_hit == 0 || (int64_t)q_bytes + delta > (int64_t)limit)) break;
+            if (pass == 1) {
+                q_bytes = (uint64_t)((int64_t)q_bytes + delta);
+                ok = stp->bits > 0.0f ? sbuf_add(&steps, ", ", "%s %g-bit", stp->name, (double)stp->bits)
+                                      : sbuf_add(&steps, ", ", "%s", stp->name);
+            }
+        }
+    }
+    /* exact per-tensor rules, the caller's first (they win) */
+    if (ok && pl.overrides && *pl.overrides) ok = sbuf_add(&ov, ",", "%s", pl.overrides);
+    if (ok && pl.outlier_overrides && *pl.outlier_overrides) ok = sbuf_add(&ol, ",", "%s", pl.outlier_overrides);
+    for (int32_t i = 0; i < n_tensors && ok; i++) {
+        if (!a[i].changed) continue;
+        ok = sbuf_add(&ov, ",", "%s=%g", tensors[i].name, (double)a[i].bits) &&
+             sbuf_add(&ol, ",", "%s=%.17g", tensors[i].name, a[i].frac);
+    }
+    free(a);
+    if (!ok) {
+        free(steps.s);
+        free(ov.s);
+        free(ol.s);
+        return opc_error(OPC_ERR_NOMEM, "allocate: cannot allocate the rule lists");
+    }
+    out->overrides = ov.s;
+    out->outlier_overrides = ol.s;
+    out->steps = steps.s;
+    /* Check: the rules give every tensor the state the walk chose (a tensor
+     * name that is a substring of another's would break this). */
+    opc_quant_params chk = pl;
+    chk.overrides = out->overrides;
+    chk.outlier_overrides = out->outlier_overrides;
+    uint64_t cb = 0, ce = 0;
+    for (int32_t i = 0; i < n_tensors; i++) {
+        opc_quant_choice ch;
+        int32_t ib, k;
+        if (opc_quant_plan(&tensors[i], &chk, &ch, &ib, &k) || ch != OPC_QC_CB) continue;
+        cb += opc_quant_cb_bytes(tensors[i].shape[0], tensors[i].shape[1], ib, k,
+                                 opc_quant_outlier_frac(tensors[i].name, &chk), pl.group_scales);
+        ce += (uint64_t)opc_tensor_nelem(&tensors[i]);
+    }
+    if (cb != q_bytes || ce != q_elems) {
+        opc_quant_alloc_free(out);
+        return opc_error(OPC_ERR_INVALID_ARG, "allocate: the per-tensor rules do not reproduce the allocation "
+                         "(%llu vs %llu bytes): ambiguous tensor names?", (unsigned long long)cb,
+                         (unsigned long long)q_bytes);
+    }
+    out->q_bytes = q_bytes;
+    out->q_elems = q_elems;
+    out->bpw = q_elems ? 8.0 * (double)q_bytes / (double)q_elems : 0.0;
     return OPC_OK;
 }
 
@@ -1634,11 +1910,17 @@ static opc_status quantize_tensor(const opc_tensor *src, int32_t tensor_index, c
         }
     }
     float *hrot = NULL; /* R^T H R, owned here */
+    const double ol_frac = opc_quant_outlier_frac(src->name, p);
+    if (ol_frac < 0.0) {
+        free(imp);
+        opc_aligned_free(w);
+        return opc_error_wrap(OPC_ERR_INVALID_ARG, "tensor %s: ", src->name);
+    }
     opc_qmatrix_params mp = {
         .index_bits = ib,
         .k = k,
         .method = p->method,
-        .outlier_frac = p->outlier_frac,
+        .outlier_frac = ol_frac,
         .importance = imp,
         .seed = mix64(p->seed ^ (0xB17F00Dull * (uint64_t)(tensor_index + 1))),
         .n_init = p->n_init,
@@ -1695,6 +1977,7 @@ static opc_status quantize_tensor(const opc_tensor *src, int32_t tensor_index, c
 void opc_quant_summary_free(opc_quant_summary *s) {
     if (!s) return;
     free(s->t);
+    free(s->alloc_steps);
     memset(s, 0, sizeof *s);
 }
 
@@ -1723,9 +2006,27 @@ opc_status opc_quantize_model(const opc_model_desc *src, const char *out_path, c
         int32_t ib, k;
         opc_status st = opc_quant_plan(&src->tensors[i], p, &ch, &ib, &k);
         if (st) return st;
+        if (opc_quant_outlier_frac(src->tensors[i].name, p) < 0.0) return OPC_ERR_INVALID_ARG;
+    }
+    /* mixed precision under the size budget: its rules replace the caller's
+     * (which they start with) */
+    opc_quant_alloc alloc;
+    memset(&alloc, 0, sizeof alloc);
+    if (p->bpw_budget > 0.0) {
+        opc_status st = opc_quant_allocate(src->tensors, src->n_tensors, src->cfg.n_layers, p, &alloc);
+        if (st) return st;
+        pl.overrides = alloc.overrides;
+        pl.outlier_overrides = alloc.outlier_overrides;
+        sum.alloc_bpw_base = alloc.bpw_base;
+        if (alloc.bpw_base > p->bpw_budget)
+            opc_log(OPC_LOG_WARN, "quantize: the bpw budget %g is below the uniform setting's %.4f bpw",
+                    p->bpw_budget, alloc.bpw_base);
     }
     sum.t = calloc((size_t)src->n_tensors, sizeof *sum.t);
-    if (!sum.t) return opc_error(OPC_ERR_NOMEM, "quantize: cannot allocate the summary");
+    if (!sum.t) {
+        opc_quant_alloc_free(&alloc);
+        return opc_error(OPC_ERR_NOMEM, "quantize: cannot allocate the summary");
+    }
     uint64_t total = 0, done = 0;
     for (int32_t i = 0; i < src->n_tensors; i++) total += (uint64_t)opc_tensor_nelem(&src->tensors[i]);
 
@@ -1789,6 +2090,9 @@ opc_status opc_quantize_model(const opc_model_desc *src, const char *out_path, c
     if (st == OPC_OK) st = opc_bf2_writer_finish(w, src->name, &src->cfg, &src->vocab);
     opc_bf2_writer_close(w); /* removes the temporary file unless finished */
     gptq_cache_free(&gc);
+    sum.alloc_steps = alloc.steps; /* the summary owns it now */
+    alloc.steps = NULL;
+    opc_quant_alloc_free(&alloc);
     if (st == OPC_OK) {
         struct stat sb;
         if (stat(out_path, &sb) == 0) sum.file_bytes = (uint64_t)sb.st_size;

@@ -215,6 +215,12 @@ typedef struct opc_quant_params {
     opc_quant_method method;
     const char *keep_fp16;    /* extra comma-separated glob patterns kept as f16 (NULL: none) */
     const char *overrides;    /* comma-separated PATTERN=BITS (BITS 1.58/2/3/4/16); first match wins */
+    const char *outlier_overrides; /* comma-separated PATTERN=FRACTION: the outlier fraction of matching
+                                 codebook tensors instead of outlier_frac; first match wins (NULL: none) */
+    double bpw_budget;        /* > 0: opc_quantize_model first runs opc_quant_allocate, which promotes
+                                 tensors (bits, outliers) under this all-in bpw of the codebook tensors;
+                                 0 (opc_quant_defaults; the CLI sets 2.5 at --bits 2): every tensor as
+                                 overrides / edge_bits / bits say */
     float edge_bits;          /* > 0: the first and the last transformer block (blk.0, blk.L-1) get
                                  these bits unless an override names them (0: like the rest) */
     int32_t edge_layers;      /* the model's block count for edge_bits; opc_quantize_model sets it
@@ -260,6 +266,9 @@ typedef struct opc_quant_summary {
     uint64_t file_bytes;           /* the .bf2 file as written */
     uint64_t n_outliers;
     double seconds;
+    char *alloc_steps;             /* with bpw_budget: the allocation steps taken, ", "-separated (owned),
+                                      NULL when none fit */
+    double alloc_bpw_base;         /* with bpw_budget: the all-in bpw before any step */
 } opc_quant_summary;
 
 void opc_quant_summary_free(opc_quant_summary *s); /* members; NULL-safe */
@@ -272,6 +281,48 @@ int32_t opc_quant_rotated(const char *name, int64_t cols, const opc_quant_params
 /* What the quantizer will do with a tensor under params (choice + bits). */
 opc_status opc_quant_plan(const opc_tensor *t, const opc_quant_params *p, opc_quant_choice *choice,
                           int32_t *index_bits, int32_t *k);
+/* The outlier fraction a codebook tensor named `name` gets: the first match
+ * in p->outlier_overrides, else p->outlier_frac; -1 (error set) when the
+ * list is malformed. */
+double opc_quant_outlier_frac(const char *name, const opc_quant_params *p);
+
+/* Outliers a (rows, cols) codebook matrix keeps at fraction frac (none when
+ * cols > 65535: the column index is 16-bit), and the all-in bytes it is
+ * stored in (indices + codebooks + group scales + outliers), known before
+ * quantizing. Both are upper bounds: a matrix with fewer weights that have
+ * any error at all keeps only those (real weights: never in practice). */
+uint64_t opc_quant_outlier_count(int64_t rows, int64_t cols, double frac);
+uint64_t opc_quant_cb_bytes(int64_t rows, int64_t cols, int32_t index_bits, int32_t k, double outlier_frac,
+                            int group_scales);
+
+/* ---------------------------------------------------- bit allocation ---- */
+
+/* Mixed precision under a size budget (the --bits 2 default, budget 2.5 bpw).
+ * Start: every codebook tensor as p says (bits, outlier_frac, overrides,
+ * edge_bits). Then walk a fixed list of steps, each "these tensors to 4 bits
+ * without outliers" or "these tensors' outliers to F", in the order of their
+ * measured KLD gain per stored bit (SmolLM2-135M, docs/RESULTS.md); a step is
+ * taken when the all-in bpw over the codebook tensors stays <= the budget,
+ * else skipped (a later, cheaper one may still fit). Tensors named by the
+ * caller's overrides, outlier overrides or edge_bits are never changed (but
+ * counted). A budget below the uniform size takes no step. Steps name tensors by
+ * role (first / last block, class), so the list applies to any Llama-style
+ * model. The result is exact per-tensor rules: bits rules (the caller's
+ * overrides first) and outlier rules, to use as p->overrides and
+ * p->outlier_overrides. Deterministic: a function of names, shapes and p. */
+typedef struct opc_quant_alloc {
+    char *overrides;          /* PATTERN=BITS list (owned) */
+    char *outlier_overrides;  /* PATTERN=FRACTION list (owned) */
+    char *steps;              /* the steps taken, ", "-separated (owned), NULL when none fit */
+    double bpw_base, bpw;     /* all-in bpw over the codebook tensors before / after */
+    uint64_t q_bytes, q_elems;/* after: bytes and weights of the codebook tensors */
+} opc_quant_alloc;
+
+/* n_layers: the model's block count (for "the last block"). Errors:
+ * INVALID_ARG (bad overrides), NOMEM. */
+opc_status opc_quant_allocate(const opc_tensor *tensors, int32_t n_tensors, int32_t n_layers,
+                              const opc_quant_params *p, opc_quant_alloc *out);
+void opc_quant_alloc_free(opc_quant_alloc *a); /* members; NULL-safe */
 
 /* Quantize every tensor of src into a .bf2 at out_path (atomic: on error or
  * interruption nothing appears under out_path and an existing file stays).
