@@ -253,6 +253,157 @@ static void test_gemv_int8_precision(void) {
         run_case_tight(cs[i].rows, cs[i].cols, cs[i].k, cs[i].ol, cs[i].nb);
 }
 
+/* The GEMV with an input transform (opc_cuda_cb_gemv_xf) against the host:
+ * x computed in float exactly as ops.cu does (v = a + b, v * rsqrt(mean v^2 +
+ * eps) * w; silu(a) * b), then the reference GEMV; same bound as the int8
+ * kernel (2e-4 * sum |W||x|; the GPU's rsqrtf/__expf add ~1e-6 relative).
+ * a and b are rows of one buffer (nb, ld) apart by `boff` floats, like the
+ * fused gate|up output (ld = 2 cols, boff = cols); RMSNORM also checks that
+ * res_out = a + b exactly, every row. */
+static void run_case_xf(int64_t rows, int64_t cols, int32_t k, int outlier_pct, int nb, opc_cuda_xf_kind kind,
+                        int64_t ld, int64_t boff, int with_b) {
+    host_cb h;
+    host_make(&h, rows, cols, k, outlier_pct, 0);
+    const int64_t nin = nb * ld + boff; /* the buffer that holds a and b */
+    float *in = malloc(sizeof(float) * (size_t)nin), *w = malloc(sizeof(float) * (size_t)cols);
+    float *x = malloc(sizeof(float) * (size_t)(nb * cols)), *y = malloc(sizeof(float) * (size_t)(nb * rows));
+    float *res = malloc(sizeof(float) * (size_t)(nb * ld)), *ref = malloc(sizeof(float) * (size_t)rows);
+    float *wrow = malloc(sizeof(float) * (size_t)cols);
+    for (int64_t i = 0; i < nin; i++) in[i] = 3.0f * rnd_sym();
+    for (int64_t c = 0; c < cols; c++) w[c] = 1.0f + 0.5f * rnd_sym();
+    const float eps = 1e-5f;
+    for (int b = 0; b < nb; b++) {
+        const float *pa = in + b * ld, *pb = in + b * ld + boff;
+        float *xb = x + (int64_t)b * cols;
+        if (kind == OPC_CUDA_XF_SWIGLU) {
+            for (int64_t c = 0; c < cols; c++) xb[c] = pa[c] / (1.0f + expf(-pa[c])) * pb[c];
+        } else {
+            double ss = 0.0;
+            for (int64_t c = 0; c < cols; c++) {
+                const float v = pa[c] + (with_b ? pb[c] : 0.0f);
+                ss += (double)v * v;
+            }
+            const float sc = (float)(1.0 / sqrt(ss / (double)cols + eps));
+            for (int64_t c = 0; c < cols; c++) xb[c] = w[c] * ((pa[c] + (with_b ? pb[c] : 0.0f)) * sc);
+        }
+    }
+    opc_cuda_cb_matrix d;
+    void *din = NULL, *dw = NULL, *dy = NULL, *dres = NULL;
+    opc_status st = opc_cuda_cb_upload(&h.m, &d);
+    if (st == OPC_OK) st = opc_cuda_alloc(&din, sizeof(float) * (size_t)nin);
+    if (st == OPC_OK) st = opc_cuda_alloc(&dw, sizeof(float) * (size_t)cols);
+    if (st == OPC_OK) st = opc_cuda_alloc(&dy, sizeof(float) * (size_t)(nb * rows));
+    if (st == OPC_OK) st = opc_cuda_alloc(&dres, sizeof(float) * (size_t)(nb * ld));
+    if (st == OPC_OK) st = opc_cuda_to_device(din, in, sizeof(float) * (size_t)nin);
+    if (st == OPC_OK) st = opc_cuda_to_device(dw, w, sizeof(float) * (size_t)cols);
+    memset(y, 0xFF, sizeof(float) * (size_t)(nb * rows)); /* NaN: unwritten outputs fail */
+    memset(res, 0xFF, sizeof(float) * (size_t)(nb * ld));
+    if (st == OPC_OK) st = opc_cuda_to_device(dy, y, sizeof(float) * (size_t)(nb * rows));
+    if (st == OPC_OK) st = opc_cuda_to_device(dres, res, sizeof(float) * (size_t)(nb * ld));
+    CHECK_MSG(st == OPC_OK, "xf buffers: %s", opc_last_error());
+    CHECK(st != OPC_OK || opc_cuda_cb_gemv_xf_ok(&d, nb));
+    opc_cuda_xform xf;
+    memset(&xf, 0, sizeof xf);
+    xf.kind = kind, xf.a = (const float *)din, xf.ld = ld, xf.eps = eps;
+    xf.b = with_b ? (const float *)din + boff : NULL;
+    if (kind == OPC_CUDA_XF_RMSNORM) xf.w = (const float *)dw, xf.res_out = (float *)dres;
+    if (st == OPC_OK) st = opc_cuda_cb_gemv_xf(&d, &xf, nb, (float *)dy, NULL);
+    if (st == OPC_OK) st = opc_cuda_sync(NULL);
+    if (st == OPC_OK) st = opc_cuda_to_host(y, dy, sizeof(float) * (size_t)(nb * rows));
+    if (st == OPC_OK) st = opc_cuda_to_host(res, dres, sizeof(float) * (size_t)(nb * ld));
+    CHECK_MSG(st == OPC_OK, "gemv_xf (%lld x %lld, nb %d, kind %d): %s", (long long)rows, (long long)cols, nb,
+              (int)kind, opc_last_error());
+    int bad = 0, bad_res = 0;
+    for (int b = 0; st == OPC_OK && b < nb; b++) {
+        const float *xb = x + (int64_t)b * cols;
+        opc_cb_gemv_ref(&h.m, xb, ref);
+        for (int64_t r = 0; r < rows; r++) {
+            opc_cb_dequant_row_ref(&h.m, r, wrow);
+            double scale = 0.0;
+            for (int64_t c = 0; c < cols; c++) scale += fabs((double)wrow[c] * xb[c]);
+            const double got = y[(int64_t)b * rows + r], err = fabs(got - ref[r]) / (scale + 1e-30);
+            if (!(err <= 2e-4) && bad++ < 3)
+                fprintf(stderr, "    xf %d rows=%lld cols=%lld k=%d ol=%d%% nb=%d: y[%d][%lld] = %.9g, ref %.9g\n",
+                        (int)kind, (long long)rows, (long long)cols, k, outlier_pct, nb, b, (long long)r, got,
+                        (double)ref[r]);
+        }
+        if (kind == OPC_CUDA_XF_RMSNORM)
+            for (int64_t c = 0; c < cols; c++) {
+                const float v = in[b * ld + c] + (with_b ? in[b * ld + boff + c] : 0.0f);
+                if (memcmp(&v, &res[b * ld + c], sizeof v) != 0) bad_res++;
+            }
+    }
+    CHECK_MSG(bad == 0, "gemv_xf kind %d: %d outputs off (rows=%lld cols=%lld k=%d nb=%d)", (int)kind, bad,
+              (long long)rows, (long long)cols, k, nb);
+    CHECK_MSG(bad_res == 0, "gemv_xf: %d residual values differ from a + b (cols=%lld nb=%d)", bad_res,
+              (long long)cols, nb);
+    opc_cuda_free(din), opc_cuda_free(dw), opc_cuda_free(dy), opc_cuda_free(dres);
+    opc_cuda_cb_free(&d);
+    free(in), free(w), free(x), free(y), free(res), free(ref), free(wrow);
+    host_free(&h);
+}
+
+static void test_gemv_xf_matches_host(void) {
+    if (opc_cuda_device_count() == 0) SKIP("no CUDA device");
+    if (getenv("OPC_CUDA_GEMV")) SKIP("OPC_CUDA_GEMV forces another kernel");
+    /* rows, cols, k, outliers %, nb, ld, b offset: aligned (vector loads) and
+     * odd (scalar loads) strides, partial 256-column steps, outliers (their
+     * corrections use the transformed x), several tiles per block, batch 4;
+     * RMSNORM through both of the kernel's paths (x from registers when each
+     * warp stages <= 2 (step, vector) items: 4096 x 1, 1000 x 2, 510 x 1,
+     * 1500 x 2, 2048 x 2; else two passes) */
+    static const struct { int64_t rows, cols; int k, ol, nb; int64_t ld, boff; } cs[] = {
+        {64, 4096, 4, 0, 1, 4096, 4096},  {100, 1000, 3, 1, 2, 1000, 2000}, {17, 257, 2, 0, 3, 259, 7},
+        {3000, 520, 4, 2, 4, 520, 4 * 520}, {48, 14336, 4, 0, 1, 28672, 14336}, {5, 63, 1, 0, 4, 63, 1},
+        {33, 510, 4, 1, 1, 511, 3},       {70, 1500, 2, 1, 2, 1500, 1},
+    };
+    for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) {
+        run_case_xf(cs[i].rows, cs[i].cols, cs[i].k, cs[i].ol, cs[i].nb, OPC_CUDA_XF_RMSNORM, cs[i].ld, cs[i].boff, 1);
+        run_case_xf(cs[i].rows, cs[i].cols, cs[i].k, cs[i].ol, cs[i].nb, OPC_CUDA_XF_SWIGLU, cs[i].ld, cs[i].boff, 1);
+    }
+    run_case_xf(200, 2048, 4, 1, 2, OPC_CUDA_XF_RMSNORM, 2048, 0, 0); /* no residual delta */
+}
+
+/* opc_cuda_cb_gemv_xf refuses what it cannot do before launching anything. */
+static void test_gemv_xf_rejects(void) {
+    if (opc_cuda_device_count() == 0) SKIP("no CUDA device");
+    if (getenv("OPC_CUDA_GEMV")) SKIP("OPC_CUDA_GEMV forces another kernel");
+    host_cb h;
+    host_make(&h, 32, 256, 4, 0, 0);
+    opc_cuda_cb_matrix d;
+    void *buf = NULL;
+    opc_status st = opc_cuda_cb_upload(&h.m, &d);
+    if (st == OPC_OK) st = opc_cuda_alloc(&buf, sizeof(float) * 4096);
+    CHECK_MSG(st == OPC_OK, "setup: %s", opc_last_error());
+    if (st == OPC_OK) {
+        float *a = (float *)buf, *y = a + 2048;
+        opc_cuda_xform xf;
+        memset(&xf, 0, sizeof xf);
+        xf.kind = OPC_CUDA_XF_RMSNORM, xf.a = a, xf.b = a + 256, xf.w = a + 512, xf.ld = 256, xf.eps = 1e-5f;
+        xf.res_out = a; /* aliases a: other blocks still read it */
+        CHECK_EQ_INT(opc_cuda_cb_gemv_xf(&d, &xf, 1, y, NULL), OPC_ERR_INVALID_ARG);
+        xf.res_out = a + 1024;
+        CHECK_EQ_INT(opc_cuda_cb_gemv_xf(&d, &xf, 5, y, NULL), OPC_ERR_UNSUPPORTED); /* int8 kernel: nb <= 4 */
+        CHECK(!opc_cuda_cb_gemv_xf_ok(&d, 5));
+        xf.ld = 255;
+        CHECK_EQ_INT(opc_cuda_cb_gemv_xf(&d, &xf, 1, y, NULL), OPC_ERR_INVALID_ARG);
+        xf.ld = 256, xf.w = NULL;
+        CHECK_EQ_INT(opc_cuda_cb_gemv_xf(&d, &xf, 1, y, NULL), OPC_ERR_INVALID_ARG);
+        xf.kind = OPC_CUDA_XF_SWIGLU, xf.b = NULL;
+        CHECK_EQ_INT(opc_cuda_cb_gemv_xf(&d, &xf, 1, y, NULL), OPC_ERR_INVALID_ARG);
+        xf.kind = (opc_cuda_xf_kind)7, xf.b = a + 256;
+        CHECK_EQ_INT(opc_cuda_cb_gemv_xf(&d, &xf, 1, y, NULL), OPC_ERR_INVALID_ARG);
+        d.gscale = (uint8_t *)buf, d.gs_stride = 16; /* group scales: not the int8 kernel's */
+        xf.kind = OPC_CUDA_XF_SWIGLU;
+        CHECK(!opc_cuda_cb_gemv_xf_ok(&d, 1));
+        CHECK_EQ_INT(opc_cuda_cb_gemv_xf(&d, &xf, 1, y, NULL), OPC_ERR_UNSUPPORTED);
+        d.gscale = NULL, d.gs_stride = 0;
+    }
+    opc_cuda_free(buf);
+    opc_cuda_cb_free(&d);
+    host_free(&h);
+}
+
 static void test_gemv_group_scales(void) {
     if (opc_cuda_device_count() == 0) SKIP("no CUDA device");
     /* odd group counts (the upload pads each row's scales to 16 bytes),
@@ -384,6 +535,8 @@ int main(void) {
     RUN(test_gemv_batch_and_outliers);
     RUN(test_gemv_group_scales);
     RUN(test_gemv_int8_precision);
+    RUN(test_gemv_xf_matches_host);
+    RUN(test_gemv_xf_rejects);
     RUN(test_rotate_matches_reference);
     int rc = harness_finish();
     /* No GPU (CI): the argument checks above still ran, but the test as a

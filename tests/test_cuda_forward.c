@@ -250,11 +250,12 @@ static void test_stories_cb(void) {
     struct {
         const char *label;
         const int32_t (*plan)[2];
-        int n_plan, embd, no_fuse;
+        int n_plan, embd, no_fuse; /* no_fuse 2: no prologue fusion (norm/SwiGLU in the GEMV) */
         double outliers;
         int gscale, rot;
     } cases[] = {{"stories260K CB2 k=4 (+embd, 1% ol)", plan2, 1, 1, 0, 0.01, 0, 0},
                  {"stories260K CB2 k=4 unfused", plan2, 1, 1, 1, 0.01, 0, 0},
+                 {"stories260K CB2 k=4 no prologue fuse", plan2, 1, 1, 2, 0.01, 0, 0},
                  {"stories260K CB4 k=16/8 (1% ol)", plan34, 2, 0, 0, 0.01, 0, 0},
                  {"stories260K CB2 k=3/4 + CB4 k=8", plan_mix, 3, 1, 0, 0.01, 0, 0},
                  {"stories260K CB2 gscale (+embd, 1% ol)", plan2, 1, 1, 0, 0.01, 1, 0},
@@ -271,12 +272,16 @@ static void test_stories_cb(void) {
         CHECK_MSG(ok, "%s: quantization failed", cases[c].label);
         int32_t ids[64];
         int n = stories_prompt(d, ids, 64);
-        if (cases[c].no_fuse) setenv("OPC_CUDA_NO_FUSE", "1", 1); /* read by opc_cuda_forward_init */
+        /* both read by opc_cuda_forward_init */
+        if (cases[c].no_fuse) setenv(cases[c].no_fuse == 2 ? "OPC_CUDA_NO_PROLOGUE_FUSE" : "OPC_CUDA_NO_FUSE", "1", 1);
         if (ok && n > 9) {
             CHECK(compare(cases[c].label, d, ids, n, 16, 128, 32, 1) <= 1e-2);
             CHECK(compare(cases[c].label, d, ids, n, 16, 128, 8, 1) <= 1e-2);
+            /* prefill slices of 3 tokens: the fused norms and SwiGLU at batch 3 */
+            CHECK(compare(cases[c].label, d, ids, n, 4, 128, 3, 0) <= 1e-2);
         }
         unsetenv("OPC_CUDA_NO_FUSE");
+        unsetenv("OPC_CUDA_NO_PROLOGUE_FUSE");
         opc_model_desc_free(d);
         qset_free(&qs);
     }

@@ -415,7 +415,7 @@ template <int NW, int P, int MINB> static Version v8_version(void) {
         }
         const int maxg = std::max(1, per_sm * sms);
         const int tpb = (tiles + maxg - 1) / maxg, grid = (tiles + tpb - 1) / tpb;
-        cbk_gemv_v8<NW, P, MINB><<<grid, NW * 32, CbkV8::smem(m.groups, nb, tpb, NW), s>>>(m, x, nb, y, vec, tpb);
+        cbk_gemv_v8<NW, P, MINB><<<grid, NW * 32, CbkV8::smem(m.groups, nb, tpb, NW), s>>>(m, x, CbXf(), nb, y, vec, tpb);
     };
     return v;
 }

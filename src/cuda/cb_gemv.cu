@@ -261,8 +261,9 @@ static opc_status launch_v7(const opc_cuda::CbView &v, const float *x, int nb, f
  * does not fit in shared memory; the caller then uses the fp16 kernels.
  * Device properties and occupancy per shared-memory size are cached (benign
  * races: every writer stores the same values). */
-template <int V8_NW, int V8_P, int V8_MINB>
-static opc_status launch_v8_t(const opc_cuda::CbView &v, const float *x, int nb, float *y, int vec, cudaStream_t s) {
+template <int V8_NW, int V8_P, int V8_MINB, bool XF>
+static opc_status launch_v8_t(const opc_cuda::CbView &v, const float *x, const opc_cuda::CbXf &xf, int nb, float *y,
+                              int vec, cudaStream_t s) {
     typedef opc_cuda::CbkV8 P;
     static int sms = 0, smem_max = 0;
     static size_t c_smem[8];
@@ -273,7 +274,7 @@ static opc_status launch_v8_t(const opc_cuda::CbView &v, const float *x, int nb,
         if (e == cudaSuccess) e = cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev);
         if (e == cudaSuccess) e = cudaDeviceGetAttribute(&mx, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
         if (e == cudaSuccess)
-            e = cudaFuncSetAttribute(opc_cuda::cbk_gemv_v8<V8_NW, V8_P, V8_MINB>,
+            e = cudaFuncSetAttribute(opc_cuda::cbk_gemv_v8<V8_NW, V8_P, V8_MINB, XF>,
                                      cudaFuncAttributeMaxDynamicSharedMemorySize, mx);
         if (e != cudaSuccess) return cuda_fail(e, "opc_cuda_cb_gemv: device properties");
         smem_max = mx, sms = n;
@@ -292,29 +293,34 @@ static opc_status launch_v8_t(const opc_cuda::CbView &v, const float *x, int nb,
         if (c_smem[i] == smem0) per_sm = c_per[i];
     if (per_sm < 0) {
         cudaError_t e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-            &per_sm, opc_cuda::cbk_gemv_v8<V8_NW, V8_P, V8_MINB>, V8_NW * 32, smem0);
+            &per_sm, opc_cuda::cbk_gemv_v8<V8_NW, V8_P, V8_MINB, XF>, V8_NW * 32, smem0);
         if (e != cudaSuccess) return cuda_fail(e, "opc_cuda_cb_gemv: occupancy");
         if (per_sm < 1)
             return opc_error(OPC_ERR_UNSUPPORTED, "opc_cuda_cb_gemv: int8 kernel does not fit an SM");
         if (c_n < 8) c_smem[c_n] = smem0, c_per[c_n] = per_sm, c_n++;
     }
     const int maxg = per_sm * sms, tpb = (tiles + maxg - 1) / maxg, grid = (tiles + tpb - 1) / tpb;
-    cudaError_t e = launch_pdl(opc_cuda::cbk_gemv_v8<V8_NW, V8_P, V8_MINB>, dim3((unsigned)grid), dim3(V8_NW * 32),
-                               P::smem(v.groups, nb, tpb, V8_NW), s, v, x, nb, y, vec, tpb);
+    cudaError_t e = launch_pdl(opc_cuda::cbk_gemv_v8<V8_NW, V8_P, V8_MINB, XF>, dim3((unsigned)grid), dim3(V8_NW * 32),
+                               P::smem(v.groups, nb, tpb, V8_NW), s, v, x, xf, nb, y, vec, tpb);
     return e == cudaSuccess ? OPC_OK : cuda_fail(e, "opc_cuda_cb_gemv");
 }
 
 /* The configuration AUTO uses (lab: bench/cuda/results/h200_2026-11-26_s3_h1_*.txt);
  * OPC_CUDA_V8=w8|w24 selects another compiled one, for comparisons on a device. */
-static opc_status launch_v8(const opc_cuda::CbView &v, const float *x, int nb, float *y, int vec, cudaStream_t s) {
+static opc_status launch_v8(const opc_cuda::CbView &v, const float *x, const opc_cuda::CbXf &xf, int nb, float *y,
+                            int vec, cudaStream_t s) {
     static int cfg = -1; /* benign race: every writer stores the same value */
     if (cfg < 0) {
         const char *e = getenv("OPC_CUDA_V8");
         cfg = e && !strcmp(e, "w8") ? 1 : e && !strcmp(e, "w24") ? 2 : 0;
     }
-    if (cfg == 1) return launch_v8_t<8, 2, 3>(v, x, nb, y, vec, s);
-    if (cfg == 2) return launch_v8_t<24, 2, 1>(v, x, nb, y, vec, s);
-    return launch_v8_t<16, 2, 1>(v, x, nb, y, vec, s);
+    /* the transforms in their own instances (XF): the plain GEMV's code is unchanged */
+    const bool t = xf.mode != opc_cuda::CBK_XF_NONE;
+    if (cfg == 1) return t ? launch_v8_t<8, 2, 3, true>(v, x, xf, nb, y, vec, s)
+                           : launch_v8_t<8, 2, 3, false>(v, x, xf, nb, y, vec, s);
+    if (cfg == 2) return t ? launch_v8_t<24, 2, 1, true>(v, x, xf, nb, y, vec, s)
+                           : launch_v8_t<24, 2, 1, false>(v, x, xf, nb, y, vec, s);
+    return t ? launch_v8_t<16, 2, 1, true>(v, x, xf, nb, y, vec, s) : launch_v8_t<16, 2, 1, false>(v, x, xf, nb, y, vec, s);
 }
 
 /* Whether the tensor-core kernels were compiled for sm_80+ (the build's
@@ -357,10 +363,17 @@ extern "C" opc_status opc_cuda_cb_gemv_with(const opc_cuda_cb_matrix *m, const f
     return gemv_impl(m, x, NULL, nb, y, stream, kernel);
 }
 
-static opc_status gemv_impl(const opc_cuda_cb_matrix *m, const float *x, const uint16_t *x16, int64_t nb,
-                            float *y, opc_cuda_stream stream, opc_cuda_cb_kernel kernel) {
-    const char *fn = "opc_cuda_cb_gemv";
-    if (!m || !x || !y) return opc_error(OPC_ERR_INVALID_ARG, "%s: NULL argument", fn);
+/* Read OPC_CUDA_GEMV once (benign race: every writer stores the same values). */
+static void auto_init(void) {
+    if (g_auto_init) return;
+    const char *env = getenv("OPC_CUDA_GEMV");
+    if (env && !strcmp(env, "stream")) g_auto_kernel = OPC_CUDA_CB_STREAM, g_auto_int8 = 0;
+    else if (env && !strcmp(env, "slab")) g_auto_kernel = OPC_CUDA_CB_SLAB, g_auto_int8 = 0;
+    g_auto_init = 1;
+}
+
+/* The checks every GEMV entry point makes on the matrix and the batch. */
+static opc_status check_matrix(const opc_cuda_cb_matrix *m, int64_t nb, const char *fn) {
     if (m->bits != 2)
         return opc_error(OPC_ERR_UNSUPPORTED, "%s: %d-bit indices have no CUDA kernel (2-bit only)",
                          fn, m->bits);
@@ -389,7 +402,11 @@ static opc_status gemv_impl(const opc_cuda_cb_matrix *m, const float *x, const u
     if (nb < 1 || nb > OPC_CUDA_CB_MAX_BATCH)
         return opc_error(OPC_ERR_INVALID_ARG, "%s: batch %lld outside 1..%d", fn, (long long)nb,
                          OPC_CUDA_CB_MAX_BATCH);
+    return OPC_OK;
+}
 
+/* The kernels' view of a checked matrix. */
+static opc_cuda::CbView view_of(const opc_cuda_cb_matrix *m) {
     opc_cuda::CbView v;
     v.idx = reinterpret_cast<const uint4 *>(m->idx);
     v.codebook = m->codebook;
@@ -399,6 +416,17 @@ static opc_status gemv_impl(const opc_cuda_cb_matrix *m, const float *x, const u
     v.rows = (int)m->rows, v.cols = (int)m->cols, v.k = m->k;
     v.groups = (int)(m->row_bytes / 16);
     v.gs = m->gscale, v.gs_stride = m->gscale ? (int)m->gs_stride : 0;
+    return v;
+}
+
+static opc_status gemv_impl(const opc_cuda_cb_matrix *m, const float *x, const uint16_t *x16, int64_t nb,
+                            float *y, opc_cuda_stream stream, opc_cuda_cb_kernel kernel) {
+    const char *fn = "opc_cuda_cb_gemv";
+    if (!m || !x || !y) return opc_error(OPC_ERR_INVALID_ARG, "%s: NULL argument", fn);
+    opc_status cst = check_matrix(m, nb, fn);
+    if (cst != OPC_OK) return cst;
+    const opc_cuda::CbView v = view_of(m);
+
     const bool gs = m->gscale != NULL;
     /* 16-byte x loads need every batch row aligned: base aligned and cols % 4 == 0 */
     const int vec = ((uintptr_t)x % 16 == 0) && (m->cols % 4 == 0);
@@ -408,15 +436,12 @@ static opc_status gemv_impl(const opc_cuda_cb_matrix *m, const float *x, const u
     if (kernel < OPC_CUDA_CB_AUTO || kernel > OPC_CUDA_CB_STREAM)
         return opc_error(OPC_ERR_INVALID_ARG, "%s: unknown kernel id %d", fn, (int)kernel);
     if (kernel == OPC_CUDA_CB_AUTO) {
-        if (!g_auto_init) { /* benign race: every writer stores the same value */
-            const char *env = getenv("OPC_CUDA_GEMV");
-            if (env && !strcmp(env, "stream")) g_auto_kernel = OPC_CUDA_CB_STREAM, g_auto_int8 = 0;
-            else if (env && !strcmp(env, "slab")) g_auto_kernel = OPC_CUDA_CB_SLAB, g_auto_int8 = 0;
-            g_auto_init = 1;
-        }
+        auto_init();
         kernel = g_auto_kernel;
         if (g_auto_int8 && !gs && nb <= OPC_CBK_V8_MAX_BATCH && mma_compiled()) {
-            opc_status st = launch_v8(v, x, (int)nb, y, vec, s);
+            opc_cuda::CbXf none;
+            memset(&none, 0, sizeof none); /* mode CBK_XF_NONE: stage x as it is */
+            opc_status st = launch_v8(v, x, none, (int)nb, y, vec, s);
             if (st == OPC_OK) return OPC_OK;
             if (st != OPC_ERR_UNSUPPORTED) return st; /* else: x too large, an fp16 kernel */
         }
@@ -464,4 +489,63 @@ static opc_status gemv_impl(const opc_cuda_cb_matrix *m, const float *x, const u
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess) return cuda_fail(e, fn);
     return OPC_OK;
+}
+
+/* ------------------------------------------- GEMV with an input transform -- */
+
+extern "C" int opc_cuda_cb_gemv_xf_ok(const opc_cuda_cb_matrix *m, int64_t nb) {
+    if (!m || m->bits != 2 || m->gscale || nb < 1 || nb > OPC_CBK_V8_MAX_BATCH || m->rows <= 0 || m->cols <= 0 ||
+        m->rows > INT_MAX || m->cols > INT_MAX)
+        return 0;
+    auto_init();
+    if (!g_auto_int8 || !mma_compiled()) return 0;
+    const uint64_t groups = m->row_bytes / 16;
+    if ((uint64_t)m->rows * groups >= ((uint64_t)1 << 32)) return 0; /* launch_v8_t's limit */
+    static int sms = 0, smem_max = 0; /* benign race: every writer stores the same values */
+    if (!sms) {
+        int dev = 0, n = 0, mx = 0;
+        if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) ||
+            cudaDeviceGetAttribute(&mx, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev)) {
+            cudaGetLastError();
+            return 0;
+        }
+        smem_max = mx, sms = n;
+    }
+    /* launch_v8_t's shared-memory test, for the widest compiled configuration (24 warps) */
+    const int tiles = (int)((m->rows + 15) / 16), tpb0 = (tiles + sms - 1) / sms;
+    return opc_cuda::CbkV8::smem((int)groups, (int)nb, tpb0, 24) <= (size_t)smem_max;
+}
+
+extern "C" opc_status opc_cuda_cb_gemv_xf(const opc_cuda_cb_matrix *m, const opc_cuda_xform *xf, int64_t nb,
+                                          float *y, opc_cuda_stream stream) {
+    const char *fn = "opc_cuda_cb_gemv_xf";
+    if (!m || !xf || !y || !xf->a) return opc_error(OPC_ERR_INVALID_ARG, "%s: NULL argument", fn);
+    opc_status st = check_matrix(m, nb, fn);
+    if (st != OPC_OK) return st;
+    if (xf->kind != OPC_CUDA_XF_RMSNORM && xf->kind != OPC_CUDA_XF_SWIGLU)
+        return opc_error(OPC_ERR_INVALID_ARG, "%s: unknown transform %d", fn, (int)xf->kind);
+    if (xf->ld < m->cols || xf->ld > INT_MAX)
+        return opc_error(OPC_ERR_INVALID_ARG, "%s: row stride %lld below %lld columns", fn, (long long)xf->ld,
+                         (long long)m->cols);
+    if (xf->kind == OPC_CUDA_XF_SWIGLU && !xf->b)
+        return opc_error(OPC_ERR_INVALID_ARG, "%s: SwiGLU without the up vector", fn);
+    if (xf->kind == OPC_CUDA_XF_RMSNORM && !xf->w)
+        return opc_error(OPC_ERR_INVALID_ARG, "%s: RMSNorm without its weight", fn);
+    if (xf->kind == OPC_CUDA_XF_RMSNORM && xf->res_out && (xf->res_out == xf->a || xf->res_out == xf->b))
+        return opc_error(OPC_ERR_INVALID_ARG, "%s: the residual output aliases an input (other blocks read it)", fn);
+    if (!opc_cuda_cb_gemv_xf_ok(m, nb))
+        return opc_error(OPC_ERR_UNSUPPORTED,
+                         "%s: no int8 kernel for this (%lld, %lld) matrix at batch %lld (see opc_cuda_cb_gemv_xf_ok)",
+                         fn, (long long)m->rows, (long long)m->cols, (long long)nb);
+    opc_cuda::CbXf c;
+    memset(&c, 0, sizeof c);
+    c.mode = xf->kind == OPC_CUDA_XF_RMSNORM ? opc_cuda::CBK_XF_RMSNORM : opc_cuda::CBK_XF_SWIGLU;
+    c.a = xf->a, c.b = xf->b, c.w = xf->kind == OPC_CUDA_XF_RMSNORM ? xf->w : NULL;
+    c.res_out = xf->kind == OPC_CUDA_XF_RMSNORM ? xf->res_out : NULL;
+    c.eps = xf->eps, c.ld = (int)xf->ld;
+    /* 16-byte loads (and res_out stores) need every row of every vector aligned */
+    const uintptr_t al = (uintptr_t)c.a | (uintptr_t)c.b | (uintptr_t)c.w | (uintptr_t)c.res_out;
+    const int vec = al % 16 == 0 && m->cols % 4 == 0 && c.ld % 4 == 0;
+    const float *none = NULL; /* x: unused, the transform makes it */
+    return launch_v8(view_of(m), none, c, (int)nb, y, vec, stream);
 }

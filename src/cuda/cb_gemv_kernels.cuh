@@ -1246,6 +1246,15 @@ __global__ void __launch_bounds__(NW * 32)
  * per lane). Per-warp partial sums go to shared memory per tile, one barrier
  * at the end, then the epilogue adds the warps, scales by s_r, adds outliers.
  * No barrier inside the loop: warps never wait for each other.
+ *
+ * Prologue transforms (CbXf, below): the staging step may compute x from
+ * other vectors (RMSNorm of a residual sum, SwiGLU of gate and up) instead of
+ * reading it, which removes the small kernel that produced x and its launch:
+ * 3 launches per layer, 8B-shape decode on an H200 2.164 -> 2.112 ms per
+ * token (bench/cuda/results/h200_2026-11-26_s3_h4_main.txt). Less than the
+ * small kernels' own ~3 us each: with PDL their launches were already
+ * partly hidden, and the prologue now does their work (an L2 round trip and
+ * a block-wide sum) while no weights stream.
  */
 
 #define OPC_CBK_V8_MAX_BATCH 4 /* 2 mma columns (xh, xl) per vector */
@@ -1256,7 +1265,9 @@ __global__ void __launch_bounds__(NW * 32)
  *        so that rows 2b and 2b+1 read by one quarter-warp hit opposite banks
  *   xsc  (nb, steps) float: x scales sx
  *   pl   (tpb * 16) uint4: per block row {Qhi plane, Qlo plane, s_r bits, 0}
- *   red  (tpb, NW, 16, nb) float: per-warp partial sums */
+ *   red  (tpb, NW, 16, nb) float: per-warp partial sums (before the main
+ *        loop: scratch of the RMSNORM transform's sums, see CbXf)
+ *   rs   (OPC_CBK_V8_MAX_BATCH) float: the RMSNORM transform's scales */
 struct CbkV8 {
     static __host__ __device__ int steps(int groups) { return (groups + 3) / 4; }
     static __host__ __device__ int xstride(int groups) { return steps(groups) * 256 + 64; }
@@ -1267,10 +1278,103 @@ struct CbkV8 {
     static __host__ __device__ size_t off_red(int groups, int nb, int tpb) {
         return off_pl(groups, nb) + (size_t)16 * 16 * tpb;
     }
-    static __host__ __device__ size_t smem(int groups, int nb, int tpb, int nw) {
+    static __host__ __device__ size_t off_rs(int groups, int nb, int tpb, int nw) {
         return off_red(groups, nb, tpb) + (size_t)4 * tpb * nw * 16 * nb;
     }
+    static __host__ __device__ size_t smem(int groups, int nb, int tpb, int nw) {
+        return off_rs(groups, nb, tpb, nw) + (size_t)4 * OPC_CBK_V8_MAX_BATCH;
+    }
 };
+
+/*
+ * Optional input transform of v8 (CbXf), applied while x is staged, so that
+ * the small kernel that would otherwise produce x (an RMSNorm, a SwiGLU) and
+ * its launch disappear from the decode step. x itself is then unused:
+ *   RMSNORM: v = a + b (b may be NULL), x = v * rsqrt(mean(v^2) + eps) * w.
+ *            Every block computes the sums of squares of all of v itself
+ *            (v is <= 16K floats per vector, read from L2: cheaper than a
+ *            grid-wide barrier or another launch); block 0 alone writes v
+ *            to res_out (if not NULL), which must not alias a or b: the
+ *            other blocks are still reading them.
+ *   SWIGLU:  x = silu(a) * b (the gate and up halves of one fused output).
+ * a and b hold nb vectors `ld` floats apart; w is (cols). Values past cols
+ * are staged as 0, like x's padding.
+ */
+enum { CBK_XF_NONE = 0, CBK_XF_RMSNORM = 1, CBK_XF_SWIGLU = 2 };
+struct CbXf {
+    int mode;            /* CBK_XF_* */
+    const float *a, *b;  /* (nb, ld) each; b: RMSNORM residual delta or NULL, SWIGLU up */
+    const float *w;      /* RMSNORM: (cols) norm weight */
+    float *res_out;      /* RMSNORM: (nb, ld) v = a + b, written by block 0, or NULL */
+    float eps;
+    int ld;
+};
+
+/* 4 consecutive transformed inputs of vector b from column c0 (0 past cols).
+ * rs: per-vector RMSNORM scales (shared memory). Same operation order as the
+ * separate kernels (ops.cu k_add_rmsnorm, k_swiglu). */
+__device__ __forceinline__ float4 cbk_xf_load4(const float *x, const CbXf &xf, const float *rs, int b, int c0,
+                                               int cols, bool vec) {
+    if (xf.mode == CBK_XF_NONE) return cbk_load_x4(x + (size_t)b * cols, c0, cols, vec);
+    const float4 p = cbk_load_x4(xf.a + (size_t)b * xf.ld, c0, cols, vec);
+    const float4 q = xf.b ? cbk_load_x4(xf.b + (size_t)b * xf.ld, c0, cols, vec) : make_float4(0.f, 0.f, 0.f, 0.f);
+    if (xf.mode == CBK_XF_SWIGLU)
+        return make_float4(p.x / (1.0f + __expf(-p.x)) * q.x, p.y / (1.0f + __expf(-p.y)) * q.y,
+                           p.z / (1.0f + __expf(-p.z)) * q.z, p.w / (1.0f + __expf(-p.w)) * q.w);
+    const float s = rs[b];
+    const float4 w = cbk_load_x4(xf.w, c0, cols, vec);
+    return make_float4(w.x * ((p.x + q.x) * s), w.y * ((p.y + q.y) * s), w.z * ((p.z + q.z) * s),
+                       w.w * ((p.w + q.w) * s));
+}
+
+/* One transformed input (column c < cols of vector b): the outlier corrections. */
+__device__ __forceinline__ float cbk_xf_val(const float *x, const CbXf &xf, const float *rs, int b, int c,
+                                            int cols) {
+    if (xf.mode == CBK_XF_NONE) return __ldg(x + (size_t)b * cols + c);
+    const float p = __ldg(xf.a + (size_t)b * xf.ld + c), q = xf.b ? __ldg(xf.b + (size_t)b * xf.ld + c) : 0.0f;
+    if (xf.mode == CBK_XF_SWIGLU) return p / (1.0f + __expf(-p)) * q;
+    return __ldg(xf.w + c) * ((p + q) * rs[b]);
+}
+
+/* RMSNORM prologue, whole block (barriers): rs[b] = rsqrt(mean(v_b^2) + eps)
+ * for the nb vectors v = a + b, and block 0 writes v to res_out. scratch:
+ * nw * nb floats of shared memory, free until the main loop. */
+__device__ __forceinline__ void cbk_xf_rms(const CbXf &xf, int cols, int nb, bool vec, int nw, float *scratch,
+                                           float *rs) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nt = nw * 32;
+    float *ro = blockIdx.x == 0 ? xf.res_out : NULL;
+    for (int b = 0; b < nb; b++) {
+        const float *pa = xf.a + (size_t)b * xf.ld, *pb = xf.b ? xf.b + (size_t)b * xf.ld : NULL;
+        float *pr = ro ? ro + (size_t)b * xf.ld : NULL;
+        float ss = 0.0f;
+        if (vec) { /* cols % 4 == 0 and every row 16-byte aligned (host) */
+            for (int c = 4 * (int)threadIdx.x; c < cols; c += 4 * nt) {
+                float4 v = __ldg(reinterpret_cast<const float4 *>(pa + c));
+                if (pb) {
+                    const float4 o = __ldg(reinterpret_cast<const float4 *>(pb + c));
+                    v.x += o.x, v.y += o.y, v.z += o.z, v.w += o.w;
+                }
+                if (pr) *reinterpret_cast<float4 *>(pr + c) = v;
+                ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+            }
+        } else {
+            for (int c = threadIdx.x; c < cols; c += nt) {
+                const float v = __ldg(pa + c) + (pb ? __ldg(pb + c) : 0.0f);
+                if (pr) pr[c] = v;
+                ss += v * v;
+            }
+        }
+        ss = cbk_warp_sum(ss);
+        if (lane == 0) scratch[b * nw + warp] = ss;
+    }
+    __syncthreads();
+    if ((int)threadIdx.x < nb) {
+        float t = 0.0f;
+        for (int w = 0; w < nw; w++) t += scratch[threadIdx.x * nw + w];
+        rs[threadIdx.x] = rsqrtf(t / (float)cols + xf.eps);
+    }
+    __syncthreads();
+}
 
 /* D (16x8 s32) += A (16x32 s8, row) * B (32x8 s8, col); UA: A unsigned (u8). */
 template <bool UA>
@@ -1322,15 +1426,19 @@ __device__ __forceinline__ uint32_t cbk_pack4(uint32_t a, uint32_t b, uint32_t c
     return cbk_prmt(cbk_prmt(a, b, 0x0040u), cbk_prmt(c, d, 0x0040u), 0x5410u);
 }
 
-/* One warp quantizes step S (256 columns) of vector b into the permuted
- * layout: lane l takes group gq = l >> 3, chunk mm = (l >> 1) & 3, half e =
- * l & 1, i.e. the columns 16 e + 4 mm + (0..3) (j = e) and + 32 (j = e + 2)
- * of group gq, and writes 8 bytes of each plane. */
-__device__ __forceinline__ void cbk_v8_stage(const float *xb, int cols, bool vec, int S, int lane,
-                                             uint8_t *xh_row, uint8_t *xl_row, float *sx_out) {
+/* Lane l's columns of step S in cbk_v8_stage's layout: group gq = l >> 3,
+ * chunk mm = (l >> 1) & 3, half e = l & 1, i.e. the columns c0 + (0..3)
+ * (j = e) and c0 + 32 + (0..3) (j = e + 2) of group gq. */
+__device__ __forceinline__ int cbk_v8_col0(int S, int lane) {
+    return S * 256 + (lane >> 3) * 64 + 16 * (lane & 1) + 4 * ((lane >> 1) & 3);
+}
+
+/* One warp quantizes its lanes' 8 values (a: columns c0.., c: c0 + 32..,
+ * cbk_v8_col0) of step S of one vector into the permuted layout: 8 bytes of
+ * each plane per lane. */
+__device__ __forceinline__ void cbk_v8_quant(float4 a, float4 c, int S, int lane, uint8_t *xh_row, uint8_t *xl_row,
+                                             float *sx_out) {
     const int gq = lane >> 3, mm = (lane >> 1) & 3, e = lane & 1;
-    const int c0 = S * 256 + gq * 64 + 16 * e + 4 * mm;
-    const float4 a = cbk_load_x4(xb, c0, cols, vec), c = cbk_load_x4(xb, c0 + 32, cols, vec);
     float mx = fmaxf(fmaxf(fmaxf(fabsf(a.x), fabsf(a.y)), fmaxf(fabsf(a.z), fabsf(a.w))),
                      fmaxf(fmaxf(fabsf(c.x), fabsf(c.y)), fmaxf(fabsf(c.z), fabsf(c.w))));
 #pragma unroll
@@ -1355,6 +1463,98 @@ __device__ __forceinline__ void cbk_v8_stage(const float *xb, int cols, bool vec
     if (lane == 0) *sx_out = mx * (1.0f / 16256.0f);
 }
 
+/* One warp stages step S (256 columns) of vector b: loads (through the
+ * transform, if any) and quantizes. */
+__device__ __forceinline__ void cbk_v8_stage(const float *x, const CbXf &xf, const float *rs, int b, int cols,
+                                             bool vec, int S, int lane, uint8_t *xh_row, uint8_t *xl_row,
+                                             float *sx_out) {
+    const int c0 = cbk_v8_col0(S, lane);
+    cbk_v8_quant(cbk_xf_load4(x, xf, rs, b, c0, cols, vec), cbk_xf_load4(x, xf, rs, b, c0 + 32, cols, vec), S, lane,
+                 xh_row, xl_row, sx_out);
+}
+
+/* v + o elementwise. */
+__device__ __forceinline__ float4 cbk_add4(float4 v, float4 o) {
+    return make_float4(v.x + o.x, v.y + o.y, v.z + o.z, v.w + o.w);
+}
+
+/* Store the columns c0..c0+3 (< cols) of v at p. */
+__device__ __forceinline__ void cbk_store4(float *p, int c0, int cols, bool vec, float4 v) {
+    if (vec && c0 + 4 <= cols) {
+        *reinterpret_cast<float4 *>(p + c0) = v;
+        return;
+    }
+    if (c0 + 0 < cols) p[c0 + 0] = v.x;
+    if (c0 + 1 < cols) p[c0 + 1] = v.y;
+    if (c0 + 2 < cols) p[c0 + 2] = v.z;
+    if (c0 + 3 < cols) p[c0 + 3] = v.w;
+}
+
+/* The RMSNORM transform in one pass over v, when every warp's share of x is
+ * at most K (step, vector) items (ceil(steps / NW) * nb <= K; the 8B decode:
+ * 4096 columns = 16 steps over 16 warps, nb 1): each lane loads its 8
+ * values per item once (cbk_v8_stage's columns) and keeps them in registers
+ * across the sums' barrier, instead of cbk_xf_rms's pass over all of v and
+ * a second L2 round trip to stage it. Item i of warp w: step w + (i / nb) NW,
+ * vector i % nb. Whole block (barriers); scratch: K NW floats; also writes
+ * rs (the epilogue's outliers use it) and, in block 0, res_out. Registers:
+ * 16 per item live across the barrier (v and w), so K = 2 only where the
+ * register cap allows (cbk_gemv_v8). */
+template <int NW, int K>
+__device__ __forceinline__ void cbk_v8_rms_stage(const CbXf &xf, int cols, int nb, int nsteps, bool vec, int XST,
+                                                 uint8_t *xq, float *xsc, float *scratch, float *rs) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    float *ro = blockIdx.x == 0 ? xf.res_out : NULL;
+    float4 va[K], vc[K], wa[K], wc[K];
+    float ss[K];
+#pragma unroll
+    for (int i = 0; i < K; i++) {
+        const int S = warp + (i / nb) * NW, b = i % nb;
+        const bool ok = i < nb * ((nsteps + NW - 1) / NW) && S < nsteps; /* warp-uniform */
+        const float4 z = make_float4(0.f, 0.f, 0.f, 0.f);
+        va[i] = vc[i] = wa[i] = wc[i] = z;
+        ss[i] = 0.0f;
+        if (!ok) continue;
+        const int c0 = cbk_v8_col0(S, lane);
+        const float *pa = xf.a + (size_t)b * xf.ld, *pb = xf.b ? xf.b + (size_t)b * xf.ld : NULL;
+        va[i] = cbk_load_x4(pa, c0, cols, vec), vc[i] = cbk_load_x4(pa, c0 + 32, cols, vec);
+        if (pb) va[i] = cbk_add4(va[i], cbk_load_x4(pb, c0, cols, vec)),
+                vc[i] = cbk_add4(vc[i], cbk_load_x4(pb, c0 + 32, cols, vec));
+        wa[i] = cbk_load_x4(xf.w, c0, cols, vec), wc[i] = cbk_load_x4(xf.w, c0 + 32, cols, vec);
+        if (ro) {
+            cbk_store4(ro + (size_t)b * xf.ld, c0, cols, vec, va[i]);
+            cbk_store4(ro + (size_t)b * xf.ld, c0 + 32, cols, vec, vc[i]);
+        }
+        ss[i] = va[i].x * va[i].x + va[i].y * va[i].y + va[i].z * va[i].z + va[i].w * va[i].w +
+                vc[i].x * vc[i].x + vc[i].y * vc[i].y + vc[i].z * vc[i].z + vc[i].w * vc[i].w;
+    }
+#pragma unroll
+    for (int i = 0; i < K; i++) {
+        const float t = cbk_warp_sum(ss[i]);
+        if (lane == 0) scratch[warp * K + i] = t; /* 0 for an unused item */
+    }
+    __syncthreads();
+    if ((int)threadIdx.x < nb) {
+        float t = 0.0f;
+        for (int w = 0; w < NW; w++)
+            for (int i = 0; i < K; i++)
+                if (i % nb == (int)threadIdx.x) t += scratch[w * K + i];
+        rs[threadIdx.x] = rsqrtf(t / (float)cols + xf.eps);
+    }
+    __syncthreads();
+#pragma unroll
+    for (int i = 0; i < K; i++) {
+        const int S = warp + (i / nb) * NW, b = i % nb;
+        if (!(i < nb * ((nsteps + NW - 1) / NW) && S < nsteps)) continue; /* warp-uniform */
+        const float s = rs[b];
+        const float4 a = make_float4(wa[i].x * (va[i].x * s), wa[i].y * (va[i].y * s), wa[i].z * (va[i].z * s),
+                                     wa[i].w * (va[i].w * s));
+        const float4 c = make_float4(wc[i].x * (vc[i].x * s), wc[i].y * (vc[i].y * s), wc[i].z * (vc[i].z * s),
+                                     wc[i].w * (vc[i].w * s));
+        cbk_v8_quant(a, c, S, lane, xq + (size_t)(2 * b) * XST, xq + (size_t)(2 * b + 1) * XST, xsc + b * nsteps + S);
+    }
+}
+
 /* The 4 A registers of mma (m, h) for one plane: rows g (word w0's selector
  * u0) and g+8 (u1); u = t0 (h = 0) or t1 (h = 1) of the word. */
 __device__ __forceinline__ void cbk_v8_afrag(uint32_t p0, uint32_t p1, uint32_t u0, uint32_t u1, uint32_t u0h,
@@ -1371,10 +1571,15 @@ __device__ __forceinline__ void cbk_v8_afrag(uint32_t p0, uint32_t p1, uint32_t 
  * b owns tiles [b tpb, min(tiles, (b+1) tpb)). nb <= 4. Dynamic shared
  * memory: CbkV8::smem(groups, nb, tpb, NW). P: weight items in flight per
  * warp (register ring). MINB: blocks per SM the register budget must allow.
+ * XF: compiled with the input transforms (xf.mode, CbXf above).
  */
-template <int NW, int P, int MINB>
+template <int NW, int P, int MINB, bool XF = false>
 __global__ void __launch_bounds__(NW * 32, MINB)
-    cbk_gemv_v8(CbView m, const float *__restrict__ x, int nb, float *__restrict__ y, int vec, int tpb) {
+    cbk_gemv_v8(CbView m, const float *__restrict__ x, CbXf xf, int nb, float *__restrict__ y, int vec, int tpb) {
+    /* XF = false: xf ignored, and the transforms compiled out (the plain
+     * GEMV keeps its registers: the one-pass RMSNORM holds x in registers
+     * across a barrier: 98 -> 116 registers per thread for NW 16, ptxas) */
+    if (!XF) xf.mode = CBK_XF_NONE;
     cbk_grid_trigger();
     extern __shared__ __align__(16) uint8_t cbk_smem8[];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -1383,6 +1588,7 @@ __global__ void __launch_bounds__(NW * 32, MINB)
     float *xsc = reinterpret_cast<float *>(cbk_smem8 + CbkV8::off_xsc(m.groups, nb)); /* (nb, nsteps) */
     uint4 *pl = reinterpret_cast<uint4 *>(cbk_smem8 + CbkV8::off_pl(m.groups, nb));  /* (tpb * 16) */
     float *red = reinterpret_cast<float *>(cbk_smem8 + CbkV8::off_red(m.groups, nb, tpb)); /* (tpb, NW, 16, nb) */
+    float *rs = reinterpret_cast<float *>(cbk_smem8 + CbkV8::off_rs(m.groups, nb, tpb, NW)); /* (nb) RMSNORM scales */
     const int tiles = (m.rows + 15) / 16;
     const int tile0 = (int)blockIdx.x * tpb;
     const int my_tiles = min(tpb, tiles - tile0);
@@ -1439,11 +1645,21 @@ __global__ void __launch_bounds__(NW * 32, MINB)
     }
     cbk_grid_wait(); /* weights in flight; x is the previous kernel's output */
 
-    /* x: each warp quantizes the steps it will consume, for every vector */
-    for (int S = warp; S < nsteps; S += NW)
-        for (int b = 0; b < nb; b++)
-            cbk_v8_stage(x + (size_t)b * m.cols, m.cols, vec != 0, S, lane, cbk_smem8 + (size_t)(2 * b) * XST,
-                         cbk_smem8 + (size_t)(2 * b + 1) * XST, xsc + b * nsteps + S);
+    /* x: each warp quantizes the steps it will consume, for every vector.
+     * RMSNORM needs the sums of squares of all of v first (red is free until
+     * the main loop): in one pass from registers where each warp's share is
+     * small, else a pass over v for the scales and a second one to stage.
+     * Both conditions are block-uniform (barriers inside). */
+    constexpr int RK = 65536 / (NW * 32 * MINB) >= 96 ? 2 : 1; /* items the register cap allows */
+    if (xf.mode == CBK_XF_RMSNORM && (nsteps + NW - 1) / NW * nb <= RK) {
+        cbk_v8_rms_stage<NW, RK>(xf, m.cols, nb, nsteps, vec != 0, XST, cbk_smem8, xsc, red, rs);
+    } else {
+        if (xf.mode == CBK_XF_RMSNORM) cbk_xf_rms(xf, m.cols, nb, vec != 0, NW, red, rs);
+        for (int S = warp; S < nsteps; S += NW)
+            for (int b = 0; b < nb; b++)
+                cbk_v8_stage(x, xf, rs, b, m.cols, vec != 0, S, lane, cbk_smem8 + (size_t)(2 * b) * XST,
+                             cbk_smem8 + (size_t)(2 * b + 1) * XST, xsc + b * nsteps + S);
+    }
     __syncthreads();
 
     /* lanes of unused batch columns (g >= 2 nb) read rows 0/1: a broadcast
@@ -1534,7 +1750,7 @@ __global__ void __launch_bounds__(NW * 32, MINB)
             const float v = __half2float(__ushort_as_half(m.ol_val[e]));
 #pragma unroll
             for (int b = 0; b < OPC_CBK_V8_MAX_BATCH; b++)
-                if (b < nb) sb[b] += v * __ldg(x + (size_t)b * m.cols + c);
+                if (b < nb) sb[b] += v * cbk_xf_val(x, xf, rs, b, c, m.cols);
         }
 #pragma unroll
         for (int b = 0; b < OPC_CBK_V8_MAX_BATCH; b++)

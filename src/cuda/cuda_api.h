@@ -117,6 +117,38 @@ typedef enum opc_cuda_cb_kernel {
 opc_status opc_cuda_cb_gemv_with(const opc_cuda_cb_matrix *m, const float *x, int64_t nb, float *y,
                                  opc_cuda_stream stream, opc_cuda_cb_kernel kernel);
 
+/* An input transform for opc_cuda_cb_gemv_xf: the GEMV computes its x from
+ * these vectors while staging it, instead of a separate kernel writing x
+ * (one launch less per transform on the decode path). a and b hold nb
+ * vectors of cols floats, rows `ld` floats apart (ld >= cols).
+ *   RMSNORM: v = a + b (b may be NULL), x = v * rsqrt(mean(v^2) + eps) * w,
+ *            w (cols); res_out (nb, ld), if not NULL, receives v (written
+ *            once, by one block); it must not alias a or b.
+ *   SWIGLU:  x = silu(a) * b (a: gate, b: up). */
+typedef enum opc_cuda_xf_kind { OPC_CUDA_XF_RMSNORM = 1, OPC_CUDA_XF_SWIGLU = 2 } opc_cuda_xf_kind;
+typedef struct opc_cuda_xform {
+    opc_cuda_xf_kind kind;
+    const float *a, *b; /* device (nb, ld) each */
+    const float *w;     /* device (cols), RMSNORM only */
+    float *res_out;     /* device (nb, ld) or NULL, RMSNORM only */
+    float eps;          /* RMSNORM only */
+    int64_t ld;
+} opc_cuda_xform;
+
+/* Whether opc_cuda_cb_gemv_xf takes (m, nb): the int8 kernel's cases of
+ * opc_cuda_cb_gemv (plain 2-bit: no group scales; nb <= 4; x fits in shared
+ * memory; not turned off by OPC_CUDA_GEMV). No side effects, never logs. */
+int opc_cuda_cb_gemv_xf_ok(const opc_cuda_cb_matrix *m, int64_t nb);
+
+/* Y (nb, rows) = X W^T where X = the transform *xf of its inputs (above),
+ * with the numerics of opc_cuda_cb_gemv's int8 kernel. Rotation is not
+ * applied (pass rot_log2 == 0 matrices, or accept the rotated basis).
+ * Asynchronous on `stream`, no allocation. Errors: INVALID_ARG (NULLs, bad
+ * transform, aliasing res_out), the matrix checks of opc_cuda_cb_gemv,
+ * UNSUPPORTED where opc_cuda_cb_gemv_xf_ok says no (nothing launched), CUDA. */
+opc_status opc_cuda_cb_gemv_xf(const opc_cuda_cb_matrix *m, const opc_cuda_xform *xf, int64_t nb, float *y,
+                               opc_cuda_stream stream);
+
 /* y = R^T x (opc_cb_rotate) for n vectors of cols floats in device memory,
  * R the rotation of blocks of 2^rot_log2 columns; inverse != 0 applies R
  * (opc_cb_unrotate). y may equal x. Asynchronous on `stream`; allocates

@@ -12,6 +12,9 @@
  *   logits = rmsnorm(x + pending) · output_norm · Woutᵀ
  *
  * Same order of operations as the CPU reference (src/model/forward.c).
+ * Where the consumer is a plain 2-bit matrix on the int8 GEMV (batches <= 4,
+ * decode), the norms and the SwiGLU run inside that GEMV's x staging
+ * (opc_cuda_cb_gemv_xf; norm_linear below): 3 launches fewer per layer.
  * Sections: handle + weight upload, init/free, the pass, run + CUDA graph.
  */
 #include "forward_cuda.h"
@@ -77,6 +80,7 @@ struct opc_cuda_forward {
 
     /* activations for up to max_batch tokens, device */
     float *x, *xb32, *att32, *xo, *hb; /* (B, dim|q_dim|dim|hidden) */
+    float *x2;  /* (min(B, 4), dim): the residual's second buffer, for norms fused into a GEMV (forward_slice) */
     float *xr32;        /* (B, max(dim, q_dim, hidden)): rotated input of a rotated matrix */
     __half *xr16;       /* the same in fp16 (cuBLAS path) */
     const float *xr_src;/* what xr holds: rotation of xr_src (n rows) by 2^xr_rot blocks */
@@ -94,6 +98,7 @@ struct opc_cuda_forward {
 
     int use_graph, graph_failed, decode_eager;
     int pdl_ops; /* PDL for the small kernels too (see init) */
+    int fuse_prologue; /* norms and SwiGLU fused into the 2-bit GEMV's staging (forward_slice) */
     cudaGraphExec_t graph;
     /* greedy decoding on the device (opc_cuda_forward_greedy): a second graph
      * = decode step + argmax_next, and its scratch (zero between calls) */
@@ -417,6 +422,9 @@ extern "C" opc_status opc_cuda_forward_init(opc_cuda_forward **out, const opc_mo
     const char *env_all = getenv("OPC_CUDA_PDL");
     f->pdl_ops = env ? !strcmp(env, "1") : c->dim >= 2048;
     if (env_all && !strcmp(env_all, "0")) f->pdl_ops = 0;
+    /* OPC_CUDA_NO_PROLOGUE_FUSE=1: the separate norm and SwiGLU kernels (comparisons) */
+    env = getenv("OPC_CUDA_NO_PROLOGUE_FUSE");
+    f->fuse_prologue = !(env && strcmp(env, "0"));
     const int64_t dim = c->dim, hid = c->hidden_dim, qd = f->q_dim, kvd = f->kv_dim;
     const int64_t vocab = c->vocab_size, hd = c->head_dim;
     const uint64_t B = (uint64_t)f->max_batch;
@@ -585,6 +593,7 @@ extern "C" opc_status opc_cuda_forward_init(opc_cuda_forward **out, const opc_mo
             uint64_t bytes;
             const char *what;
         } bufs[] = {{(void **)&f->x, B * dim * 4, "x"},
+                    {(void **)&f->x2, (B < 4 ? B : 4) * dim * 4, "residual (second buffer)"},
                     {(void **)&f->xb32, B * dim * 4, "xb"},
                     {(void **)&f->xb16, B * dim * 2, "xb16"},
                     {(void **)&f->qkv, B * (qd + 2 * kvd) * 4, "qkv"},
@@ -695,23 +704,58 @@ static opc_status linear(opc_cuda_forward *f, const gweight *w, const float *x32
     return bs == CUBLAS_STATUS_SUCCESS ? OPC_OK : blas_err(bs, "cublasGemmEx");
 }
 
-/* x (+)= xo; xb32/xb16 = rmsnorm(x) * w. When the first matrix this input
- * feeds is rotated (and the block size suits the fused kernel), the same
- * launch also writes its rotated copy into xr (linear() then reuses it). */
-static void norm_for(opc_cuda_forward *f, const float *xo, const float *w, const gweight *next, int n) {
+/* x (+)= xo; xb32/xb16 = rmsnorm(x) * w, x the residual (n, dim). When the
+ * first matrix this input feeds is rotated (and the block size suits the
+ * fused kernel), the same launch also writes its rotated copy into xr
+ * (linear() then reuses it). */
+static void norm_for(opc_cuda_forward *f, float *x, const float *xo, const float *w, const gweight *next, int n) {
     const opc_config *c = &f->cfg;
     f->xr_src = NULL; /* xb is rewritten */
     const int rot = next && next->kind == WK_CB ? next->rot : 0;
     if (rot > 0 && add_rmsnorm_rot_ok(c->dim, rot)) {
-        add_rmsnorm_rot(f->x, xo, w, f->xb32, f->xb16, n, c->dim, c->rms_eps, rot, f->xr32, f->xr16, f->stream);
+        add_rmsnorm_rot(x, xo, w, f->xb32, f->xb16, n, c->dim, c->rms_eps, rot, f->xr32, f->xr16, f->stream);
         f->xr_src = f->xb32, f->xr_rot = rot, f->xr_n = n;
     } else {
-        add_rmsnorm(f->x, xo, w, f->xb32, f->xb16, n, c->dim, c->rms_eps, f->stream);
+        add_rmsnorm(x, xo, w, f->xb32, f->xb16, n, c->dim, c->rms_eps, f->stream);
     }
 }
 
+/* Whether w's GEMV of n vectors can make its own input (opc_cuda_cb_gemv_xf):
+ * plain 2-bit (no rotation: the transform writes the unrotated basis; no
+ * group scales) on the int8 kernel. Depends only on the weight and n, so a
+ * captured decode step makes the same choices at every replay. */
+static int fuse_ok(const opc_cuda_forward *f, const gweight *w, int n) {
+    return f->fuse_prologue && w->kind == WK_CB && w->rot == 0 && opc_cuda_cb_gemv_xf_ok(&w->cb, n);
+}
+
+/* The norm before `next` (the only consumer of its output), over the
+ * residual *res (+ xo when not NULL), then y = next(norm): fused into the
+ * GEMV when fuse_ok (the updated residual goes to the other of f->x/f->x2,
+ * which becomes *res: the GEMV's blocks all read the old one, so it cannot
+ * be updated in place), else add_rmsnorm in place + linear(). */
+static opc_status norm_linear(opc_cuda_forward *f, float **res, const float *xo, const float *w,
+                              const gweight *next, int n, float *y) {
+    if (fuse_ok(f, next, n)) {
+        float *other = *res == f->x ? f->x2 : f->x;
+        opc_cuda_xform xf;
+        memset(&xf, 0, sizeof xf);
+        xf.kind = OPC_CUDA_XF_RMSNORM, xf.a = *res, xf.b = xo, xf.w = w, xf.eps = f->cfg.rms_eps;
+        xf.ld = f->cfg.dim, xf.res_out = xo ? other : NULL; /* no delta: the residual stays */
+        f->xr_src = NULL; /* xb is not written; nothing may reuse a rotation of it */
+        opc_status st = opc_cuda_cb_gemv_xf(&next->cb, &xf, n, y, f->stream);
+        if (st == OPC_OK && xo) *res = other;
+        return st;
+    }
+    norm_for(f, *res, xo, w, next, n);
+    opc_status st = kcheck("rmsnorm");
+    return st != OPC_OK ? st : linear(f, next, f->xb32, f->xb16, n, y);
+}
+
 /* One slice of n <= max_batch tokens whose position and ids are already in
- * d_in. Only queues work on f->stream (also while a graph is captured). */
+ * d_in. Only queues work on f->stream (also while a graph is captured).
+ * The residual stream lives in f->x, or in f->x2 after an odd number of
+ * fused norms (norm_linear); every slice starts again from the embedding in
+ * f->x, so a captured step replays the same pointers. */
 static opc_status forward_slice(opc_cuda_forward *f, int n, opc_logits_mode mode) {
     const opc_config *c = &f->cfg;
     const int dim = c->dim, hid = c->hidden_dim, qd = f->q_dim, kvd = f->kv_dim;
@@ -727,18 +771,19 @@ static opc_status forward_slice(opc_cuda_forward *f, int n, opc_logits_mode mode
     if (f->embd.kind == WK_CB && f->embd.rot > 0) /* a lookup wants the original basis */
         rotate(f->x, f->x, NULL, n, dim, f->embd.rot, 1, s);
     if ((st = kcheck("embedding")) != OPC_OK) return st;
+    float *res = f->x;           /* the residual stream (n, dim) */
     const float *pending = NULL; /* ffn output of the previous layer, added in the next norm */
     for (int l = 0; l < c->n_layers; l++) {
         glayer *L = &f->layers[l];
         __half *kc = f->kcache + (int64_t)l * f->ctx * kvd, *vc = f->vcache + (int64_t)l * f->ctx * kvd;
-        norm_for(f, pending, L->attn_norm, L->qkv.kind ? &L->qkv : &L->w[W_Q], n);
-        if ((st = kcheck("rmsnorm")) != OPC_OK) return st;
         float *q = f->qkv, *k, *v;
         int ldq, ldkv;
         if (L->qkv.kind) { /* fused: row t of qkv is [q | k | v] */
-            if ((st = linear(f, &L->qkv, f->xb32, f->xb16, n, f->qkv)) != OPC_OK) return st;
+            if ((st = norm_linear(f, &res, pending, L->attn_norm, &L->qkv, n, f->qkv)) != OPC_OK) return st;
             k = q + qd, v = k + kvd, ldq = ldkv = qd + 2 * kvd;
         } else { /* three blocks of max_batch rows */
+            norm_for(f, res, pending, L->attn_norm, &L->w[W_Q], n);
+            if ((st = kcheck("rmsnorm")) != OPC_OK) return st;
             k = q + (int64_t)f->max_batch * qd, v = k + (int64_t)f->max_batch * kvd, ldq = qd, ldkv = kvd;
             if ((st = linear(f, &L->w[W_Q], f->xb32, f->xb16, n, q)) != OPC_OK) return st;
             if ((st = linear(f, &L->w[W_K], f->xb32, f->xb16, n, k)) != OPC_OK) return st;
@@ -752,14 +797,14 @@ static opc_status forward_slice(opc_cuda_forward *f, int n, opc_logits_mode mode
                   f->part, f->att32, f->att16, s);
         if ((st = kcheck("attention")) != OPC_OK) return st;
         if ((st = linear(f, &L->w[W_O], f->att32, f->att16, n, f->xo)) != OPC_OK) return st;
-        norm_for(f, f->xo, L->ffn_norm, L->gate_up.kind ? &L->gate_up : &L->w[W_GATE], n);
-        if ((st = kcheck("rmsnorm")) != OPC_OK) return st;
         const float *g = f->gu, *u;
         int ldg;
         if (L->gate_up.kind) { /* fused: row t of gu is [gate | up] */
-            if ((st = linear(f, &L->gate_up, f->xb32, f->xb16, n, f->gu)) != OPC_OK) return st;
+            if ((st = norm_linear(f, &res, f->xo, L->ffn_norm, &L->gate_up, n, f->gu)) != OPC_OK) return st;
             u = g + hid, ldg = 2 * hid;
         } else {
+            norm_for(f, res, f->xo, L->ffn_norm, &L->w[W_GATE], n);
+            if ((st = kcheck("rmsnorm")) != OPC_OK) return st;
             u = g + (int64_t)f->max_batch * hid, ldg = hid;
             if ((st = linear(f, &L->w[W_GATE], f->xb32, f->xb16, n, f->gu)) != OPC_OK) return st;
             if ((st = linear(f, &L->w[W_UP], f->xb32, f->xb16, n, f->gu + (int64_t)f->max_batch * hid)) != OPC_OK)
@@ -767,18 +812,25 @@ static opc_status forward_slice(opc_cuda_forward *f, int n, opc_logits_mode mode
         }
         f->xr_src = NULL;
         const gweight *wd = &L->w[W_DOWN];
-        if (wd->kind == WK_CB && wd->rot > 0 && swiglu_rot_ok(hid, wd->rot)) { /* fused: no separate rotation */
-            swiglu_rot(f->hb, f->hb16, g, u, ldg, n, hid, wd->rot, f->xr32, f->xr16, s);
-            f->xr_src = f->hb, f->xr_rot = wd->rot, f->xr_n = n;
+        if (fuse_ok(f, wd, n)) { /* silu(g) * u made in the down GEMV's staging: no hb */
+            opc_cuda_xform xf;
+            memset(&xf, 0, sizeof xf);
+            xf.kind = OPC_CUDA_XF_SWIGLU, xf.a = g, xf.b = u, xf.ld = ldg;
+            if ((st = opc_cuda_cb_gemv_xf(&wd->cb, &xf, n, f->xo, s)) != OPC_OK) return st;
         } else {
-            swiglu(f->hb, f->hb16, g, u, ldg, n, hid, s);
+            if (wd->kind == WK_CB && wd->rot > 0 && swiglu_rot_ok(hid, wd->rot)) { /* fused: no separate rotation */
+                swiglu_rot(f->hb, f->hb16, g, u, ldg, n, hid, wd->rot, f->xr32, f->xr16, s);
+                f->xr_src = f->hb, f->xr_rot = wd->rot, f->xr_n = n;
+            } else {
+                swiglu(f->hb, f->hb16, g, u, ldg, n, hid, s);
+            }
+            if ((st = kcheck("swiglu")) != OPC_OK) return st;
+            if ((st = linear(f, wd, f->hb, f->hb16, n, f->xo)) != OPC_OK) return st;
         }
-        if ((st = kcheck("swiglu")) != OPC_OK) return st;
-        if ((st = linear(f, &L->w[W_DOWN], f->hb, f->hb16, n, f->xo)) != OPC_OK) return st;
         pending = f->xo;
     }
     if (mode == OPC_LOGITS_NONE) return OPC_OK;
-    norm_for(f, pending, f->out_norm, mode == OPC_LOGITS_LAST && n > 1 ? NULL : &f->head, n);
+    norm_for(f, res, pending, f->out_norm, mode == OPC_LOGITS_LAST && n > 1 ? NULL : &f->head, n);
     if ((st = kcheck("output norm")) != OPC_OK) return st;
     const int first = mode == OPC_LOGITS_LAST ? n - 1 : 0;
     return linear(f, &f->head, f->xb32 + (int64_t)first * dim, f->xb16 + (int64_t)first * dim,
