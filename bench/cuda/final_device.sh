@@ -49,7 +49,7 @@ log perplexity same, CPU 16 threads
 OMP_WAIT_POLICY=PASSIVE timeout 200 $X perplexity gpu_carry/smollm2-2bit.bf2 --text $W --chunks 10 --threads 16 --quiet 2>&1 | tee -a "$L" | tail -3
 log generate GPU
 timeout 60 $X generate gpu_carry/smollm2-2bit.bf2 --chat --prompt "What is the capital of France?" --temp 0 --max-tokens 40 --device cuda 2>&1 | tee -a "$L" | tail -4
-log quantize stories260K, cuda vs cpu, default options but --no-gptq (GPTQ tensors would run on the CPU)
+log "quantize stories260K, cuda vs cpu, default options but --no-gptq: GPTQ tensors would run on the CPU"
 timeout 60 $X quantize gpu_carry/stories260K/stories260K.bin -o /tmp/s_gpu.bf2 --device cuda --no-gptq --quiet 2>&1 | tail -3 | tee -a "$L"
 timeout 60 $X quantize gpu_carry/stories260K/stories260K.bin -o /tmp/s_cpu.bf2 --device cpu --no-gptq --quiet 2>&1 | tail -3 | tee -a "$L"
 cmp /tmp/s_gpu.bf2 /tmp/s_cpu.bf2 && echo "quantize cuda == cpu: identical files" | tee -a "$L"
