@@ -17,8 +17,10 @@
  *     up) are concatenated into one matrix when all parts are CB2: one launch,
  *     and enough row tiles for the small K/V projections (environment
  *     OPC_CUDA_NO_FUSE=1 keeps them apart, for comparison).
- *   - CB4 weights (3/4-bit): packed; <= 8 tokens use a simple CUDA-core GEMV
- *     (ops.cu), larger batches the same dequantize + cuBLAS path.
+ *   - CB4 weights (3/4-bit): packed; <= 8 tokens use a CUDA-core GEMV with
+ *     the row's codebook in shared memory (ops.cu cb4_gemv; OPC_CUDA_CB4=generic
+ *     selects the old one-byte-per-weight kernel), larger batches the same
+ *     dequantize + cuBLAS path.
  *   - every other weight type (f32, f16, bf16, GGUF blocks): dequantized once
  *     on the host to fp16, multiplied with cuBLAS (cublasGemmEx, fp32 accumulate).
  *   - norms and biases fp32; RoPE tables fp32, computed exactly as the CPU path;
@@ -35,7 +37,10 @@
  * previous kernel runs, fetch weights, and wait for it before reading
  * activations (OPC_CUDA_PDL_OPS=1 does the same for the small kernels). When
  * a norm or SwiGLU feeds a rotated matrix, it writes the rotated copy in the
- * same launch.
+ * same launch. When it feeds a plain 2-bit matrix on the int8 GEMV (batches
+ * <= 4), the norm (with the residual add) or SwiGLU runs inside that GEMV's
+ * x staging instead (opc_cuda_cb_gemv_xf; OPC_CUDA_NO_PROLOGUE_FUSE=1 keeps the
+ * separate kernels, for comparison).
  *
  * Decode steps (n == 1) are captured once in a CUDA graph and replayed
  * (positions and tokens are read from device memory), unless disabled with
