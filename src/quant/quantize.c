@@ -1610,6 +1610,15 @@ typedef struct alloc_t {
     uint64_t bytes;
 } alloc_t;
 
+/* The embedding and the head are f16 unless the caller quantizes them
+ * (--override): then they are outside the bpw budget, which covers what the
+ * default quantizes, so the rest keeps its allocation (counted in, a 4-bit
+ * SmolLM2 embedding alone exceeds 2.5 bpw, no step fits and PPL is 295
+ * instead of 115). */
+static int outside_budget(const char *name) {
+    return !strcmp(name, "token_embd.weight") || !strcmp(name, "output.weight");
+}
+
 opc_status opc_quant_allocate(const opc_tensor *tensors, int32_t n_tensors, int32_t n_layers,
                               const opc_quant_params *p, opc_quant_alloc *out) {
     memset(out, 0, sizeof *out);
@@ -1624,6 +1633,7 @@ opc_status opc_quant_allocate(const opc_tensor *tensors, int32_t n_tensors, int3
         opc_quant_choice ch;
         st = opc_quant_plan(t, &pl, &ch, &a[i].ib, &a[i].k);
         if (st || ch != OPC_QC_CB) continue;
+        if (outside_budget(t->name)) continue;
         float ob;
         int layer = block_of(t->name);
         a[i].bits = a[i].k == 3 ? 1.58f : a[i].k == 4 ? 2.0f : a[i].k == 8 ? 3.0f : 4.0f;
@@ -1715,7 +1725,8 @@ opc_status opc_quant_allocate(const opc_tensor *tensors, int32_t n_tensors, int3
     for (int32_t i = 0; i < n_tensors; i++) {
         opc_quant_choice ch;
         int32_t ib, k;
-        if (opc_quant_plan(&tensors[i], &chk, &ch, &ib, &k) || ch != OPC_QC_CB) continue;
+        if (outside_budget(tensors[i].name) || opc_quant_plan(&tensors[i], &chk, &ch, &ib, &k) || ch != OPC_QC_CB)
+            continue;
         cb += opc_quant_cb_bytes(tensors[i].shape[0], tensors[i].shape[1], ib, k,
                                  opc_quant_outlier_frac(tensors[i].name, &chk), pl.group_scales);
         ce += (uint64_t)opc_tensor_nelem(&tensors[i]);
