@@ -1869,10 +1869,16 @@ static opc_status quantize_tensor(const opc_tensor *src, int32_t tensor_index, c
         out->data = out->owned;
         return OPC_OK;
     }
-    float *w;
-
-    st = source_f32(src, &w);
-    if (st) return st;
+    /* fp16/bf16 weights bound for the GPU quantizer go up as they are (half
+     * the upload, widened on the device exactly as here); everything else is
+     * widened to fp32 on the host first. */
+    const int gpu_h16 = p->device == 1 && choice == OPC_QC_CB &&
+                        (src->type == OPC_TYPE_F16 || src->type == OPC_TYPE_BF16);
+    float *w = NULL;
+    if (!gpu_h16) {
+        st = source_f32(src, &w);
+        if (st) return st;
+    }
     if (choice == OPC_QC_F16) {
         /* values beyond fp16's range would become inf: keep such a tensor f32 */
         for (int64_t i = 0; i < n; i++)
@@ -1967,10 +1973,15 @@ static opc_status quantize_tensor(const opc_tensor *src, int32_t tensor_index, c
 #ifdef OPC_HAVE_CUDA
     /* the GPU path (same result) for all but GPTQ, Lloyd and rows wider than it sorts */
     if (mp.device == 1 && !mp.hessian && mp.method != OPC_QUANT_LLOYD && cols <= OPC_CUDA_QUANT_MAX_COLS)
-        st = opc_cuda_quantize_matrix(w, rows, cols, &mp, qm);
+        st = w ? opc_cuda_quantize_matrix(w, rows, cols, &mp, qm)
+               : opc_cuda_quantize_matrix_h16((const uint16_t *)src->data, src->type == OPC_TYPE_BF16, rows, cols,
+                                              &mp, qm);
     else
 #endif
-        st = opc_quantize_matrix(w, rows, cols, &mp, qm);
+    {
+        if (!w) st = source_f32(src, &w); /* the CPU path after all (GPTQ, Lloyd, wide rows) */
+        if (st == OPC_OK) st = opc_quantize_matrix(w, rows, cols, &mp, qm);
+    }
     opc_aligned_free(hrot);
     free(imp);
     opc_aligned_free(w);
