@@ -315,8 +315,11 @@ static void test_int8_opt_in(void) {
  * which the worst-case quantization bound in the sweep would not catch. */
 static void test_int8_emulated(void) {
     if (!opc_cb_impl_available(OPC_CB_IMPL_AVX512_I8)) SKIP("no AVX-512 VNNI");
-    static const int64_t shapes[][3] = {{7, 200, 9}, {6, 576, 17}, {5, 1500, 5}, {3, 64, 2},
-                                        {9, 1500, 1}, {4, 65, 1},   {1, 576, 1}};
+    /* {5, 2500, 70}: prefill column chunks (> 2048 columns), a full 64-token
+     * block whose last tile is short, and a second block */
+    static const int64_t shapes[][3] = {{7, 200, 9},  {6, 576, 17}, {5, 1500, 5},
+                                        {3, 64, 2},   {9, 1500, 1}, {4, 65, 1},
+                                        {1, 576, 1},  {5, 2500, 70}};
     int bad = 0, cases = 0;
     double worst = 0;
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)

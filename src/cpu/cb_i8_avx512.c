@@ -25,9 +25,15 @@
  *     (scale e_b = max|x| / 127, round to nearest); the int32 sums are
  *     converted and scaled once per block.
  * Group scales: prefill rescales and re-rounds the table per group,
- * round(s_g c_i / a_r), shared by the tile's tokens (5 instructions per
- * group and row); decode instead converts each group's int32 sum and
+ * round(s_g c_i / a_r); decode instead converts each group's int32 sum and
  * multiplies it by s_g e_b (3 per group and row, and no re-rounding).
+ * Prefill decodes each row's int8 weights once per block of up to 64 tokens
+ * into an L1/L2 buffer, then runs 4-row x 4-token register tiles over it
+ * (vpdpbusd with both operands from registers; see ptile): decoding per
+ * 2 x 4 tile instead, with the int32 -> fp32 epilogue of one
+ * _mm512_reduce_add_ps per output and no prefetch of x, reached ~200 G
+ * multiply-adds/s per core of the ~530 G vpdpbusd peak (2 per cycle, 4
+ * cycles latency, measured); this layout ~320-350 G on the 1B shapes.
  * An earlier bit-serial decode (y = c0 sum x + plane sums, T-MAC style,
  * 3 vpdpbusd per group, exact weights) was 35-50% slower on the dev VM.
  *
@@ -44,9 +50,14 @@
 
 #define I8_BLOCK_GROUPS 4      /* 256 columns per activation scale */
 #define I8_MAX_COLS 32768      /* stack workspace bound; wider matrices use fp32 */
-#define I8_N 4                 /* tokens per tile: 2 rows x 4 tokens x (int32 + fp32) */
-#define I8_QBYTES (64 * 1024)  /* stack budget for one token block's int8 activations */
-#define I8_MAX_TB 64
+#define I8_XPF 512             /* quantize_x prefetch distance in floats: 2 KiB */
+/* prefill */
+#define I8_QBYTES (256 * 1024) /* stack budget for one token block's int8 activations */
+#define I8_MAX_TB 64           /* tokens per block: decode_row is shared by these */
+#define I8_PR 4                /* tile: rows ... */
+#define I8_PN 4                /* ... x tokens (16 int32 + 8 fp32 sums in registers) */
+#define I8_PP ((I8_PR + 1) / 2) /* row pairs: one fp32 sum per pair and token */
+#define I8_KBLK 8              /* column chunk: 8 blocks = 2048 columns */
 
 /* Quantize one token in blocks of I8_BLOCK_GROUPS groups: q (ngroups * 64
  * int8, zero padded), e (nblk) the block scales; gq (ngroups, or NULL) gets
@@ -61,6 +72,10 @@ static float quantize_x(const float *x, int64_t cols, int8_t *q, float *e, float
         __m512 amax = _mm512_setzero_ps();
         for (int64_t c = c0; c < c1; c += 16) {
             __mmask16 mk = c1 - c >= 16 ? 0xffff : (__mmask16)((1u << (c1 - c)) - 1u);
+            /* x was written by the previous operation and is mostly not in
+             * L1/L2 (a 512-token prompt's activations are 4-16 MiB): without
+             * this the loads below stalled for 8-15% of a prefill matmul */
+            _mm_prefetch((const char *)(x + c + I8_XPF), _MM_HINT_T0);
             amax = _mm512_max_ps(amax, _mm512_abs_ps(_mm512_maskz_loadu_ps(mk, x + c)));
         }
         const float m = _mm512_reduce_max_ps(amax);
@@ -155,126 +170,88 @@ static inline __attribute__((always_inline)) float row_outliers(const opc_cb_mat
     return (s0 + s1) + (s2 + s3);
 }
 
-/* NR rows (1-2) x N tokens (1..I8_N) of one token block. lv0/lv1, al0/al1:
- * the rows' levels and steps (row_levels). GS: 0 no group scales; 1
- * (prefill) sc0/sc1 (ngroups) the rows' group scales; 2 (decode, N = 1)
- * sc0/sc1 = s_g e_b already multiplied and rc0/rc1 the rows' +128
- * corrections. q (N, qs) int8 activations, e (N, nblk) block scales, corr
- * (N) the +128 corrections 128 sum_b e_b sum q (GS < 2). x1: decode only
- * (else NULL), the token's fp32 activations, for the fused outliers. */
-static inline __attribute__((always_inline)) void tile(int bits, int NR, int N, int GS,
+/* ---- decode (T = 1) ---------------------------------------------------- */
+
+/* NR rows (1-2) of one token. lv0/lv1, al0/al1: the rows' levels and steps
+ * (row_levels). GS: 0 no group scales, corr the +128 correction 128 sum_b
+ * e_b sum q; 1: sc0/sc1 (ngroups) = s_g e_b already multiplied and rc0/rc1
+ * the rows' +128 corrections. q (qs) int8 activations, e (nblk) block
+ * scales, x1 the token's fp32 activations (for the fused outliers). */
+static inline __attribute__((always_inline)) void tile(int bits, int NR, int GS,
                                                        const opc_cb_matrix *m, int64_t r,
                                                        __m512 lv0, __m512 lv1, float al0,
                                                        float al1, const float *sc0,
                                                        const float *sc1, const int8_t *q,
-                                                       int64_t qs, const float *e, int64_t nblk,
-                                                       const float *corr, float rc0, float rc1,
-                                                       const float *x1, float *Y) {
+                                                       const float *e, int64_t nblk, float corr,
+                                                       float rc0, float rc1, const float *x1,
+                                                       float *Y) {
     const int64_t ng = opc_cb_groups(m->cols);
     const uint64_t gb = bits == 2 ? 16 : 32;
     const uint8_t *p0 = m->idx + (uint64_t)r * m->row_bytes, *p1 = p0 + m->row_bytes;
     const __m512i tb0 = lut(lv0), tb1 = NR == 2 ? lut(lv1) : tb0;
-    __m512 f0[I8_N], f1[I8_N];
-#pragma GCC unroll 4
-    for (int t = 0; t < N; t++) f0[t] = f1[t] = _mm512_setzero_ps();
-    if (GS == 2) {
-        /* decode with group scales: each group's int32 sum times s_g e_b */
+    __m512 f0 = _mm512_setzero_ps(), f1 = _mm512_setzero_ps();
+    if (GS) {
+        /* each group's int32 sum times s_g e_b */
         const __m512i z = _mm512_setzero_si512();
         for (int64_t g = 0; g < ng; g++) {
             _mm_prefetch((const char *)(p0 + g * gb + 8 * m->row_bytes), _MM_HINT_T0);
             if (NR == 2) _mm_prefetch((const char *)(p1 + g * gb + 8 * m->row_bytes), _MM_HINT_T0);
             __m512i xv = _mm512_loadu_si512((const void *)(q + g * 64));
             __m512i a0 = _mm512_dpbusd_epi32(z, weights(bits, p0, g, tb0), xv);
-            f0[0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a0), _mm512_set1_ps(sc0[g]), f0[0]);
+            f0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a0), _mm512_set1_ps(sc0[g]), f0);
             if (NR == 2) {
                 __m512i a1 = _mm512_dpbusd_epi32(z, weights(bits, p1, g, tb1), xv);
-                f1[0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a1), _mm512_set1_ps(sc1[g]), f1[0]);
+                f1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a1), _mm512_set1_ps(sc1[g]), f1);
             }
         }
-        Y[r] = al0 * (_mm512_reduce_add_ps(f0[0]) - rc0);
-        if (NR == 2) Y[r + 1] = al1 * (_mm512_reduce_add_ps(f1[0]) - rc1);
-        if (x1 && m->n_outliers) {
-            Y[r] += row_outliers(m, r, x1);
-            if (NR == 2) Y[r + 1] += row_outliers(m, r + 1, x1);
-        }
-        return;
-    }
-    for (int64_t b = 0; b < nblk; b++) {
-        const int64_t g1 = (b + 1) * I8_BLOCK_GROUPS < ng ? (b + 1) * I8_BLOCK_GROUPS : ng;
-        __m512i a0[I8_N], a1[I8_N];
-#pragma GCC unroll 4
-        for (int t = 0; t < N; t++) a0[t] = a1[t] = _mm512_setzero_si512();
-        for (int64_t g = b * I8_BLOCK_GROUPS; g < g1; g++) {
-            _mm_prefetch((const char *)(p0 + g * gb + 8 * m->row_bytes), _MM_HINT_T0);
-            if (NR == 2) _mm_prefetch((const char *)(p1 + g * gb + 8 * m->row_bytes), _MM_HINT_T0);
-            __m512i t0 = tb0, t1 = tb1;
-            if (GS == 1) { /* prefill: the group's own table, shared by N tokens */
-                t0 = lut(_mm512_mul_ps(lv0, _mm512_set1_ps(sc0[g])));
-                if (NR == 2) t1 = lut(_mm512_mul_ps(lv1, _mm512_set1_ps(sc1[g])));
+    } else {
+        for (int64_t b = 0; b < nblk; b++) {
+            const int64_t g1 = (b + 1) * I8_BLOCK_GROUPS < ng ? (b + 1) * I8_BLOCK_GROUPS : ng;
+            __m512i a0 = _mm512_setzero_si512(), a1 = _mm512_setzero_si512();
+            for (int64_t g = b * I8_BLOCK_GROUPS; g < g1; g++) {
+                _mm_prefetch((const char *)(p0 + g * gb + 8 * m->row_bytes), _MM_HINT_T0);
+                if (NR == 2)
+                    _mm_prefetch((const char *)(p1 + g * gb + 8 * m->row_bytes), _MM_HINT_T0);
+                __m512i xv = _mm512_loadu_si512((const void *)(q + g * 64));
+                a0 = _mm512_dpbusd_epi32(a0, weights(bits, p0, g, tb0), xv);
+                if (NR == 2) a1 = _mm512_dpbusd_epi32(a1, weights(bits, p1, g, tb1), xv);
             }
-            const __m512i w0 = weights(bits, p0, g, t0);
-            const __m512i w1 = NR == 2 ? weights(bits, p1, g, t1) : w0;
-#pragma GCC unroll 4
-            for (int t = 0; t < N; t++) {
-                __m512i xv = _mm512_loadu_si512((const void *)(q + t * qs + g * 64));
-                a0[t] = _mm512_dpbusd_epi32(a0[t], w0, xv);
-                if (NR == 2) a1[t] = _mm512_dpbusd_epi32(a1[t], w1, xv);
-            }
+            const __m512 s = _mm512_set1_ps(e[b]);
+            f0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a0), s, f0);
+            if (NR == 2) f1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a1), s, f1);
         }
-#pragma GCC unroll 4
-        for (int t = 0; t < N; t++) {
-            const __m512 s = _mm512_set1_ps(e[t * nblk + b]);
-            f0[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a0[t]), s, f0[t]);
-            if (NR == 2) f1[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a1[t]), s, f1[t]);
-        }
+        rc0 = rc1 = corr;
     }
-#pragma GCC unroll 4
-    for (int t = 0; t < N; t++) {
-        Y[t * m->rows + r] = al0 * (_mm512_reduce_add_ps(f0[t]) - corr[t]);
-        if (NR == 2) Y[t * m->rows + r + 1] = al1 * (_mm512_reduce_add_ps(f1[t]) - corr[t]);
-    }
-    if (N == 1 && x1 && m->n_outliers) {
+    Y[r] = al0 * (_mm512_reduce_add_ps(f0) - rc0);
+    if (NR == 2) Y[r + 1] = al1 * (_mm512_reduce_add_ps(f1) - rc1);
+    if (m->n_outliers) {
         Y[r] += row_outliers(m, r, x1);
         if (NR == 2) Y[r + 1] += row_outliers(m, r + 1, x1);
     }
 }
 
-#define I8_CASE(B, R, G, NN)                                                              \
-    case NN:                                                                              \
-        tile(B, R, NN, G, m, r, lv0, lv1, al0, al1, sc0, sc1, q, qs, e, nblk, corr, rc0,  \
-             rc1, x1, Y);                                                                 \
-        break;
-#define I8_SWITCH(B, R, G)                                                                \
-    switch (n) {                                                                          \
-        I8_CASE(B, R, G, 1) I8_CASE(B, R, G, 2) I8_CASE(B, R, G, 3) I8_CASE(B, R, G, 4)   \
-    default: break;                                                                       \
-    }
-
-/* All (bits, rows, group scales, tokens) variants of one tile; q, e, corr
- * and Y already point at the tile's first token; gsd: group-scaled decode. */
-static void tile_dispatch(int gsd, int nr, int n, const opc_cb_matrix *m, int64_t r, __m512 lv0,
-                          __m512 lv1, float al0, float al1, const float *sc0, const float *sc1,
-                          const int8_t *q, int64_t qs, const float *e, int64_t nblk,
-                          const float *corr, float rc0, float rc1, const float *x1, float *Y) {
-    if (gsd) { /* n == 1 */
-        if (m->bits == 2) {
-            if (nr == 2) I8_SWITCH(2, 2, 2) else I8_SWITCH(2, 1, 2)
+/* All (bits, rows, group scales) variants of one decode tile. */
+static void tile_dispatch(int nr, const opc_cb_matrix *m, int64_t r, __m512 lv0, __m512 lv1,
+                          float al0, float al1, const float *sc0, const float *sc1,
+                          const int8_t *q, const float *e, int64_t nblk, float corr, float rc0,
+                          float rc1, const float *x1, float *Y) {
+#define I8_TILE(B, R, G)                                                                  \
+    tile(B, R, G, m, r, lv0, lv1, al0, al1, sc0, sc1, q, e, nblk, corr, rc0, rc1, x1, Y)
+    const int gs = m->gscale != NULL;
+    if (m->bits == 2) {
+        if (gs) {
+            if (nr == 2) I8_TILE(2, 2, 1); else I8_TILE(2, 1, 1);
         } else {
-            if (nr == 2) I8_SWITCH(4, 2, 2) else I8_SWITCH(4, 1, 2)
-        }
-    } else if (m->bits == 2) {
-        if (m->gscale) {
-            if (nr == 2) I8_SWITCH(2, 2, 1) else I8_SWITCH(2, 1, 1)
-        } else {
-            if (nr == 2) I8_SWITCH(2, 2, 0) else I8_SWITCH(2, 1, 0)
+            if (nr == 2) I8_TILE(2, 2, 0); else I8_TILE(2, 1, 0);
         }
     } else {
-        if (m->gscale) {
-            if (nr == 2) I8_SWITCH(4, 2, 1) else I8_SWITCH(4, 1, 1)
+        if (gs) {
+            if (nr == 2) I8_TILE(4, 2, 1); else I8_TILE(4, 1, 1);
         } else {
-            if (nr == 2) I8_SWITCH(4, 2, 0) else I8_SWITCH(4, 1, 0)
+            if (nr == 2) I8_TILE(4, 2, 0); else I8_TILE(4, 1, 0);
         }
     }
+#undef I8_TILE
 }
 
 /* Row r's group scales into sc (ngroups floats): s_g, or for decode
@@ -306,43 +283,245 @@ static void row_scales(const opc_cb_matrix *m, int64_t r, const float *e, const 
     *rc = 128.0f * _mm512_reduce_add_ps(acc);
 }
 
+/* ---- prefill (T > 1): pre-decoded weight rows ------------------------- */
+
+/* Row r's int8 weights (+128, as vpdpbusd's unsigned operand) for all its
+ * groups into w (ng * 64 bytes, column order), group scales applied:
+ * tq = rne(s_g c_i / a_r), the same table the decode tiles build. Done once
+ * per row and token block, so the 3 (no group scales) to 8 (group scales)
+ * instructions per group are shared by every token of the block instead of
+ * by the I8_PN tokens of one tile. */
+static void decode_row(const opc_cb_matrix *m, int64_t r, __m512 lv, uint8_t *w) {
+    const int64_t ng = opc_cb_groups(m->cols);
+    const uint8_t *p = m->idx + (uint64_t)r * m->row_bytes;
+    const uint8_t *qb = m->gscale ? m->gscale + (uint64_t)r * (uint64_t)ng : NULL; /* (ng) */
+    const __m512i tb = lut(lv);
+    for (int64_t g = 0; g < ng; g++) {
+        __m512i t = tb;
+        if (qb) t = lut(_mm512_mul_ps(lv, _mm512_set1_ps(opc_cb_scale(qb[g]))));
+        _mm512_store_si512((void *)(w + g * 64), m->bits == 2 ? weights(2, p, g, t)
+                                                              : weights(4, p, g, t));
+    }
+}
+
+/* v0..v3 (one per token) hold a row pair's fp32 sums as (A, B, A, B) in
+ * every 128 bits: sa, sb the four tokens' totals of row A and of row B (16
+ * instructions for 8 outputs; _mm512_reduce_add_ps takes 7 per output, and
+ * with it the epilogue took 15% of a 2048-column prefill). */
+static inline __attribute__((always_inline)) void sum4p(__m512 v0, __m512 v1, __m512 v2, __m512 v3,
+                                                        __m128 *sa, __m128 *sb) {
+    const __m512d d0 = _mm512_castps_pd(v0), d1 = _mm512_castps_pd(v1);
+    const __m512d d2 = _mm512_castps_pd(v2), d3 = _mm512_castps_pd(v3);
+    const __m512 u01 = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(d0, d1)),
+                                     _mm512_castpd_ps(_mm512_unpackhi_pd(d0, d1)));
+    const __m512 u23 = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(d2, d3)),
+                                     _mm512_castpd_ps(_mm512_unpackhi_pd(d2, d3)));
+    __m512 a = _mm512_shuffle_ps(u01, u23, 0x88), b = _mm512_shuffle_ps(u01, u23, 0xdd);
+    a = _mm512_add_ps(a, _mm512_shuffle_f32x4(a, a, 0x4e));
+    a = _mm512_add_ps(a, _mm512_shuffle_f32x4(a, a, 0xb1));
+    b = _mm512_add_ps(b, _mm512_shuffle_f32x4(b, b, 0x4e));
+    b = _mm512_add_ps(b, _mm512_shuffle_f32x4(b, b, 0xb1));
+    *sa = _mm512_castps512_ps128(a);
+    *sb = _mm512_castps512_ps128(b);
+}
+
+/* Groups g0 .. g0 + ngb of an NR x N tile into the fp32 sums f: ngb ==
+ * I8_BLOCK_GROUPS (compile-time, unrolled: a full block) or less (the last
+ * block). The int32 sums start at zero for each block. Two rows' int32 sums
+ * are folded into one vector (unpack lo + hi, add: lanes A, B, A, B) before
+ * the conversion, so a block costs NR x N / 2 conversions and FMAs, which
+ * compete with vpdpbusd for the same two pipes, and the fp32 sums take half
+ * the registers. */
+static inline __attribute__((always_inline)) void pblock(int NR, int N, int64_t ngb,
+                                                         const uint8_t *w, int64_t ws,
+                                                         const int8_t *q, int64_t qs, int64_t g0,
+                                                         const float *es, int64_t nblk,
+                                                         __m512 f[I8_PP][I8_PN]) {
+    __m512i a[I8_PR][I8_PN];
+#pragma GCC unroll 8
+    for (int i = 0; i < NR; i++)
+#pragma GCC unroll 8
+        for (int t = 0; t < N; t++) a[i][t] = _mm512_setzero_si512();
+#pragma GCC unroll 4
+    for (int64_t g = g0; g < g0 + ngb; g++) {
+        __m512i wv[I8_PR];
+#pragma GCC unroll 8
+        for (int i = 0; i < NR; i++) wv[i] = _mm512_load_si512((const void *)(w + i * ws + g * 64));
+#pragma GCC unroll 8
+        for (int t = 0; t < N; t++) {
+            __m512i xv = _mm512_load_si512((const void *)(q + t * qs + g * 64));
+            /* keep x in a register: folded into every vpdpbusd it would cost
+             * NR x N loads per group instead of NR + N (2 per cycle here) */
+            __asm__("" : "+v"(xv));
+#pragma GCC unroll 8
+            for (int i = 0; i < NR; i++) a[i][t] = _mm512_dpbusd_epi32(a[i][t], wv[i], xv);
+        }
+    }
+    const int np = (NR + 1) / 2;
+#pragma GCC unroll 8
+    for (int t = 0; t < N; t++) {
+        const __m512 s = _mm512_set1_ps(es[t * nblk]);
+#pragma GCC unroll 8
+        for (int p = 0; p < np; p++) {
+            const __m512i lo = a[2 * p][t];
+            const __m512i hi = 2 * p + 1 < NR ? a[2 * p + 1][t] : _mm512_setzero_si512();
+            const __m512i c = _mm512_add_epi32(_mm512_unpacklo_epi32(lo, hi),
+                                               _mm512_unpackhi_epi32(lo, hi));
+            f[p][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(c), s, f[p][t]);
+        }
+    }
+}
+
+/* Blocks b0 .. b1 of NR rows x N tokens of pre-decoded weights: w (NR, ws)
+ * bytes, q (N, qs) int8 activations, e (N, nblk) block scales, fa (I8_PP,
+ * I8_PN, 16) the fp32 sums carried between column chunks (read unless b0 =
+ * 0, written unless b1 = nblk), corr (N) the +128 corrections, al (NR) the
+ * rows' steps; Y (N, rows) at the tile's first token, r the tile's first
+ * row. 16 int32 + 8 fp32 sums + 4 weight vectors stay in registers (29 of
+ * the 32 zmm at 4 x 4), so every group costs NR + N loads for NR x N
+ * vpdpbusd, and 16 independent sums hide its 4-cycle latency at 2 per cycle
+ * (dev VM, Zen 5). Single-core prefill on 1024 x 2048 / 8192, T = 512:
+ * 3 x 4 with one fp32 sum per row ~290 / 235 G multiply-adds/s, 4 x 3 ~310
+ * / 250, 4 x 4 with folded pairs ~350 / 320. */
+static inline __attribute__((always_inline)) void ptile(int NR, int N, const uint8_t *w,
+                                                        int64_t ws, const int8_t *q, int64_t qs,
+                                                        const float *e, int64_t nblk, int64_t ng,
+                                                        int64_t b0, int64_t b1, float *fa,
+                                                        const float *corr, const float *al,
+                                                        int64_t rows, int64_t r, float *Y) {
+    __m512 f[I8_PP][I8_PN];
+    const int np = (NR + 1) / 2; /* row pairs */
+#pragma GCC unroll 8
+    for (int i = 0; i < np; i++)
+#pragma GCC unroll 8
+        for (int t = 0; t < N; t++)
+            f[i][t] = b0 == 0 ? _mm512_setzero_ps() : _mm512_load_ps(fa + (i * I8_PN + t) * 16);
+    const int64_t nfull = ng / I8_BLOCK_GROUPS, bf = b1 < nfull ? b1 : nfull;
+    for (int64_t b = b0; b < bf; b++)
+        pblock(NR, N, I8_BLOCK_GROUPS, w, ws, q, qs, b * I8_BLOCK_GROUPS, e + b, nblk, f);
+    if (bf < b1) /* the last, partial block */
+        pblock(NR, N, ng - nfull * I8_BLOCK_GROUPS, w, ws, q, qs, nfull * I8_BLOCK_GROUPS,
+               e + nfull, nblk, f);
+    if (b1 < nblk) { /* more column chunks follow */
+#pragma GCC unroll 8
+        for (int i = 0; i < np; i++)
+#pragma GCC unroll 8
+            for (int t = 0; t < N; t++) _mm512_store_ps(fa + (i * I8_PN + t) * 16, f[i][t]);
+        return;
+    }
+    const __m128 c4 = _mm_maskz_loadu_ps((__mmask8)((1u << N) - 1u), corr);
+#pragma GCC unroll 8
+    for (int p = 0; p < np; p++) {
+        const __m512 z = _mm512_setzero_ps();
+        __m128 sa, sb;
+        sum4p(f[p][0], N > 1 ? f[p][1] : z, N > 2 ? f[p][2] : z, N > 3 ? f[p][3] : z, &sa, &sb);
+        _Alignas(16) float y[4];
+        _mm_store_ps(y, _mm_mul_ps(_mm_set1_ps(al[2 * p]), _mm_sub_ps(sa, c4)));
+#pragma GCC unroll 8
+        for (int t = 0; t < N; t++) Y[t * rows + r + 2 * p] = y[t];
+        if (2 * p + 1 < NR) {
+            _mm_store_ps(y, _mm_mul_ps(_mm_set1_ps(al[2 * p + 1]), _mm_sub_ps(sb, c4)));
+#pragma GCC unroll 8
+            for (int t = 0; t < N; t++) Y[t * rows + r + 2 * p + 1] = y[t];
+        }
+    }
+}
+
+#define I8_PCASE(R, NN)                                                                  \
+    case NN:                                                                             \
+        ptile(R, NN, w, ws, q, qs, e, nblk, ng, b0, b1, fa, corr, al, rows, r, Y);       \
+        break;
+
+/* One prefill tile of nr (1..I8_PR) rows and n (1..I8_PN) tokens. */
+static void ptile_dispatch(int nr, int n, const uint8_t *w, int64_t ws, const int8_t *q,
+                           int64_t qs, const float *e, int64_t nblk, int64_t ng, int64_t b0,
+                           int64_t b1, float *fa, const float *corr, const float *al,
+                           int64_t rows, int64_t r, float *Y) {
+#define I8_PROW(R)                                                                       \
+    switch (n) {                                                                         \
+        I8_PCASE(R, 1) I8_PCASE(R, 2) I8_PCASE(R, 3) I8_PCASE(R, 4)                      \
+    default: break;                                                                      \
+    }
+    switch (nr) {
+    case 1: I8_PROW(1) break;
+    case 2: I8_PROW(2) break;
+    case 3: I8_PROW(3) break;
+    case 4: I8_PROW(4) break;
+    default: break;
+    }
+#undef I8_PROW
+}
+
+/* Prefill: per token block (up to I8_MAX_TB tokens, their int8 activations
+ * within I8_QBYTES), per tile of I8_PR rows, the rows' weights are decoded
+ * once (decode_row) and every I8_PN-token tile of the block then runs on
+ * them, in column chunks of I8_KBLK blocks so that the chunk's weights
+ * (I8_PR x 2 KiB) stay in L1 while the tokens' activations stream from L2.
+ * Stack: ~440 KiB (q 256, w 128, e 32, fa 8.5 KiB); callers run it on the
+ * main thread or OpenMP workers, whose glibc default stack is the stack
+ * rlimit (usually 8 MiB). */
+static void rows_prefill(const opc_cb_matrix *m, const float *X, int64_t T, float *Y, int64_t r0,
+                         int64_t r1) {
+    const int64_t ng = opc_cb_groups(m->cols), qs = ng * 64;
+    const int64_t nblk = (ng + I8_BLOCK_GROUPS - 1) / I8_BLOCK_GROUPS;
+    int64_t tbmax = I8_QBYTES / qs;
+    if (tbmax > I8_MAX_TB) tbmax = I8_MAX_TB;
+    _Alignas(64) int8_t q[I8_QBYTES];              /* (tbmax, qs) */
+    _Alignas(64) uint8_t w[I8_PR * I8_MAX_COLS];   /* (I8_PR, qs) the row tile's weights */
+    /* the row tile's fp32 sums between column chunks, (token tile, I8_PP,
+     * I8_PN, 16); the last tile may start at token I8_MAX_TB - 1 */
+    _Alignas(64) float fa[(I8_MAX_TB + I8_PN) * I8_PP * 16];
+    float e[I8_MAX_TB * (I8_MAX_COLS / 256)], corr[I8_MAX_TB]; /* (tbmax, nblk), (tbmax) */
+    for (int64_t tb = 0; tb < T; tb += tbmax) {
+        const int64_t nb = T - tb < tbmax ? T - tb : tbmax;
+        for (int64_t t = 0; t < nb; t++)
+            corr[t] = 128.0f * quantize_x(X + (tb + t) * m->cols, m->cols, q + t * qs,
+                                          e + t * nblk, NULL);
+        for (int64_t r = r0; r < r1; r += I8_PR) {
+            const int nr = (int)(r1 - r < I8_PR ? r1 - r : I8_PR);
+            float al[I8_PR];
+            for (int i = 0; i < nr; i++)
+                decode_row(m, r + i, row_levels(m, r + i, &al[i]), w + i * qs);
+            for (int64_t b0 = 0; b0 < nblk; b0 += I8_KBLK) {
+                const int64_t b1 = b0 + I8_KBLK < nblk ? b0 + I8_KBLK : nblk;
+                for (int64_t t0 = 0; t0 < nb; t0 += I8_PN) {
+                    const int n = (int)(nb - t0 < I8_PN ? nb - t0 : I8_PN);
+                    ptile_dispatch(nr, n, w, qs, q + t0 * qs, qs, e + t0 * nblk, nblk, ng, b0,
+                                   b1, fa + t0 * I8_PP * 16, corr + t0, al, m->rows, r,
+                                   Y + (tb + t0) * m->rows);
+                }
+            }
+        }
+    }
+    if (m->n_outliers) opc_cb_outliers_avx512(m, X, T, Y, r0, r1); /* a second pass */
+}
+
 void opc_cb_rows_avx512_i8(const opc_cb_matrix *m, const float *X, int64_t T, float *Y,
                            int64_t r0, int64_t r1) {
     if (m->cols > I8_MAX_COLS) {
         opc_cb_rows_avx512(m, X, T, Y, r0, r1); /* exact fp32 path */
         return;
     }
-    const int64_t ng = opc_cb_groups(m->cols), qs = ng * 64;
-    const int64_t nblk = (ng + I8_BLOCK_GROUPS - 1) / I8_BLOCK_GROUPS;
-    int64_t tbmax = I8_QBYTES / qs;
-    if (tbmax > I8_MAX_TB) tbmax = I8_MAX_TB;
-    const int gs_decode = m->gscale && T == 1;
-    _Alignas(64) int8_t q[I8_QBYTES];
-    float e[I8_MAX_TB * (I8_MAX_COLS / 256)], corr[I8_MAX_TB];
-    /* group scales of the current row pair; decode: per-group sums of q */
-    _Alignas(64) float sc0[I8_MAX_COLS / 64], sc1[I8_MAX_COLS / 64], gq[I8_MAX_COLS / 64];
-    for (int64_t tb = 0; tb < T; tb += tbmax) {
-        const int64_t nb = T - tb < tbmax ? T - tb : tbmax;
-        for (int64_t t = 0; t < nb; t++)
-            corr[t] = 128.0f * quantize_x(X + (tb + t) * m->cols, m->cols, q + t * qs,
-                                          e + t * nblk, gs_decode ? gq : NULL);
-        for (int64_t r = r0; r < r1; r += 2) {
-            const int nr = r + 1 < r1 ? 2 : 1;
-            float al0, al1 = 0, rc0 = 0, rc1 = 0;
-            const __m512 lv0 = row_levels(m, r, &al0);
-            const __m512 lv1 = nr == 2 ? row_levels(m, r + 1, &al1) : lv0;
-            if (m->gscale) {
-                row_scales(m, r, e, gs_decode ? gq : NULL, sc0, &rc0);
-                if (nr == 2) row_scales(m, r + 1, e, gs_decode ? gq : NULL, sc1, &rc1);
-            }
-            for (int64_t t0 = 0; t0 < nb; t0 += I8_N) {
-                const int n = (int)(nb - t0 < I8_N ? nb - t0 : I8_N);
-                tile_dispatch(gs_decode, nr, n, m, r, lv0, lv1, al0, al1, sc0, sc1, q + t0 * qs, qs,
-                              e + t0 * nblk, nblk, corr + t0, rc0, rc1, T == 1 ? X : NULL,
-                              Y + (tb + t0) * m->rows);
-            }
-        }
+    if (T > 1) {
+        rows_prefill(m, X, T, Y, r0, r1);
+        return;
     }
-    /* prefill: the outliers as a second pass (decode fused them) */
-    if (T > 1 && m->n_outliers) opc_cb_outliers_avx512(m, X, T, Y, r0, r1);
+    const int64_t ng = opc_cb_groups(m->cols);
+    const int64_t nblk = (ng + I8_BLOCK_GROUPS - 1) / I8_BLOCK_GROUPS;
+    _Alignas(64) int8_t q[I8_MAX_COLS];      /* (ng * 64) */
+    float e[I8_MAX_COLS / 256];               /* (nblk) */
+    /* group scales of the current row pair; per-group sums of q */
+    _Alignas(64) float sc0[I8_MAX_COLS / 64], sc1[I8_MAX_COLS / 64], gq[I8_MAX_COLS / 64];
+    const float corr = 128.0f * quantize_x(X, m->cols, q, e, m->gscale ? gq : NULL);
+    for (int64_t r = r0; r < r1; r += 2) {
+        const int nr = r + 1 < r1 ? 2 : 1;
+        float al0, al1 = 0, rc0 = 0, rc1 = 0;
+        const __m512 lv0 = row_levels(m, r, &al0);
+        const __m512 lv1 = nr == 2 ? row_levels(m, r + 1, &al1) : lv0;
+        if (m->gscale) {
+            row_scales(m, r, e, gq, sc0, &rc0);
+            if (nr == 2) row_scales(m, r + 1, e, gq, sc1, &rc1);
+        }
+        tile_dispatch(nr, m, r, lv0, lv1, al0, al1, sc0, sc1, q, e, nblk, corr, rc0, rc1, X, Y);
+    }
 }
