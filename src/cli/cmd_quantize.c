@@ -50,7 +50,8 @@ static void usage(FILE *f) {
             "                      1%% outliers in ffn_up, ffn_gate, ffn_down, then all of ffn_down, ffn_up,\n"
             "                      ffn_gate, attn_output, attn_q to 4 bits;\n"
             "                      tensors named by --override, --override-outliers or --edge-bits are\n"
-            "                      left as given (and counted)\n"
+            "                      left as given (and counted), except the embedding and the head (f16\n"
+            "                      by default): quantized by --override, they are outside the budget\n"
             "  --edge-bits B       bits of the first and last transformer block (default: like the rest;\n"
             "                      0 = off); --override wins\n");
     fprintf(f, /* two calls: C11 only promises string literals of 4095 bytes */
