@@ -248,6 +248,9 @@ static void test_gemv_int8_precision(void) {
     static const struct { int64_t rows, cols; int k, ol, nb; } cs[] = {
         {1, 1, 4, 0, 1},     {7, 63, 3, 0, 2},    {16, 64, 4, 0, 1},   {17, 257, 2, 0, 3},   {33, 1000, 1, 0, 4},
         {100, 4096, 4, 1, 1}, {513, 2049, 4, 0, 2}, {3000, 520, 4, 2, 4}, {64, 14336, 4, 0, 1}, {40, 12000, 4, 0, 4},
+        /* tall with many outliers: 3-4+ tiles per block on a 132-SM card, so
+         * the outlier epilogue's warps take several rows at once (R = 3, 4) */
+        {8000, 1024, 4, 3, 1}, {6000, 600, 3, 5, 4},
     };
     for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++)
         run_case_tight(cs[i].rows, cs[i].cols, cs[i].k, cs[i].ol, cs[i].nb);
@@ -355,7 +358,7 @@ static void test_gemv_xf_matches_host(void) {
     static const struct { int64_t rows, cols; int k, ol, nb; int64_t ld, boff; } cs[] = {
         {64, 4096, 4, 0, 1, 4096, 4096},  {100, 1000, 3, 1, 2, 1000, 2000}, {17, 257, 2, 0, 3, 259, 7},
         {3000, 520, 4, 2, 4, 520, 4 * 520}, {48, 14336, 4, 0, 1, 28672, 14336}, {5, 63, 1, 0, 4, 63, 1},
-        {33, 510, 4, 1, 1, 511, 3},       {70, 1500, 2, 1, 2, 1500, 1},
+        {33, 510, 4, 1, 1, 511, 3},       {70, 1500, 2, 1, 2, 1500, 1},     {7000, 700, 4, 3, 2, 704, 2 * 704},
     };
     for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) {
         run_case_xf(cs[i].rows, cs[i].cols, cs[i].k, cs[i].ol, cs[i].nb, OPC_CUDA_XF_RMSNORM, cs[i].ld, cs[i].boff, 1);

@@ -1267,7 +1267,9 @@ __global__ void __launch_bounds__(NW * 32)
  *   pl   (tpb * 16) uint4: per block row {Qhi plane, Qlo plane, s_r bits, 0}
  *   red  (tpb, NW, 16, nb) float: per-warp partial sums (before the main
  *        loop: scratch of the RMSNORM transform's sums, see CbXf)
- *   rs   (OPC_CBK_V8_MAX_BATCH) float: the RMSNORM transform's scales */
+ *   rs   (OPC_CBK_V8_MAX_BATCH) float: the RMSNORM transform's scales
+ *   olp  (tpb * 16 + 1) uint32: the block rows' CSR outlier row pointers
+ *        (copied before the grid wait: they are weights) */
 struct CbkV8 {
     static __host__ __device__ int steps(int groups) { return (groups + 3) / 4; }
     static __host__ __device__ int xstride(int groups) { return steps(groups) * 256 + 64; }
@@ -1281,8 +1283,11 @@ struct CbkV8 {
     static __host__ __device__ size_t off_rs(int groups, int nb, int tpb, int nw) {
         return off_red(groups, nb, tpb) + (size_t)4 * tpb * nw * 16 * nb;
     }
-    static __host__ __device__ size_t smem(int groups, int nb, int tpb, int nw) {
+    static __host__ __device__ size_t off_olp(int groups, int nb, int tpb, int nw) {
         return off_rs(groups, nb, tpb, nw) + (size_t)4 * OPC_CBK_V8_MAX_BATCH;
+    }
+    static __host__ __device__ size_t smem(int groups, int nb, int tpb, int nw) {
+        return off_olp(groups, nb, tpb, nw) + (size_t)4 * (16 * tpb + 1);
     }
 };
 
@@ -1325,15 +1330,6 @@ __device__ __forceinline__ float4 cbk_xf_load4(const float *x, const CbXf &xf, c
     const float4 w = cbk_load_x4(xf.w, c0, cols, vec);
     return make_float4(w.x * ((p.x + q.x) * s), w.y * ((p.y + q.y) * s), w.z * ((p.z + q.z) * s),
                        w.w * ((p.w + q.w) * s));
-}
-
-/* One transformed input (column c < cols of vector b): the outlier corrections. */
-__device__ __forceinline__ float cbk_xf_val(const float *x, const CbXf &xf, const float *rs, int b, int c,
-                                            int cols) {
-    if (xf.mode == CBK_XF_NONE) return __ldg(x + (size_t)b * cols + c);
-    const float p = __ldg(xf.a + (size_t)b * xf.ld + c), q = xf.b ? __ldg(xf.b + (size_t)b * xf.ld + c) : 0.0f;
-    if (xf.mode == CBK_XF_SWIGLU) return p / (1.0f + __expf(-p)) * q;
-    return __ldg(xf.w + c) * ((p + q) * rs[b]);
 }
 
 /* RMSNORM prologue, whole block (barriers): rs[b] = rsqrt(mean(v_b^2) + eps)
@@ -1473,6 +1469,27 @@ __device__ __forceinline__ void cbk_v8_stage(const float *x, const CbXf &xf, con
                  xh_row, xl_row, sx_out);
 }
 
+/* Column c (< cols) of vector b as staged by cbk_v8_quant: sx (128 xh + xl),
+ * within sx / 2 of x, i.e. 2^-15 of the max of its 256-column block (every
+ * codebook weight of the row already sees this x). xq: the staged planes,
+ * rows 2b / 2b + 1 at XST bytes apart; xsc: (nb, nsteps) scales. The byte
+ * offset inverts cbk_v8_col0 and cbk_v8_quant's order: w = c mod 256 is
+ * group w >> 6, half e = bit 4, chunk mm = bits 2-3, position 2 (w & 3) + bit 5. */
+__device__ __forceinline__ float cbk_v8_xval(const uint8_t *xq, const float *xsc, int XST, int nsteps, int b, int c) {
+    const int S = c >> 8, w = c & 255;
+    const int off = S * 256 + ((w >> 2) & 3) * 64 + (w >> 6) * 16 + ((w >> 4) & 1) * 8 + 2 * (w & 3) + ((w >> 5) & 1);
+    const int xh = (int8_t)xq[(size_t)(2 * b) * XST + off], xl = (int8_t)xq[(size_t)(2 * b + 1) * XST + off];
+    return xsc[b * nsteps + S] * (float)(128 * xh + xl);
+}
+
+/* Ask L2 for the 128-byte lines of [p0, p1) (nothing if empty), threads tid of
+ * nt striding: fire and forget, no registers held, no fault on the range. */
+__device__ __forceinline__ void cbk_prefetch_l2(const void *p0, const void *p1, int tid, int nt) {
+    const uintptr_t a1 = (uintptr_t)p1;
+    for (uintptr_t a = ((uintptr_t)p0 & ~(uintptr_t)127) + (uintptr_t)tid * 128; a < a1; a += (uintptr_t)nt * 128)
+        asm volatile("prefetch.global.L2 [%0];" ::"l"(a));
+}
+
 /* v + o elementwise. */
 __device__ __forceinline__ float4 cbk_add4(float4 v, float4 o) {
     return make_float4(v.x + o.x, v.y + o.y, v.z + o.z, v.w + o.w);
@@ -1497,7 +1514,7 @@ __device__ __forceinline__ void cbk_store4(float *p, int c0, int cols, bool vec,
  * across the sums' barrier, instead of cbk_xf_rms's pass over all of v and
  * a second L2 round trip to stage it. Item i of warp w: step w + (i / nb) NW,
  * vector i % nb. Whole block (barriers); scratch: K NW floats; also writes
- * rs (the epilogue's outliers use it) and, in block 0, res_out. Registers:
+ * rs and, in block 0, res_out. Registers:
  * 16 per item live across the barrier (v and w), so K = 2 only where the
  * register cap allows (cbk_gemv_v8). */
 template <int NW, int K>
@@ -1602,6 +1619,12 @@ __global__ void __launch_bounds__(NW * 32, MINB)
     const bool pown = (int)threadIdx.x < my_tiles * 16 && prow < m.rows;
     uint32_t pc01 = 0u, pc23 = 0u;
     if (pown) cbk_row_pairs(m, prow, pc01, pc23);
+    /* and their outlier row pointers (thread i: row tile0*16 + i, i <= nrows):
+     * the epilogue then starts from shared memory, not a dependent DRAM load */
+    const int nrows = min(my_tiles * 16, m.rows - tile0 * 16);
+    uint32_t *olp = reinterpret_cast<uint32_t *>(cbk_smem8 + CbkV8::off_olp(m.groups, nb, tpb, NW)); /* (nrows + 1) */
+    uint32_t orp = 0u;
+    if (m.ol_rowptr && (int)threadIdx.x <= nrows) orp = __ldg(m.ol_rowptr + tile0 * 16 + threadIdx.x);
 
     /* Load side of the register ring: items in (tile, step) order, 32-bit
      * row offsets per tile (the host checks rows * groups < 2^32) and a
@@ -1643,6 +1666,10 @@ __global__ void __launch_bounds__(NW * 32, MINB)
         if (r < m.rows) cbk_row_pairs(m, r, c01, c23);
         pl[i] = r < m.rows ? cbk_v8_planes(c01, c23) : make_uint4(0u, 0u, 0u, 0u);
     }
+    if (m.ol_rowptr) {
+        if ((int)threadIdx.x <= nrows) olp[threadIdx.x] = orp;
+        for (int i = threadIdx.x + NW * 32; i <= nrows; i += NW * 32) olp[i] = __ldg(m.ol_rowptr + tile0 * 16 + i);
+    }
     cbk_grid_wait(); /* weights in flight; x is the previous kernel's output */
 
     /* x: each warp quantizes the steps it will consume, for every vector.
@@ -1661,6 +1688,13 @@ __global__ void __launch_bounds__(NW * 32, MINB)
                              cbk_smem8 + (size_t)(2 * b + 1) * XST, xsc + b * nsteps + S);
     }
     __syncthreads();
+    if (m.ol_rowptr) { /* the block's outlier entries to L2 while the weights stream (olp: past the barrier) */
+        const uint32_t e0 = olp[0], e1 = olp[nrows];
+        if (e1 > e0) {
+            cbk_prefetch_l2(m.ol_col + e0, m.ol_col + e1, threadIdx.x, NW * 32);
+            cbk_prefetch_l2(m.ol_val + e0, m.ol_val + e1, threadIdx.x, NW * 32);
+        }
+    }
 
     /* lanes of unused batch columns (g >= 2 nb) read rows 0/1: a broadcast
      * of another phase's addresses, and their D columns are never used */
@@ -1724,7 +1758,6 @@ __global__ void __launch_bounds__(NW * 32, MINB)
 
     /* epilogue: sum the warps that had steps, times s_r, plus outliers */
     const int nwu = min(NW, nsteps);
-    const int nrows = min(my_tiles * 16, m.rows - tile0 * 16);
     if (!m.ol_rowptr) {
         for (int i = threadIdx.x; i < nrows * nb; i += NW * 32) {
             const int rl = i % nrows, b = i / nrows, tl = rl >> 4;
@@ -1734,31 +1767,68 @@ __global__ void __launch_bounds__(NW * 32, MINB)
         }
         return;
     }
-    for (int rl = warp; rl < nrows; rl += NW) {
-        const int r = tile0 * 16 + rl, tl = rl >> 4;
-        float tot = 0.0f;
-        if (lane < nb) {
-            for (int w = 0; w < nwu; w++) tot += red[((tl * NW + w) * 16 + (rl & 15)) * nb + lane];
-            tot *= __uint_as_float(pl[rl].z);
-        }
-        const uint32_t e1 = m.ol_rowptr[r + 1];
-        float sb[OPC_CBK_V8_MAX_BATCH];
+    /* Outliers: a warp takes R <= OR consecutive rows at a time (R spreads the
+     * block's rows over all warps) and its lanes stride those rows' CSR
+     * entries with the R loads of a lane issued together: one L2 round trip
+     * (prefetched above) per 32 entries of R rows, not a chain of dependent
+     * DRAM loads per row. rowptr comes from shared memory and x from the
+     * staged copy (cbk_v8_xval), which also covers the input transforms.
+     * H200, 1 % outliers, batch 1 (bench/cuda/results/h200_2026-11-26_s3_h6_*):
+     * 14336 x 4096 20.3 -> 15.6 us (10.4 without outliers), 4096 x 4096 8.7
+     * -> 8.7, but 4096 x 14336 14.9 -> 16.9 (not profiled; likely the
+     * rounds: there a warp's 2 rows of 143 entries take 5 dependent L2 round
+     * trips while the other blocks saturate memory). Next step: stride the R rows' one contiguous entry
+     * range with several independent loads per lane (one round per 32 U
+     * entries), or stage the entries in shared memory before the main loop. */
+    constexpr int OR = 4;
+    const int R = min(OR, (nrows + NW - 1) / NW);
+    for (int rl0 = warp * R; rl0 < nrows; rl0 += NW * R) {
+        uint32_t eb[OR], ne[OR], nmax = 0u;
 #pragma unroll
-        for (int b = 0; b < OPC_CBK_V8_MAX_BATCH; b++) sb[b] = 0.0f;
-        for (uint32_t e = m.ol_rowptr[r] + lane; e < e1; e += 32) {
-            const int c = m.ol_col[e];
-            const float v = __half2float(__ushort_as_half(m.ol_val[e]));
+        for (int j = 0; j < OR; j++) {
+            const bool ok = j < R && rl0 + j < nrows;
+            eb[j] = ok ? olp[rl0 + j] : 0u;
+            ne[j] = ok ? olp[rl0 + j + 1] - eb[j] : 0u;
+            nmax = max(nmax, ne[j]);
+        }
+        float sb[OR][OPC_CBK_V8_MAX_BATCH];
+#pragma unroll
+        for (int j = 0; j < OR; j++)
+#pragma unroll
+            for (int b = 0; b < OPC_CBK_V8_MAX_BATCH; b++) sb[j][b] = 0.0f;
+        for (uint32_t k0 = 0; k0 < nmax; k0 += 32) { /* warp-uniform trip count */
+            const uint32_t k = k0 + lane;
+            int cc[OR];
+            float vv[OR];
+#pragma unroll
+            for (int j = 0; j < OR; j++) { /* a missing entry: column 0, value 0 */
+                const bool ok = k < ne[j];
+                cc[j] = ok ? (int)__ldg(m.ol_col + eb[j] + k) : 0;
+                vv[j] = ok ? __half2float(__ushort_as_half(__ldg(m.ol_val + eb[j] + k))) : 0.0f;
+            }
+#pragma unroll
+            for (int j = 0; j < OR; j++)
+#pragma unroll
+                for (int b = 0; b < OPC_CBK_V8_MAX_BATCH; b++)
+                    if (b < nb) sb[j][b] = fmaf(vv[j], cbk_v8_xval(cbk_smem8, xsc, XST, nsteps, b, cc[j]), sb[j][b]);
+        }
+        /* lane j nb + b ends with row rl0 + j, vector b */
+        float mine = 0.0f;
+#pragma unroll
+        for (int j = 0; j < OR; j++)
 #pragma unroll
             for (int b = 0; b < OPC_CBK_V8_MAX_BATCH; b++)
-                if (b < nb) sb[b] += v * cbk_xf_val(x, xf, rs, b, c, m.cols);
+                if (j < R && b < nb) { /* warp-uniform */
+                    const float sum = cbk_warp_sum(sb[j][b]);
+                    if (lane == j * nb + b) mine = sum;
+                }
+        const int j = lane / nb, b = lane - j * nb, rl = rl0 + j;
+        if (j < R && rl < nrows) {
+            const int tl = rl >> 4;
+            float tot = 0.0f;
+            for (int w = 0; w < nwu; w++) tot += red[((tl * NW + w) * 16 + (rl & 15)) * nb + b];
+            y[(size_t)b * m.rows + tile0 * 16 + rl] = tot * __uint_as_float(pl[rl].z) + mine;
         }
-#pragma unroll
-        for (int b = 0; b < OPC_CBK_V8_MAX_BATCH; b++)
-            if (b < nb) {
-                const float sum = cbk_warp_sum(sb[b]);
-                if (lane == b) tot += sum;
-            }
-        if (lane < nb) y[(size_t)lane * m.rows + r] = tot;
     }
 }
 
