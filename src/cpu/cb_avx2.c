@@ -21,7 +21,6 @@
 /* Same prefetch distance and decode column chunk as cb_avx512.c. */
 #define PF_ROWS 8
 #define GEMV_CHUNK 4096
-#define WCHUNK_BYTES (384 * 1024) /* prefill: packed rows x chunk kept in L2 */
 
 /* Row r's codebook as fp32: lo = entries 0..7, hi = 8..15 (4-bit only);
  * 2-bit tables are replicated (lane l = cb[l & 3]). Entries >= k are 0. */
@@ -222,12 +221,8 @@ void opc_cb_rows_avx2(const opc_cb_matrix *m, const float *X, int64_t T, float *
         int64_t chunk = nb == 1 ? GEMV_CHUNK / OPC_CB_GROUP : (256 * 1024 / 4 / nb) / OPC_CB_GROUP;
         if (chunk < 1) chunk = 1;
         /* Several token tiles: tiles outside, rows inside, in row slabs
-         * whose packed chunk fits WCHUNK_BYTES (see cb_avx512.c). */
-        int64_t slab = r1 - r0;
-        if (nb > OPC_CB_TTILE) {
-            slab = (WCHUNK_BYTES / (chunk * (int64_t)(m->bits == 2 ? 16 : 32))) & ~(int64_t)1;
-            if (slab < 2) slab = 2;
-        }
+         * whose packed chunk fits OPC_CB_WCHUNK_BYTES (see cb_avx512.c). */
+        const int64_t slab = opc_cb_row_slab(nb, chunk, m->bits, r1 - r0);
         for (int64_t s0 = r0; s0 < r1; s0 += slab) {
             const int64_t s1 = s0 + slab < r1 ? s0 + slab : r1;
             for (int64_t g0 = 0; g0 < nfull || (g0 == 0 && rem); g0 += chunk) {

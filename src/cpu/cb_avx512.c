@@ -18,6 +18,7 @@
  * Measured alternatives (masked adds per bit-plane, LUTs, int8 activations:
  * cb_i8_avx512.c) are in bench/bench_cpu_gemv.c and docs/RESULTS.md.
  */
+#include "cb_outliers_f16c.h"
 #include "cpu.h"
 
 #include <immintrin.h>
@@ -32,10 +33,6 @@
 /* Prefill: keep a token block's activations for one column chunk within
  * ~256 KiB (L2). Larger chunks measured no better on the loaded dev VM. */
 #define XCHUNK_BYTES (256 * 1024)
-/* Prefill with several token tiles: the packed rows of one column chunk that
- * every token tile re-reads are kept within this much of L2 (1 MiB per core
- * on the dev VM, 2 MiB on the Xeon host). */
-#define WCHUNK_BYTES (384 * 1024)
 /* Group scales are expanded this many groups at a time (a multiple of 16;
  * 2 x 256 floats of stack per tile). */
 #define GS_CHUNK 256
@@ -88,22 +85,12 @@ AI void deq_group(int bits, const uint8_t *g, __m512 tb, __m512 w[4]) {
     }
 }
 
-/* acc += the row's sparse outliers times x. Scalar loads + F16C, four
- * independent sums: measured faster than 16-wide vgatherdps here (1% outliers
- * on 4096 columns: gathers added ~50% to a decode GEMV, this ~25%). */
+/* acc += the row's sparse outliers times x (cb_outliers_f16c.h). */
 AI __m512 outliers_into(const opc_cb_matrix *m, int64_t r, const float *x, __m512 acc) {
-    uint32_t i = m->ol_rowptr[r], b = m->ol_rowptr[r + 1];
-    const uint16_t *oc = m->ol_col, *ov = m->ol_val;
-    float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-    for (; i + 4 <= b; i += 4) {
-        s0 += _cvtsh_ss(ov[i]) * x[oc[i]];
-        s1 += _cvtsh_ss(ov[i + 1]) * x[oc[i + 1]];
-        s2 += _cvtsh_ss(ov[i + 2]) * x[oc[i + 2]];
-        s3 += _cvtsh_ss(ov[i + 3]) * x[oc[i + 3]];
-    }
-    for (; i < b; i++) s0 += _cvtsh_ss(ov[i]) * x[oc[i]];
+    float s[4];
+    opc_cb_outlier_sums(m, r, x, s);
     /* lanes 0-3 of acc take the four partial sums */
-    return _mm512_add_ps(acc, _mm512_castps128_ps512(_mm_set_ps(s3, s2, s1, s0)));
+    return _mm512_add_ps(acc, _mm512_castps128_ps512(_mm_set_ps(s[3], s[2], s[1], s[0])));
 }
 
 /* One packed group g for NR rows and N tokens: dequantize once, then one
@@ -309,12 +296,8 @@ void opc_cb_rows_avx512(const opc_cb_matrix *m, const float *X, int64_t T, float
          * for each row pair, 256 bytes per 16 bytes of weights: measured 3.4
          * cycles per 64 weights and token at T = 64 against 2.1-2.6 at T = 8).
          * The rows then go in slabs whose packed chunk (slab x chunk groups)
-         * fits WCHUNK_BYTES of L2, since every token tile re-reads it. */
-        int64_t slab = r1 - r0;
-        if (nb > OPC_CB_TTILE) {
-            slab = (WCHUNK_BYTES / (chunk * (int64_t)(m->bits == 2 ? 16 : 32))) & ~(int64_t)1;
-            if (slab < 2) slab = 2;
-        }
+         * fits OPC_CB_WCHUNK_BYTES of L2, since every token tile re-reads it. */
+        const int64_t slab = opc_cb_row_slab(nb, chunk, m->bits, r1 - r0);
         for (int64_t s0 = r0; s0 < r1; s0 += slab) {
             const int64_t s1 = s0 + slab < r1 ? s0 + slab : r1;
             for (int64_t g0 = 0; g0 < nfull || (g0 == 0 && rem); g0 += chunk) {

@@ -43,6 +43,7 @@
  * + fp32 rounding, w_c the (scaled) weight, e(c) = e_b / 2 of its block.
  */
 /* VNNI comes from CMake (files named *_i8_avx512.c get -mavx512vnni). */
+#include "cb_outliers_f16c.h"
 #include "cpu.h"
 
 #include <immintrin.h>
@@ -150,24 +151,15 @@ static inline __attribute__((always_inline)) __m512i weights(int bits, const uin
                                                     _mm512_set1_epi8(15)));
 }
 
-/* Row r's sparse outliers times x (decode): scalar loads with F16C and four
- * independent sums, as in cb_avx512.c. Fused into the decode tiles because
- * a separate pass costs a per-row setup that, on 576-column rows with ~6
- * outliers, took as long as the row itself (16% of a SmolLM2 decode). */
+/* Row r's sparse outliers times x (decode; cb_outliers_f16c.h). Fused into
+ * the decode tiles because a separate pass costs a per-row setup that, on
+ * 576-column rows with ~6 outliers, took as long as the row itself (16% of a
+ * SmolLM2 decode). */
 static inline __attribute__((always_inline)) float row_outliers(const opc_cb_matrix *m,
                                                                 int64_t r, const float *x) {
-    uint32_t i = m->ol_rowptr[r];
-    const uint32_t b = m->ol_rowptr[r + 1];
-    const uint16_t *oc = m->ol_col, *ov = m->ol_val;
-    float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-    for (; i + 4 <= b; i += 4) {
-        s0 += _cvtsh_ss(ov[i]) * x[oc[i]];
-        s1 += _cvtsh_ss(ov[i + 1]) * x[oc[i + 1]];
-        s2 += _cvtsh_ss(ov[i + 2]) * x[oc[i + 2]];
-        s3 += _cvtsh_ss(ov[i + 3]) * x[oc[i + 3]];
-    }
-    for (; i < b; i++) s0 += _cvtsh_ss(ov[i]) * x[oc[i]];
-    return (s0 + s1) + (s2 + s3);
+    float s[4];
+    opc_cb_outlier_sums(m, r, x, s);
+    return (s[0] + s[1]) + (s[2] + s[3]);
 }
 
 /* ---- decode (T = 1) ---------------------------------------------------- */

@@ -96,6 +96,20 @@ void opc_cb_outliers_avx512(const opc_cb_matrix *m, const float *X, int64_t T, f
 #define OPC_CB_TBLOCK 64
 #define OPC_CB_KCHUNK 1024
 
+/* Prefill with several token tiles: the packed rows of one column chunk that
+ * every token tile re-reads are kept within this much of L2 (1 MiB per core
+ * on the dev VM, 2 MiB on the Xeon host). */
+#define OPC_CB_WCHUNK_BYTES (384 * 1024)
+
+/* Rows per slab (even, >= 2) for nb tokens over column chunks of `chunk`
+ * groups of a `bits`-bit matrix: all `rows` when one token tile covers nb,
+ * else as many as keep a slab's packed chunk within OPC_CB_WCHUNK_BYTES. */
+static inline int64_t opc_cb_row_slab(int64_t nb, int64_t chunk, int bits, int64_t rows) {
+    if (nb <= OPC_CB_TTILE) return rows;
+    int64_t slab = (OPC_CB_WCHUNK_BYTES / (chunk * (int64_t)(bits == 2 ? 16 : 32))) & ~(int64_t)1;
+    return slab < 2 ? 2 : slab;
+}
+
 /* ------------------------------------------------ bandwidth probe ------ */
 
 /* Memory read bandwidth in bytes/s: nthreads (<= 0: opc_cpu_get_threads())

@@ -112,6 +112,19 @@ __device__ __forceinline__ uint64_t rot_sign_bits(int64_t c) { return opc_cb_rot
  * threads holds consecutive E-value pieces of one rotation block of T*E
  * columns; every thread of the CUDA block must call this (barriers), and
  * `active` says whether this one holds values. T is a power of two. */
+/* Butterflies of the Walsh-Hadamard transform over the index bits a thread
+ * holds itself (its E values, in registers; no normalisation). */
+template <int E> __device__ __forceinline__ void fwht_local(float (&v)[E]) {
+#pragma unroll
+    for (int h = 1; h < E; h *= 2)
+#pragma unroll
+        for (int i = 0; i < E; i++)
+            if (!(i & h)) {
+                const float a = v[i], d = v[i + h];
+                v[i] = a + d, v[i + h] = a - d;
+            }
+}
+
 template <int E>
 __device__ __forceinline__ void fwht_cross(float (&v)[E], int tid, int T, bool active, float *sm, int stride) {
     const int lane = tid & 31;
@@ -219,14 +232,7 @@ __global__ void __launch_bounds__(kNormThreads)
             r[i] = rs[tid * 17 + i];
             if ((sg >> i) & 1u) r[i] = -r[i];
         }
-#pragma unroll
-        for (int h = 1; h < E; h *= 2)
-#pragma unroll
-            for (int i = 0; i < E; i++)
-                if (!(i & h)) {
-                    const float a = r[i], d = r[i + h];
-                    r[i] = a + d, r[i + h] = a - d;
-                }
+        fwht_local<E>(r);
     }
     __syncthreads(); /* rs is reused by the warp-bit stages */
     fwht_cross<E>(r, tid, T, active, rs, dim / E); /* [i][tid] over the dim/E active threads */
@@ -881,14 +887,7 @@ __global__ void __launch_bounds__(512) /* <= 512 threads: up to 128 registers fo
 #pragma unroll
     for (int i = 0; i < E; i++)
         if (!inverse && ((sg >> i) & 1u)) v[i] = -v[i];
-#pragma unroll
-    for (int h = 1; h < E; h *= 2)
-#pragma unroll
-        for (int i = 0; i < E; i++)
-            if (!(i & h)) {
-                const float a = v[i], d = v[i + h];
-                v[i] = a + d, v[i + h] = a - d;
-            }
+    fwht_local<E>(v);
     fwht_cross<E>(v, tid, T, true, rot_smem, T);
     const float norm = rsqrtf((float)b);
 #pragma unroll
@@ -986,14 +985,7 @@ __global__ void __launch_bounds__(512)
         h16[t * hid + c0 + i] = __float2half_rn(v[i]);
         if ((sg >> i) & 1u) v[i] = -v[i];
     }
-#pragma unroll
-    for (int h = 1; h < E; h *= 2)
-#pragma unroll
-        for (int i = 0; i < E; i++)
-            if (!(i & h)) {
-                const float a = v[i], d = v[i + h];
-                v[i] = a + d, v[i + h] = a - d;
-            }
+    fwht_local<E>(v);
     fwht_cross<E>(v, tid, T, true, sw_smem, T);
     const float norm = rsqrtf((float)b);
 #pragma unroll

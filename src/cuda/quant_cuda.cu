@@ -1186,22 +1186,7 @@ static opc_status quantize_impl(float *dW, const void *W_host, int kind, int64_t
     double *num = NULL, *den = NULL;
     if (!imp) return opc_error(OPC_ERR_NOMEM, "cuda quantize: cannot allocate %lld importances", (long long)cols);
 
-    /* Column weights exactly as the CPU path: importance normalised to mean
-     * 1, floored at 1e-6. */
-    {
-        double mean = 0.0;
-        if (p->importance)
-            for (int64_t c = 0; c < cols; c++) mean += p->importance[c] > 0.0f ? p->importance[c] : 0.0f;
-        mean /= (double)cols;
-        for (int64_t c = 0; c < cols; c++) {
-            if (!p->importance || !(mean > 0.0)) {
-                imp[c] = 1.0f;
-            } else {
-                double v = p->importance[c] / mean;
-                imp[c] = (float)(v > 1e-6 ? v : 1e-6);
-            }
-        }
-    }
+    opc_quant_column_weights(p->importance, cols, imp); /* exactly as the CPU path */
     int64_t tiny = n_out ? (int64_t)ceil(4.0 * p->outlier_frac * (double)cols) : 0;
     if (n_out && tiny < 4) tiny = 4;
 

@@ -686,6 +686,21 @@ static float select_kth(float *a, uint64_t n, uint64_t kth) {
     return a[lo];
 }
 
+void opc_quant_column_weights(const float *importance, int64_t cols, float *imp) {
+    double mean = 0.0;
+    if (importance)
+        for (int64_t c = 0; c < cols; c++) mean += importance[c] > 0.0f ? importance[c] : 0.0f;
+    mean /= (double)cols;
+    for (int64_t c = 0; c < cols; c++) {
+        if (!importance || !(mean > 0.0)) {
+            imp[c] = 1.0f;
+        } else {
+            double v = importance[c] / mean; /* normalised: mean 1 */
+            imp[c] = (float)(v > 1e-6 ? v : 1e-6);
+        }
+    }
+}
+
 opc_status opc_quantize_matrix(const float *W, int64_t rows, int64_t cols, const opc_qmatrix_params *p,
                                opc_qmatrix *out) {
     memset(out, 0, sizeof *out);
@@ -732,20 +747,7 @@ opc_status opc_quantize_matrix(const float *W, int64_t rows, int64_t cols, const
         W = wrot; /* from here on, everything happens in the rotated basis */
     }
 
-    /* Column weights: importance, floored at 1e-6 of the mean so that a column
-     * never seen active still pulls (a little) on the codebook. */
-    double mean = 0.0;
-    if (p->importance)
-        for (int64_t c = 0; c < cols; c++) mean += p->importance[c] > 0.0f ? p->importance[c] : 0.0f;
-    mean /= (double)cols;
-    for (int64_t c = 0; c < cols; c++) {
-        if (!p->importance || !(mean > 0.0)) {
-            imp[c] = 1.0f;
-        } else {
-            double v = p->importance[c] / mean; /* normalised: mean 1 */
-            imp[c] = (float)(v > 1e-6 ? v : 1e-6);
-        }
-    }
+    opc_quant_column_weights(p->importance, cols, imp);
 
     /* A cluster this small (4 weights, or 4x a row's average outlier budget)
      * is treated as movable whole into the sparse part; see the score below. */

@@ -117,6 +117,12 @@ typedef struct opc_qmatrix {
     double err_num, err_den; /* sum imp (W - Q)^2 and sum imp W^2 over the matrix (rotated basis if rotated) */
 } opc_qmatrix;
 
+/* The per-column weights the k-means fit uses (cols): importance normalised
+ * to mean 1 and floored at 1e-6 (a column never seen active still pulls a
+ * little on the codebook); all 1 without importance or when it sums to 0.
+ * Shared by the CPU and GPU quantizers, which must agree bit for bit. */
+void opc_quant_column_weights(const float *importance, int64_t cols, float *imp);
+
 /* Quantize W (rows, cols) row-major. On success *out owns everything (free
  * with opc_qmatrix_free). Errors: INVALID_ARG, NOMEM, INTERRUPTED. */
 opc_status opc_quantize_matrix(const float *W, int64_t rows, int64_t cols,
