@@ -69,6 +69,32 @@ static int cmp_desc(const void *a, const void *b) {
     return x->id < y->id ? -1 : (x->id > y->id); /* stable order for equal probabilities */
 }
 
+/* Heap of k candidates whose root is the one cmp_desc puts last. */
+static void sift_down(opc_prob_index *h, int32_t k, int32_t i) {
+    for (;;) {
+        int32_t l = 2 * i + 1, r = l + 1, w = i;
+        if (l < k && cmp_desc(&h[l], &h[w]) > 0) w = l;
+        if (r < k && cmp_desc(&h[r], &h[w]) > 0) w = r;
+        if (w == i) return;
+        const opc_prob_index t = h[i];
+        h[i] = h[w], h[w] = t;
+        i = w;
+    }
+}
+
+/* Move the k candidates that cmp_desc orders first into c[0..k), in any
+ * order, in O(n log k): sorting all n (a whole vocabulary) per token for a
+ * top-k of 40 took milliseconds. cmp_desc is a strict total order (ties
+ * broken by id), so the set is exactly the first k of the full sort. */
+static void select_top(opc_prob_index *c, int32_t n, int32_t k) {
+    for (int32_t i = k / 2 - 1; i >= 0; i--) sift_down(c, k, i);
+    for (int32_t i = k; i < n; i++)
+        if (cmp_desc(&c[i], &c[0]) < 0) { /* c[i] sorts before the heap's last */
+            c[0] = c[i];
+            sift_down(c, k, 0);
+        }
+}
+
 int32_t opc_sampler_sample(opc_sampler *s, const float *logits) {
     const int32_t n = s->vocab;
     if (s->par.temp <= 0.0f) return opc_argmax(logits, n);
@@ -105,8 +131,11 @@ int32_t opc_sampler_sample(opc_sampler *s, const float *logits) {
         }
     }
     if (use_k || use_p) {
+        if (use_k && m > s->par.top_k) { /* only the top k need sorting */
+            select_top(s->cand, m, s->par.top_k);
+            m = s->par.top_k;
+        }
         qsort(s->cand, (size_t)m, sizeof *s->cand, cmp_desc);
-        if (use_k && m > s->par.top_k) m = s->par.top_k;
         double cum = 0.0, total = 0.0;
         for (int32_t i = 0; i < m; i++) total += s->cand[i].p;
         if (use_p) {
