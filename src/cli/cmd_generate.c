@@ -35,7 +35,10 @@ static void usage(FILE *f) {
             "  --ctx N            context size (default: prompt + max-tokens)\n"
             "  --batch N          prefill batch size (default 512)\n"
             "  --verbose          print model, memory and timing details to stderr\n"
-            "  --device D         cpu (default) or cuda (the whole forward pass on the GPU)\n"
+            "  --device D         cpu (default) or cuda (the whole forward pass on the GPU; greedy\n"
+            "                     and sampled picks are made there too, the same tokens as the\n"
+            "                     CPU sampler for equal logits; OPC_CUDA_HOST_SAMPLE=1 samples\n"
+            "                     on the host instead, for comparisons)\n"
             "  --int8-act         CPU: int8 activations in the codebook kernels (AVX-512 VNNI;\n"
             "                     faster decode, approximate; see docs/RESULTS.md)\n");
 }
@@ -279,10 +282,15 @@ int opc_cmd_generate(int argc, char **argv) {
     int32_t pos = (int32_t)n_prompt;
     t0 = opc_time_s();
     const char *stop = "max-tokens";
-    /* Greedy on the GPU: the picks are made on the device, up to 16 steps per
-     * call with no logits download or host sync in between (the tokens past
-     * an end-of-sequence pick are computed and dropped). */
-    const int dev_greedy = temp <= 0.0 && !strcmp(opc_runner_device(&run), "cuda");
+    /* On the GPU the picks (greedy or sampled) are made on the device, up to
+     * 16 steps per call with no logits download or host sync in between (the
+     * tokens past an end-of-sequence pick are computed and dropped). The
+     * first token comes from the prefill logits through the host sampler;
+     * its PRNG state then travels with each chunk (smp.rng), so the stream of
+     * draws is the CPU path's. */
+    const char *host_env = getenv("OPC_CUDA_HOST_SAMPLE");
+    const int dev_pick = !strcmp(opc_runner_device(&run), "cuda") &&
+                         (temp <= 0.0 || !(host_env && !strcmp(host_env, "1")));
     int32_t gbuf[16];
     int gn = 0, gi = 0;
     while (n_gen < max_tokens) {
@@ -301,12 +309,14 @@ int opc_cmd_generate(int argc, char **argv) {
             stop = "context full";
             break;
         }
-        if (dev_greedy) {
+        if (dev_pick) {
             if (gi >= gn) { /* `next` has not been fed yet: the next chunk starts with it */
                 long c = max_tokens - n_gen;
                 if (c > 16) c = 16;
                 if (c > ctx - 1 - pos) c = ctx - 1 - pos;
-                if ((st = opc_runner_greedy(&run, next, pos, (int32_t)c, gbuf)) != OPC_OK) {
+                st = temp <= 0.0 ? opc_runner_greedy(&run, next, pos, (int32_t)c, gbuf)
+                                 : opc_runner_sample(&run, next, pos, (int32_t)c, &sp, &smp.rng, gbuf);
+                if (st != OPC_OK) {
                     rc = opc_cli_fail(st, "decode");
                     goto done;
                 }

@@ -86,9 +86,10 @@ static void usage(FILE *f) {
             "  --threads N         OpenMP threads (default: all)\n"
             "  --seed S            seed for k-means++ and calibration sampling (default 1)\n"
             "  --n-init N          k-means starts per row (default 3)\n"
-            "  --device D          cpu (default) or cuda: per-row k-means, group scales, rotation and\n"
-            "                      outliers on the GPU, same tensors as the CPU path (calibration and --gptq\n"
-            "                      tensors stay on the CPU; --method lloyd is CPU only)\n"
+            "  --device D          cpu (default) or cuda: calibration, per-row k-means, group scales,\n"
+            "                      rotation, outliers and GPTQ on the GPU; the tensors equal the CPU path's\n"
+            "                      for the same statistics (the GPU calibration's differ by rounding;\n"
+            "                      OPC_CUDA_CALIB=0 keeps it on the CPU; --method lloyd is CPU only)\n"
             "  --dry-run           print what each codebook tensor would get (bits, outliers, bpw) and\n"
             "                      the all-in bpw, then stop (no calibration, no output file)\n"
             "  --verbose           one summary line per tensor\n"
@@ -451,15 +452,15 @@ int opc_cmd_quantize(int argc, char **argv) {
             int64_t n = 0;
             st = calib_from_file(d, calib, calib_tokens, &ids, &n);
             if (st == OPC_OK)
-                st = opc_calibrate_tokens(d, ids, n, calib_ctx, p.n_threads, p.gptq, p.rotate ? p.rot_max_log2 : 0,
-                                          &g_interrupt,
-                                          on_calib_progress, &pc, &imp);
+                st = opc_calibrate_tokens_dev(d, ids, n, calib_ctx, p.n_threads, p.device, p.gptq,
+                                              p.rotate ? p.rot_max_log2 : 0, &g_interrupt, on_calib_progress, &pc,
+                                              &imp);
             free(ids);
             snprintf(calib_buf, sizeof calib_buf, "%lld tokens of %s", (long long)imp.n_tokens, calib);
         } else {
-            st = opc_calibrate_sampled(d, calib_tokens, calib_ctx, p.seed, p.n_threads, p.gptq,
-                                       p.rotate ? p.rot_max_log2 : 0, &g_interrupt,
-                                       on_calib_progress, &pc, &imp);
+            st = opc_calibrate_sampled_dev(d, calib_tokens, calib_ctx, p.seed, p.n_threads, p.device, p.gptq,
+                                           p.rotate ? p.rot_max_log2 : 0, &g_interrupt, on_calib_progress, &pc,
+                                           &imp);
             snprintf(calib_buf, sizeof calib_buf, "%lld tokens sampled from the model (seed %llu)",
                      (long long)imp.n_tokens, (unsigned long long)p.seed);
         }
@@ -468,6 +469,8 @@ int opc_cmd_quantize(int argc, char **argv) {
             opc_model_desc_free(d);
             return opc_cli_fail(st, "calibration");
         }
+        if (imp.device == 1) /* GPU forward pass (quantize.h opc_calibrate_*_dev) */
+            snprintf(calib_buf + strlen(calib_buf), sizeof calib_buf - strlen(calib_buf), " on the GPU");
         calib_desc = calib_buf;
         p.importance = &imp;
     }

@@ -149,6 +149,37 @@ int opc_cuda_cb_gemv_xf_ok(const opc_cuda_cb_matrix *m, int64_t nb);
 opc_status opc_cuda_cb_gemv_xf(const opc_cuda_cb_matrix *m, const opc_cuda_xform *xf, int64_t nb, float *y,
                                opc_cuda_stream stream);
 
+/* Fused 2-bit codebook GEMM on tensor cores (src/cuda/cb_gemm.cu), for
+ * batches past the GEMVs: Y (n, rows) fp32 = X W^T, X given as x16, device
+ * (n, cols) fp16, 16-byte aligned. W is never written out: each block turns
+ * a tile of packed indices into fp16 in shared memory (group scales and
+ * outliers applied there) and feeds mma.sync. Numerics as the fp16 GEMV
+ * kernels: |Y - exact| <= ~1e-3 * sum|W||x|. Rotation is not applied (pass
+ * x~ = R^T x for rot_log2 > 0). Asynchronous on `stream`; no allocation.
+ * Errors: INVALID_ARG (NULLs, bad matrix, n outside 1..65535*16),
+ * UNSUPPORTED (bits != 2; cols % 8 != 0 or x16 misaligned; built for a
+ * pre-sm_80 target), CUDA. Nothing is launched on error. */
+opc_status opc_cuda_cb_gemm(const opc_cuda_cb_matrix *m, const uint16_t *x16, int64_t n, float *y,
+                            opc_cuda_stream stream);
+
+/* Whether opc_cuda_cb_gemm takes this matrix (its UNSUPPORTED cases aside
+ * from x16's alignment). No side effects, never logs. */
+int opc_cuda_cb_gemm_ok(const opc_cuda_cb_matrix *m);
+
+/* Tile configurations of the fused GEMM (tests, benchmarks); values stable.
+ * AUTO picks by n and rows (the measured-fastest). */
+typedef enum opc_cuda_gemm_cfg {
+    OPC_CUDA_GEMM_AUTO = 0,
+    OPC_CUDA_GEMM_S32 = 1, /* 32 rows x 16 tokens per block, 8-way split K */
+    OPC_CUDA_GEMM_S64 = 2, /* 64 x 16, 4-way split K */
+    OPC_CUDA_GEMM_M = 3,   /* 64 x 64 */
+    OPC_CUDA_GEMM_L = 4    /* 128 x 128 */
+} opc_cuda_gemm_cfg;
+
+/* opc_cuda_cb_gemm with an explicit configuration; same checks and contract. */
+opc_status opc_cuda_cb_gemm_with(const opc_cuda_cb_matrix *m, const uint16_t *x16, int64_t n, float *y,
+                                 opc_cuda_stream stream, opc_cuda_gemm_cfg cfg);
+
 /* y = R^T x (opc_cb_rotate) for n vectors of cols floats in device memory,
  * R the rotation of blocks of 2^rot_log2 columns; inverse != 0 applies R
  * (opc_cb_unrotate). y may equal x. Asynchronous on `stream`; allocates

@@ -19,8 +19,10 @@
  */
 #include "forward_cuda.h"
 
+#include "calib_cuda.h"
 #include "cuda_api.h"
 #include "ops.cuh"
+#include "sample_cuda.h"
 
 #include "../core/half.h"
 
@@ -107,6 +109,14 @@ struct opc_cuda_forward {
     unsigned long long *g_best;
     unsigned *g_cnt;
     int32_t *g_step, *g_out; /* g_out: (ctx) tokens of one greedy call */
+    /* sampled decoding on the device (opc_cuda_forward_sample): a third graph
+     * = decode step + the sampler's pick, which reads its parameters and PRNG
+     * state from device memory (sample_cuda.h); g_step/g_out as for greedy */
+    cudaGraphExec_t graph_sample;
+    int graph_sample_failed;
+    opc_cuda_sampler *smp;
+
+    opc_cuda_act_stats *stats; /* calibration statistics of every linear input, or NULL (calib_cuda.h) */
 
     opc_cuda_forward_mem mem;
     void **dev; /* device allocations to free */
@@ -366,6 +376,8 @@ extern "C" void opc_cuda_forward_free(opc_cuda_forward *f) {
     if (f->stream) cudaStreamSynchronize(f->stream);
     if (f->graph) cudaGraphExecDestroy(f->graph);
     if (f->graph_greedy) cudaGraphExecDestroy(f->graph_greedy);
+    if (f->graph_sample) cudaGraphExecDestroy(f->graph_sample);
+    opc_cuda_sampler_free(f->smp);
     if (f->layers) {
         for (int32_t l = 0; l < f->cfg.n_layers; l++) {
             for (int w = 0; w < W_COUNT; w++) free_weight(&f->layers[l].w[w]);
@@ -632,6 +644,8 @@ extern "C" opc_status opc_cuda_forward_init(opc_cuda_forward **out, const opc_mo
             goto fail;
         }
     }
+    if ((st = opc_cuda_sampler_init(&f->smp, (int32_t)vocab)) != OPC_OK) goto fail;
+    f->mem.scratch += opc_cuda_sampler_bytes(f->smp);
     *out = f;
     return OPC_OK;
 fail:
@@ -641,6 +655,10 @@ fail:
 
 extern "C" void opc_cuda_forward_set_graph(opc_cuda_forward *f, int on) {
     if (f) f->use_graph = on != 0;
+}
+
+extern "C" void opc_cuda_forward_set_stats(opc_cuda_forward *f, struct opc_cuda_act_stats *s) {
+    if (f) f->stats = s;
 }
 extern "C" const opc_config *opc_cuda_forward_config(const opc_cuda_forward *f) { return &f->cfg; }
 extern "C" int32_t opc_cuda_forward_ctx(const opc_cuda_forward *f) { return f->ctx; }
@@ -656,6 +674,24 @@ static int getenv_cached_cb4_off(void) {
         v = e && !strcmp(e, "generic");
     }
     return v;
+}
+
+/* Whether a 2-bit matrix takes the fused GEMM (cb_gemm.cu) for n tokens,
+ * instead of dequantizing it to fp16 for cuBLAS. H200 (logs
+ * bench/cuda/results/h200_2026-11-26_s4_h2_*): it beats dequant + cuBLAS
+ * 1.2-4x at 16..64 tokens, breaks even near 128 on 4096-row matrices and
+ * loses from ~256 (cuBLAS drives the tensor cores at ~2.4x its rate). The
+ * GEMVs stay at n <= 8: faster there, except at n = 8 on large matrices
+ * with outliers. OPC_CUDA_GEMM=fused|cublas forces one path for every n > 8. */
+#define GEMM_FUSED_MAX 128
+static int use_fused_gemm(const gweight *w, int n) {
+    static int mode = -1; /* 0 auto, 1 fused, 2 cublas; benign race: every writer stores the same value */
+    if (mode < 0) {
+        const char *e = getenv("OPC_CUDA_GEMM");
+        mode = e && !strcmp(e, "fused") ? 1 : e && !strcmp(e, "cublas") ? 2 : 0;
+    }
+    if (w->kind != WK_CB || w->cb.bits != 2 || n <= GBIG_MAX_BATCH) return 0;
+    return (mode == 1 || (mode == 0 && n <= GEMM_FUSED_MAX)) && opc_cuda_cb_gemm_ok(&w->cb);
 }
 
 /* Y (n, rows) = X (n, cols) Wᵀ. x32 and x16 are the same activations in
@@ -674,6 +710,10 @@ static opc_status linear(opc_cuda_forward *f, const gweight *w, const float *x32
             f->xr_src = x32, f->xr_rot = w->rot, f->xr_n = n;
         }
         x32 = f->xr32, x16 = f->xr16;
+    }
+    if (use_fused_gemm(w, n)) {
+        opc_status st = opc_cuda_cb_gemm(&w->cb, reinterpret_cast<const uint16_t *>(x16), n, y, f->stream);
+        if (st != OPC_ERR_UNSUPPORTED) return st; /* else x16 misaligned: the paths below */
     }
     if (w->kind == WK_CB && n <= GBIG_MAX_BATCH) {
         if (w->cb.bits == 2)
@@ -725,7 +765,14 @@ static void norm_for(opc_cuda_forward *f, float *x, const float *xo, const float
  * group scales) on the int8 kernel. Depends only on the weight and n, so a
  * captured decode step makes the same choices at every replay. */
 static int fuse_ok(const opc_cuda_forward *f, const gweight *w, int n) {
-    return f->fuse_prologue && w->kind == WK_CB && w->rot == 0 && opc_cuda_cb_gemv_xf_ok(&w->cb, n);
+    /* statistics need the input itself, which a fused prologue never writes */
+    return f->fuse_prologue && !f->stats && w->kind == WK_CB && w->rot == 0 && opc_cuda_cb_gemv_xf_ok(&w->cb, n);
+}
+
+/* Calibration statistics of a linear input x (n, cols) at (layer, site):
+ * queued on the stream; nothing without a statistics object. */
+static opc_status act_stats(opc_cuda_forward *f, int layer, opc_act_site site, const float *x, int n) {
+    return f->stats ? opc_cuda_act_stats_add(f->stats, layer, site, x, n, f->stream) : OPC_OK;
 }
 
 /* The norm before `next` (the only consumer of its output), over the
@@ -734,7 +781,7 @@ static int fuse_ok(const opc_cuda_forward *f, const gweight *w, int n) {
  * which becomes *res: the GEMV's blocks all read the old one, so it cannot
  * be updated in place), else add_rmsnorm in place + linear(). */
 static opc_status norm_linear(opc_cuda_forward *f, float **res, const float *xo, const float *w,
-                              const gweight *next, int n, float *y) {
+                              const gweight *next, int n, float *y, int layer, opc_act_site site) {
     if (fuse_ok(f, next, n)) {
         float *other = *res == f->x ? f->x2 : f->x;
         opc_cuda_xform xf;
@@ -748,6 +795,7 @@ static opc_status norm_linear(opc_cuda_forward *f, float **res, const float *xo,
     }
     norm_for(f, *res, xo, w, next, n);
     opc_status st = kcheck("rmsnorm");
+    if (st == OPC_OK) st = act_stats(f, layer, site, f->xb32, n);
     return st != OPC_OK ? st : linear(f, next, f->xb32, f->xb16, n, y);
 }
 
@@ -779,11 +827,13 @@ static opc_status forward_slice(opc_cuda_forward *f, int n, opc_logits_mode mode
         float *q = f->qkv, *k, *v;
         int ldq, ldkv;
         if (L->qkv.kind) { /* fused: row t of qkv is [q | k | v] */
-            if ((st = norm_linear(f, &res, pending, L->attn_norm, &L->qkv, n, f->qkv)) != OPC_OK) return st;
+            if ((st = norm_linear(f, &res, pending, L->attn_norm, &L->qkv, n, f->qkv, l, OPC_ACT_ATTN_IN)) != OPC_OK)
+                return st;
             k = q + qd, v = k + kvd, ldq = ldkv = qd + 2 * kvd;
         } else { /* three blocks of max_batch rows */
             norm_for(f, res, pending, L->attn_norm, &L->w[W_Q], n);
             if ((st = kcheck("rmsnorm")) != OPC_OK) return st;
+            if ((st = act_stats(f, l, OPC_ACT_ATTN_IN, f->xb32, n)) != OPC_OK) return st;
             k = q + (int64_t)f->max_batch * qd, v = k + (int64_t)f->max_batch * kvd, ldq = qd, ldkv = kvd;
             if ((st = linear(f, &L->w[W_Q], f->xb32, f->xb16, n, q)) != OPC_OK) return st;
             if ((st = linear(f, &L->w[W_K], f->xb32, f->xb16, n, k)) != OPC_OK) return st;
@@ -796,15 +846,18 @@ static opc_status forward_slice(opc_cuda_forward *f, int n, opc_logits_mode mode
         attention(q, ldq, kc, vc, d_pos, n, c->n_heads, c->n_kv_heads, c->head_dim, splits, chunk,
                   f->part, f->att32, f->att16, s);
         if ((st = kcheck("attention")) != OPC_OK) return st;
+        if ((st = act_stats(f, l, OPC_ACT_ATTN_OUT, f->att32, n)) != OPC_OK) return st;
         if ((st = linear(f, &L->w[W_O], f->att32, f->att16, n, f->xo)) != OPC_OK) return st;
         const float *g = f->gu, *u;
         int ldg;
         if (L->gate_up.kind) { /* fused: row t of gu is [gate | up] */
-            if ((st = norm_linear(f, &res, f->xo, L->ffn_norm, &L->gate_up, n, f->gu)) != OPC_OK) return st;
+            if ((st = norm_linear(f, &res, f->xo, L->ffn_norm, &L->gate_up, n, f->gu, l, OPC_ACT_FFN_IN)) != OPC_OK)
+                return st;
             u = g + hid, ldg = 2 * hid;
         } else {
             norm_for(f, res, f->xo, L->ffn_norm, &L->w[W_GATE], n);
             if ((st = kcheck("rmsnorm")) != OPC_OK) return st;
+            if ((st = act_stats(f, l, OPC_ACT_FFN_IN, f->xb32, n)) != OPC_OK) return st;
             u = g + (int64_t)f->max_batch * hid, ldg = hid;
             if ((st = linear(f, &L->w[W_GATE], f->xb32, f->xb16, n, f->gu)) != OPC_OK) return st;
             if ((st = linear(f, &L->w[W_UP], f->xb32, f->xb16, n, f->gu + (int64_t)f->max_batch * hid)) != OPC_OK)
@@ -825,6 +878,7 @@ static opc_status forward_slice(opc_cuda_forward *f, int n, opc_logits_mode mode
                 swiglu(f->hb, f->hb16, g, u, ldg, n, hid, s);
             }
             if ((st = kcheck("swiglu")) != OPC_OK) return st;
+            if ((st = act_stats(f, l, OPC_ACT_DOWN_IN, f->hb, n)) != OPC_OK) return st;
             if ((st = linear(f, wd, f->hb, f->hb16, n, f->xo)) != OPC_OK) return st;
         }
         pending = f->xo;
@@ -833,32 +887,42 @@ static opc_status forward_slice(opc_cuda_forward *f, int n, opc_logits_mode mode
     norm_for(f, res, pending, f->out_norm, mode == OPC_LOGITS_LAST && n > 1 ? NULL : &f->head, n);
     if ((st = kcheck("output norm")) != OPC_OK) return st;
     const int first = mode == OPC_LOGITS_LAST ? n - 1 : 0;
+    if ((st = act_stats(f, c->n_layers, OPC_ACT_HEAD_IN, f->xb32 + (int64_t)first * dim, n - first)) != OPC_OK)
+        return st;
     return linear(f, &f->head, f->xb32 + (int64_t)first * dim, f->xb16 + (int64_t)first * dim,
                   n - first, f->logits);
 }
 
-/* One decode step (n = 1, last logits), plus the device-side greedy pick
- * when `greedy`. Only queues work on f->stream. */
-static opc_status decode_step(opc_cuda_forward *f, int greedy) {
+/* What a decode step does with its logits: nothing (they are downloaded),
+ * the greedy pick, or the sampler's pick; both picks write the next step's
+ * (position, token) into d_in and the token into g_out[g_step++]. */
+enum { PICK_NONE = 0, PICK_GREEDY = 1, PICK_SAMPLE = 2 };
+
+/* One decode step (n = 1, last logits), plus the device-side pick `pick`.
+ * Only queues work on f->stream. */
+static opc_status decode_step(opc_cuda_forward *f, int pick) {
     opc_status st = forward_slice(f, 1, OPC_LOGITS_LAST);
-    if (st != OPC_OK || !greedy) return st;
+    if (st != OPC_OK || pick == PICK_NONE) return st;
+    if (pick == PICK_SAMPLE) return opc_cuda_sampler_pick(f->smp, f->logits, f->d_in, f->g_out, f->g_step, f->stream);
     argmax_next(f->logits, f->cfg.vocab_size, f->g_best, f->g_cnt, f->d_in, f->g_out, f->g_step, f->stream);
     return kcheck("greedy pick");
 }
 
-/* Capture the decode step once (into f->graph, or f->graph_greedy with the
- * greedy pick). On any failure the handle falls back to launching the
- * kernels directly. */
-static void capture_decode(opc_cuda_forward *f, int greedy) {
+/* Capture the decode step once (into f->graph, f->graph_greedy with the
+ * greedy pick or f->graph_sample with the sampler's). On any failure the
+ * handle falls back to launching the kernels directly. */
+static void capture_decode(opc_cuda_forward *f, int pick) {
     cudaGraph_t g = NULL;
-    cudaGraphExec_t *exec = greedy ? &f->graph_greedy : &f->graph;
-    int *failed = greedy ? &f->graph_greedy_failed : &f->graph_failed;
+    cudaGraphExec_t *exec = pick == PICK_SAMPLE ? &f->graph_sample : pick == PICK_GREEDY ? &f->graph_greedy : &f->graph;
+    int *failed = pick == PICK_SAMPLE   ? &f->graph_sample_failed
+                  : pick == PICK_GREEDY ? &f->graph_greedy_failed
+                                        : &f->graph_failed;
     if (cudaStreamBeginCapture(f->stream, cudaStreamCaptureModeThreadLocal) != cudaSuccess) {
         cudaGetLastError();
         *failed = 1;
         return;
     }
-    opc_status st = decode_step(f, greedy);
+    opc_status st = decode_step(f, pick);
     cudaError_t e = cudaStreamEndCapture(f->stream, &g);
     if (st == OPC_OK && e == cudaSuccess && g)
         e = cudaGraphInstantiate(exec, g, 0);
@@ -870,11 +934,14 @@ static void capture_decode(opc_cuda_forward *f, int greedy) {
     }
 }
 
-extern "C" opc_status opc_cuda_forward_greedy(opc_cuda_forward *f, int32_t tok, int32_t pos, int32_t n_steps,
-                                              int32_t *out) {
+/* n_steps decode steps with the device-side pick `pick` (greedy or
+ * sample), the first feeding tok at pos; out (host, n_steps) gets the picks.
+ * With rng, the sampler's PRNG state comes back into *rng. */
+static opc_status decode_on_device(opc_cuda_forward *f, int pick, int32_t tok, int32_t pos, int32_t n_steps,
+                                   int32_t *out, uint64_t *rng) {
     if (!f || !out || n_steps < 1 || pos < 0)
-        return opc_error(OPC_ERR_INVALID_ARG, "cuda forward: bad greedy arguments (steps %d, pos %d)", n_steps,
-                         pos);
+        return opc_error(OPC_ERR_INVALID_ARG, "cuda forward: bad %s arguments (steps %d, pos %d)",
+                         pick == PICK_SAMPLE ? "sampling" : "greedy", n_steps, pos);
     if ((int64_t)pos + n_steps > f->ctx)
         return opc_error(OPC_ERR_INVALID_ARG, "cuda forward: positions %d..%d exceed the context of %d", pos,
                          pos + n_steps - 1, f->ctx);
@@ -884,27 +951,45 @@ extern "C" opc_status opc_cuda_forward_greedy(opc_cuda_forward *f, int32_t tok, 
     f->h_in[0] = pos, f->h_in[1] = tok;
     cudaError_t e = cudaMemcpyAsync(f->d_in, f->h_in, 8, cudaMemcpyHostToDevice, f->stream);
     if (e == cudaSuccess) e = cudaMemsetAsync(f->g_step, 0, 4, f->stream);
-    if (e != cudaSuccess) return cuda_err(e, "greedy start");
+    if (e != cudaSuccess) return cuda_err(e, "device decoding start");
+    cudaGraphExec_t *graph = pick == PICK_SAMPLE ? &f->graph_sample : &f->graph_greedy;
+    int *failed = pick == PICK_SAMPLE ? &f->graph_sample_failed : &f->graph_greedy_failed;
     opc_status st = OPC_OK;
     /* no host round trip between steps: each step reads its (position,
      * token) from d_in, which the previous step's pick wrote */
     for (int32_t i = 0; i < n_steps && st == OPC_OK; i++) {
-        if (f->use_graph && !f->graph_greedy && !f->graph_greedy_failed && f->decode_eager) capture_decode(f, 1);
-        if (f->use_graph && f->graph_greedy) {
-            e = cudaGraphLaunch(f->graph_greedy, f->stream);
+        if (f->use_graph && !*graph && !*failed && f->decode_eager) capture_decode(f, pick);
+        if (f->use_graph && *graph) {
+            e = cudaGraphLaunch(*graph, f->stream);
             if (e != cudaSuccess) st = cuda_err(e, "graph launch");
         } else {
-            st = decode_step(f, 1);
+            st = decode_step(f, pick);
             f->decode_eager = 1;
         }
     }
     if (st == OPC_OK) {
         e = cudaMemcpyAsync(out, f->g_out, (size_t)n_steps * 4, cudaMemcpyDeviceToHost, f->stream);
-        if (e != cudaSuccess) st = cuda_err(e, "greedy tokens download");
+        if (e != cudaSuccess) st = cuda_err(e, "picked tokens download");
     }
+    if (st == OPC_OK && rng) st = opc_cuda_sampler_get_rng(f->smp, rng, f->stream);
     e = cudaStreamSynchronize(f->stream);
     if (st == OPC_OK && e != cudaSuccess) st = cuda_err(e, "forward pass");
     return st;
+}
+
+extern "C" opc_status opc_cuda_forward_greedy(opc_cuda_forward *f, int32_t tok, int32_t pos, int32_t n_steps,
+                                              int32_t *out) {
+    return decode_on_device(f, PICK_GREEDY, tok, pos, n_steps, out, NULL);
+}
+
+extern "C" opc_status opc_cuda_forward_sample(opc_cuda_forward *f, int32_t tok, int32_t pos, int32_t n_steps,
+                                              const opc_sampler_params *p, uint64_t *rng, int32_t *out) {
+    if (!f || !p || !rng)
+        return opc_error(OPC_ERR_INVALID_ARG, "cuda forward: sampling without parameters or PRNG state");
+    if (p->temp <= 0.0f) /* greedy: the CPU sampler draws nothing either */
+        return decode_on_device(f, PICK_GREEDY, tok, pos, n_steps, out, NULL);
+    opc_status st = opc_cuda_sampler_set(f->smp, p, *rng, f->stream);
+    return st != OPC_OK ? st : decode_on_device(f, PICK_SAMPLE, tok, pos, n_steps, out, rng);
 }
 
 extern "C" opc_status opc_cuda_forward_run(opc_cuda_forward *f, const int32_t *tokens, int32_t n,
@@ -931,14 +1016,15 @@ extern "C" opc_status opc_cuda_forward_run(opc_cuda_forward *f, const int32_t *t
         const int decode = m == 1 && sm == OPC_LOGITS_LAST;
         /* The first decode step runs directly (it warms up cuBLAS and the
          * kernels' attributes); the second captures the graph. */
-        if (decode && f->use_graph && !f->graph && !f->graph_failed && f->decode_eager)
+        const int use_graph = f->use_graph && !f->stats; /* statistics: see opc_cuda_forward_set_stats */
+        if (decode && use_graph && !f->graph && !f->graph_failed && f->decode_eager)
             capture_decode(f, 0);
         f->h_in[0] = pos + s;
         memcpy(f->h_in + 1, tokens + s, (size_t)m * sizeof *tokens);
         cudaError_t e = cudaMemcpyAsync(f->d_in, f->h_in, (size_t)(m + 1) * 4, cudaMemcpyHostToDevice,
                                         f->stream);
         if (e != cudaSuccess) return cuda_err(e, "token upload");
-        if (decode && f->use_graph && f->graph) {
+        if (decode && use_graph && f->graph) {
             e = cudaGraphLaunch(f->graph, f->stream);
             if (e != cudaSuccess) return cuda_err(e, "graph launch");
         } else {

@@ -58,6 +58,7 @@ extern "C" {
 #endif
 
 #include "../model/forward.h"
+#include "../model/sampler.h"
 
 #include <stdint.h>
 
@@ -87,8 +88,26 @@ opc_status opc_cuda_forward_run(opc_cuda_forward *f, const int32_t *tokens, int3
  * per step. pos + n_steps <= ctx. Uses its own decode graph. */
 opc_status opc_cuda_forward_greedy(opc_cuda_forward *f, int32_t tok, int32_t pos, int32_t n_steps, int32_t *out);
 
+/* Sampled decoding without a host round trip per token: as
+ * opc_cuda_forward_greedy, but each pick is opc_sampler_sample's choice for
+ * parameters p (temperature, top-k, top-p) with the xorshift64* state *rng
+ * (an opc_sampler's .rng; in/out: on return, the state after n_steps draws),
+ * made on the device (sample_cuda.h, which documents the rounding
+ * differences). temp <= 0 is greedy and leaves *rng alone. Uses a third
+ * decode graph; p may change between calls without a re-capture. */
+opc_status opc_cuda_forward_sample(opc_cuda_forward *f, int32_t tok, int32_t pos, int32_t n_steps,
+                                   const opc_sampler_params *p, uint64_t *rng, int32_t *out);
+
 /* Turn the decode-step CUDA graph on (default) or off. */
 void opc_cuda_forward_set_graph(opc_cuda_forward *f, int on);
+
+/* Calibration (calib_cuda.h): with s set, every linear layer's input is
+ * added to s before its multiply (the head's only for the rows whose logits
+ * are computed), the norms and SwiGLU are not fused into the GEMVs (their
+ * output must exist) and no decode graph is used (each add keeps host-side
+ * counts). s stays owned by the caller; NULL turns it off. */
+struct opc_cuda_act_stats;
+void opc_cuda_forward_set_stats(opc_cuda_forward *f, struct opc_cuda_act_stats *s);
 
 const opc_config *opc_cuda_forward_config(const opc_cuda_forward *f);
 int32_t opc_cuda_forward_ctx(const opc_cuda_forward *f);

@@ -12,7 +12,9 @@
  *      row-major order (k_row_counts, host prefix sum, k_compact);
  *   3. refit the rows that lost weights with those columns masked, store the
  *      outliers as fp16 deltas (k_fit_rows again);
- *   4. weighted error of what is stored (k_row_err).
+ *   4. with a Hessian, GPTQ error feedback, refit and feedback again
+ *      (k_gptq_*: see that section);
+ *   5. weighted error of what is stored (k_row_err).
  *
  * The exact k-means per row: the non-masked values x = w / s sorted with
  * their column as tie-break (the CPU's merge sort is stable). Without group
@@ -1055,6 +1057,331 @@ __global__ void __launch_bounds__(NT) k_row_err(const float *W, const float *imp
     if (threadIdx.x == 0) num[r] = a, den[r] = b;
 }
 
+/* ---------------------------------------------------------- GPTQ ------- */
+
+/* Pass 4, with a Hessian (p->hessian): quantize.c's gptq_rows, then
+ * gptq_refit_rows + gptq_solve, then gptq_rows again. Each row's double and
+ * float operations are the CPU's, in the CPU's order (no FMA: -fmad=false),
+ * so the result is the CPU's byte for byte; what runs in parallel is only
+ * what the CPU keeps independent: the rows, the later columns' updates of
+ * one column step (one subtraction each), the refit's right-hand sides. The
+ * factor U is the CPU's (opc_quant_gptq_factor, cached per Hessian by
+ * opc_quantize_model) uploaded: see quant_cuda.h for why. */
+
+#define GQ_ROWS_MAX 16 /* rows per error-feedback block: U is read once per block */
+#define GQ_PRE 8       /* U entries per thread loaded ahead in a column step: 2048 columns */
+
+/* outlier mask (rows, cols) from the CSR columns; one block per row */
+__global__ void k_gptq_mask(const uint32_t *rowptr, const uint16_t *ol_col, int64_t cols, uint8_t *mask) {
+    const int64_t r = blockIdx.x;
+    for (uint32_t i = rowptr[r] + threadIdx.x; i < rowptr[r + 1]; i += blockDim.x) mask[r * cols + ol_col[i]] = 1;
+}
+
+/* float codebooks (rows * k) from the fp16 ones: cbf_all of the CPU path */
+__global__ void k_gptq_cbf(const uint16_t *cb16, float *cbf, uint64_t n) {
+    for (uint64_t i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (uint64_t)gridDim.x * blockDim.x)
+        cbf[i] = d_h2f(cb16[i]);
+}
+
+/* gptq_rows for R rows per block. x (R, cols) doubles in shared memory; per
+ * column c, thread r rounds row r's x[c] with its scaled codebook (ix, stored
+ * out; outlier columns keep x[c]) and publishes e = (x[c] - q) / U[c][c];
+ * then all threads apply x[i] -= e * U[c][i] for i > c (rows with e == 0
+ * skipped, as the CPU does). Column steps are sequential: two barriers each,
+ * the diagonal and the mask loaded one step ahead (they are on that path).
+ * U (cols, cols); cbf (rows, k); gsc (rows, ng) or NULL; mask, ix (rows,
+ * cols) bytes; stored (rows, cols). */
+__global__ void __launch_bounds__(NT) k_gptq_round(const float *__restrict__ W, int64_t rows, int64_t cols,
+                                                   const double *__restrict__ U, const float *__restrict__ cbf,
+                                                   int32_t k, const uint8_t *__restrict__ gsc, int32_t ng,
+                                                   const uint8_t *__restrict__ mask, int R, uint8_t *__restrict__ ix,
+                                                   float *__restrict__ stored) {
+    extern __shared__ __align__(16) unsigned char smem[];
+    double *x = (double *)smem;        /* (R, cols) */
+    double *e = x + (int64_t)R * cols; /* (R) this column's scaled errors */
+    const int64_t r0 = (int64_t)blockIdx.x * R;
+    const int nr = rows - r0 < R ? (int)(rows - r0) : R;
+    for (int64_t i = threadIdx.x; i < (int64_t)nr * cols; i += NT) x[i] = (double)W[r0 * cols + i];
+    const int me = threadIdx.x < nr; /* this thread rounds row r0 + threadIdx.x */
+    const int64_t row = r0 + (me ? threadIdx.x : 0);
+    float t[MAXK]; /* the row's codebook as scaled for column c's group */
+    for (int j = 0; j < MAXK; j++) t[j] = 0.0f;
+    double ud = me ? U[0] : 1.0;
+    uint8_t mk = me ? mask[row * cols] : 0;
+    __syncthreads();
+    for (int64_t c = 0; c < cols; c++) {
+        const double *u = U + c * cols;
+        /* this step's U row, loaded before the rounding it does not depend
+         * on: its latency hides behind the rounding's division */
+        double pre[GQ_PRE];
+#pragma unroll
+        for (int q = 0; q < GQ_PRE; q++) {
+            const int64_t i = c + 1 + threadIdx.x + (int64_t)q * NT;
+            pre[q] = i < cols ? u[i] : 0.0;
+        }
+        if (me) {
+            double ud_n = 1.0;
+            uint8_t mk_n = 0;
+            if (c + 1 < cols) {
+                ud_n = U[(c + 1) * cols + c + 1];
+                mk_n = mask[row * cols + c + 1];
+            }
+            if (c % OPC_CB_GROUP == 0) {
+                const float *cb = cbf + row * k;
+                const float s = gsc ? d_scale(gsc[row * ng + c / OPC_CB_GROUP]) : 1.0f;
+                for (int j = 0; j < k; j++) t[j] = gsc ? s * cb[j] : cb[j];
+            }
+            const double xc = x[threadIdx.x * cols + c];
+            const int j = d_nearest(t, k, (float)xc);
+            ix[row * cols + c] = (uint8_t)j;
+            const double q = mk ? xc : (double)t[j];
+            stored[row * cols + c] = (float)q;
+            e[threadIdx.x] = (xc - q) / ud;
+            ud = ud_n;
+            mk = mk_n;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int q = 0; q < GQ_PRE; q++) {
+            const int64_t i = c + 1 + threadIdx.x + (int64_t)q * NT;
+            if (i < cols)
+                for (int r = 0; r < nr; r++) {
+                    const double er = e[r];
+                    if (er != 0.0) x[r * cols + i] -= er * pre[q];
+                }
+        }
+        /* beyond GQ_PRE * NT columns: four per thread per round, their U
+         * loads issued together */
+        for (int64_t i0 = c + 1 + threadIdx.x + (int64_t)GQ_PRE * NT; i0 < cols; i0 += 4 * NT) {
+            double uu[4];
+#pragma unroll
+            for (int q = 0; q < 4; q++) uu[q] = i0 + q * NT < cols ? u[i0 + q * NT] : 0.0;
+#pragma unroll
+            for (int q = 0; q < 4; q++) {
+                const int64_t i = i0 + q * NT;
+                if (i < cols)
+                    for (int r = 0; r < nr; r++) {
+                        const double er = e[r];
+                        if (er != 0.0) x[r * cols + i] -= er * uu[q];
+                    }
+            }
+        }
+        __syncthreads();
+    }
+}
+
+/* The refit's per-weight inputs, column-major over rows (cols, rows) so the
+ * per-row sums below read them coalesced: tw = w (outliers: w - stored, their
+ * residual is fixed), tsc = the column's group scale, tix = the index or k + 1
+ * for an outlier column. */
+__global__ void k_gptq_prep(const float *W, const float *stored, const uint8_t *mask, const uint8_t *ix,
+                            const uint8_t *gsc, int32_t ng, int64_t rows, int64_t cols, int32_t k, double *tw,
+                            float *tsc, uint8_t *tix) {
+    const uint64_t n = (uint64_t)rows * (uint64_t)cols;
+    for (uint64_t i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (uint64_t)gridDim.x * blockDim.x) {
+        const int64_t r = (int64_t)(i / (uint64_t)cols), c = (int64_t)(i % (uint64_t)cols);
+        const uint64_t o = (uint64_t)c * (uint64_t)rows + (uint64_t)r;
+        const int m = mask[i];
+        tw[o] = m ? (double)W[i] - (double)stored[i] : (double)W[i];
+        tsc[o] = gsc ? d_scale(gsc[r * ng + c / OPC_CB_GROUP]) : 1.0f;
+        tix[o] = m ? (uint8_t)(k + 1) : ix[i];
+    }
+}
+
+/* rhs (cols, rows): rhs[a][r] = sum_b H[a][b] tw[b][r], b ascending from 0.0
+ * (the CPU's order; only the tiling is new). A block: 32 rows (lanes) x 32
+ * columns a (8 warps x 4), H and tw tiles of 32 b in shared memory. */
+__global__ void __launch_bounds__(256) k_gptq_rhs(const float *__restrict__ H, const double *__restrict__ tw,
+                                                  int64_t rows, int64_t cols, double *__restrict__ rhs) {
+    __shared__ double ts[32][32];
+    __shared__ float hs[32][33];
+    const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
+    const int64_t r0 = (int64_t)blockIdx.x * 32, a0 = (int64_t)blockIdx.y * 32;
+    double acc[4] = {0.0, 0.0, 0.0, 0.0};
+    for (int64_t b0 = 0; b0 < cols; b0 += 32) {
+        for (int i = threadIdx.x; i < 32 * 32; i += 256) {
+            const int bb = i / 32, rr = i % 32, aa = i / 32;
+            const int64_t b = b0 + bb, r = r0 + rr;
+            ts[bb][rr] = b < cols && r < rows ? tw[b * rows + r] : 0.0;
+            const int64_t a = a0 + aa, hb = b0 + rr; /* H tile: row aa, column rr */
+            hs[aa][rr] = a < cols && hb < cols ? H[a * cols + hb] : 0.0f;
+        }
+        __syncthreads();
+        const int nb = cols - b0 < 32 ? (int)(cols - b0) : 32; /* no padding terms: +0.0 is not a no-op on -0.0 */
+        for (int bb = 0; bb < nb; bb++) {
+            const double tv = ts[bb][lane];
+#pragma unroll
+            for (int q = 0; q < 4; q++) acc[q] += (double)hs[wid * 4 + q][bb] * tv;
+        }
+        __syncthreads();
+    }
+#pragma unroll
+    for (int q = 0; q < 4; q++) {
+        const int64_t a = a0 + wid * 4 + q, r = r0 + lane;
+        if (a < cols && r < rows) rhs[a * rows + r] = acc[q];
+    }
+}
+
+/* gptq_solve: the same elimination, the same fp16 rounding; an insertion sort
+ * (stable) for qsort (equal values: only -0.0 / +0.0 could tell them apart). */
+template <int KM>
+__device__ void d_gptq_solve(double (&A)[KM][KM + 2], int k, float *cbf) {
+    double tr = 0.0;
+    for (int i = 0; i < k; i++) tr += A[i][i];
+    for (int i = 0; i < k; i++) {
+        if (A[i][i] == 0.0) {
+            for (int j = 0; j <= k; j++) A[i][j] = 0.0;
+            A[i][i] = 1.0;
+            A[i][k] = cbf[i];
+        } else {
+            A[i][i] += 1e-9 * tr / k;
+        }
+    }
+    for (int col = 0; col < k; col++) {
+        int piv = col;
+        for (int r = col + 1; r < k; r++)
+            if (fabs(A[r][col]) > fabs(A[piv][col])) piv = r;
+        if (A[piv][col] == 0.0) return;
+        if (piv != col)
+            for (int j = 0; j <= k; j++) {
+                double t = A[col][j];
+                A[col][j] = A[piv][j];
+                A[piv][j] = t;
+            }
+        for (int r = 0; r < k; r++) {
+            if (r == col) continue;
+            double f = A[r][col] / A[col][col];
+            if (f != 0.0)
+                for (int j = col; j <= k; j++) A[r][j] -= f * A[col][j];
+        }
+    }
+    for (int i = 0; i < k; i++) {
+        double v = A[i][k] / A[i][i];
+        if (!(fabs(v) <= FP16_MAX_F)) return; /* as the CPU: entries before i keep their new value */
+        cbf[i] = (float)v;
+    }
+    for (int i = 0; i < k; i++) cbf[i] = d_h2f(d_f2h(cbf[i]));
+    for (int i = 1; i < k; i++) {
+        const float v = cbf[i];
+        int j = i - 1;
+        while (j >= 0 && cbf[j] > v) {
+            cbf[j + 1] = cbf[j];
+            j--;
+        }
+        cbf[j + 1] = v;
+    }
+}
+
+/* gptq_refit_rows' normal equations, one thread per (row, entry i): every
+ * term of row i of a row's A comes from a column a with tix[a] == i, so the
+ * thread walks only those columns, in ascending order, and each of its
+ * accumulators (A[i][0..k), the right-hand side A[i][k], the diagonal term
+ * D[i]) gets the CPU's terms in the CPU's (a, b) order. A warp is 32 rows with
+ * one i; each lane finds its own next a, then the lanes run their b loops
+ * together (similar lengths: a lane's n-th column is near n k). With sym (H
+ * exactly symmetric) only b > a, mirrored in k_gptq_solve, as the CPU.
+ * Aout (rows, k, k + 2): A[i][0..k] then D[i]. */
+template <int KM>
+__global__ void __launch_bounds__(128) k_gptq_acc(const float *__restrict__ H, int sym,
+                                                  const double *__restrict__ rhs, const float *__restrict__ tsc,
+                                                  const uint8_t *__restrict__ tix, int has_gs, int64_t rows,
+                                                  int64_t cols, int32_t k, double *__restrict__ Aout) {
+    const int64_t g = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    const int64_t grp = g / 32;
+    const int i = (int)(grp % k);
+    const int64_t r = (grp / k) * 32 + (g % 32);
+    if (r >= rows) return; /* no barriers below */
+    double acc[KM];
+#pragma unroll
+    for (int j = 0; j < KM; j++) acc[j] = 0.0;
+    double dsum = 0.0, bsum = 0.0;
+    int64_t a = -1;
+    for (;;) {
+        do a++;
+        while (a < cols && tix[a * rows + r] != i);
+        if (a >= cols) break;
+        const double sa = (double)tsc[a * rows + r];
+        const float *h = H + a * cols;
+        if (sym) dsum += sa * (double)h[a] * sa;
+        const int64_t b0 = sym ? a + 1 : 0;
+        if (!has_gs) {
+            for (int64_t b = b0; b < cols; b++) {
+                const double hb = (double)h[b];
+                const int ib = tix[b * rows + r];
+#pragma unroll
+                for (int j = 0; j < KM; j++)
+                    if (ib == j) acc[j] += hb;
+            }
+        } else {
+            for (int64_t b = b0; b < cols; b++) {
+                const double hb = (double)h[b];
+                const int ib = tix[b * rows + r];
+                const double v = sa * hb * (double)tsc[b * rows + r];
+#pragma unroll
+                for (int j = 0; j < KM; j++)
+                    if (ib == j) acc[j] += v;
+            }
+        }
+        bsum += sa * rhs[a * rows + r];
+    }
+    double *o = Aout + ((uint64_t)r * (uint64_t)k + (uint64_t)i) * (uint64_t)(k + 2);
+#pragma unroll
+    for (int j = 0; j < KM; j++)
+        if (j < k) o[j] = acc[j];
+    o[k] = bsum;
+    o[k + 1] = dsum;
+}
+
+/* The rest of gptq_refit_rows for one row per thread: mirror (sym), solve. */
+template <int KM>
+__global__ void k_gptq_solve(const double *__restrict__ Ain, int sym, int64_t rows, int32_t k,
+                             float *__restrict__ cbf) {
+    const int64_t r = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (r >= rows) return;
+    double A[KM][KM + 2];
+    const double *in = Ain + (uint64_t)r * (uint64_t)k * (uint64_t)(k + 2);
+    for (int i = 0; i < k; i++)
+        for (int j = 0; j <= k; j++) A[i][j] = in[i * (k + 2) + j];
+    if (sym)
+        for (int i = 0; i < k; i++) {
+            for (int j = 0; j < i; j++) A[i][j] = A[j][i] = A[i][j] + A[j][i];
+            A[i][i] = 2.0 * A[i][i] + in[i * (k + 2) + k + 1];
+        }
+    float cb[KM];
+    for (int j = 0; j < k; j++) cb[j] = cbf[r * k + j];
+    d_gptq_solve<KM>(A, k, cb);
+    for (int j = 0; j < k; j++) cbf[r * k + j] = cb[j];
+}
+
+/* The result of pass 4 in the matrix's arrays, one block per row: fp16
+ * codebook, packed indices (bit-planed, cb.h), each outlier as the fp16
+ * delta of its GPTQ value from its (unscaled-delta) codebook entry. */
+__global__ void k_gptq_final(const float *cbf, const uint8_t *ix, const float *stored, const uint8_t *gsc, int32_t ng,
+                             int64_t cols, int32_t k, int32_t bits, uint64_t rb, const uint32_t *rowptr,
+                             const uint16_t *ol_col, uint16_t *cb16, uint8_t *idx, uint16_t *ol_val) {
+    const int64_t r = blockIdx.x;
+    const float *cb = cbf + r * k;
+    if (threadIdx.x < k) cb16[r * k + threadIdx.x] = d_f2h(cb[threadIdx.x]);
+    const uint8_t *xr = ix + r * cols;
+    const int gb = bits == 2 ? 16 : 32; /* bytes per 64-column group */
+    for (uint64_t o = threadIdx.x; o < rb; o += blockDim.x) {
+        const int64_t c0 = (int64_t)(o / (uint64_t)gb) * OPC_CB_GROUP + (int64_t)(o % (uint64_t)gb);
+        uint32_t v = 0;
+        for (int s = 0; s < (bits == 2 ? 4 : 2); s++) {
+            const int64_t c = c0 + s * gb;
+            if (c < cols) v |= (uint32_t)(xr[c] & (bits == 2 ? 3u : 15u)) << (bits * s);
+        }
+        idx[r * rb + o] = (uint8_t)v;
+    }
+    if (rowptr)
+        for (uint32_t i = rowptr[r] + threadIdx.x; i < rowptr[r + 1]; i += blockDim.x) {
+            const int64_t c = ol_col[i];
+            const float s = gsc ? d_scale(gsc[r * ng + c / OPC_CB_GROUP]) : 1.0f;
+            const float v = s * cb[xr[c]];
+            ol_val[i] = d_f2h(stored[r * cols + c] - v);
+        }
+}
+
 /* ---------------------------------------------------------- driver ----- */
 
 /* ---------------------------------------------------------- profile ---- */
@@ -1139,8 +1466,6 @@ static opc_status check_params(int64_t rows, int64_t cols, const opc_qmatrix_par
     if (p->rot_log2 < 0 || p->rot_log2 > OPC_CB_ROT_MAX_LOG2 || cols % ((int64_t)1 << p->rot_log2) != 0)
         return opc_error(OPC_ERR_INVALID_ARG, "cuda quantize: rotation block 2^%d does not divide %lld columns",
                          p->rot_log2, (long long)cols);
-    if (p->hessian)
-        return opc_error(OPC_ERR_UNSUPPORTED, "cuda quantize: GPTQ error feedback runs on the CPU only");
     if (p->method != OPC_QUANT_KMEANS && p->method != OPC_QUANT_RTN)
         return opc_error(OPC_ERR_UNSUPPORTED, "cuda quantize: method %d (only the exact k-means and RTN)", (int)p->method);
     if (cols > OPC_CUDA_QUANT_MAX_COLS)
@@ -1159,6 +1484,256 @@ enum { HOST_F32, HOST_F16, HOST_BF16 };
 __global__ void k_widen(const uint16_t *src, float *dst, uint64_t n, int bf16) {
     for (uint64_t i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (uint64_t)gridDim.x * blockDim.x)
         dst[i] = bf16 ? __uint_as_float((uint32_t)src[i] << 16) : d_h2f(src[i]);
+}
+
+/* ---------------------------------------------------------- GPTQ factor  */
+
+/* gptq_factor (quantize.c) on the device with every entry summed in the
+ * CPU's order. The CPU's Cholesky is left-looking: entry (i, j) starts at
+ * M[i][j] and subtracts L[i][t] L[j][t] for t = 0, 1, ..., j - 1; applying
+ * those terms right-looking (step t subtracts term t from every trailing
+ * entry) gives each entry the same sequence of operations, and each step is
+ * parallel over the whole trailing triangle. The triangular inverse likewise:
+ * entry (i, j) of L^-1 starts at 0 and subtracts L[i][t] X[t][j] for
+ * t = j .. i - 1 in that order. 2 n launches each: fine from n = 576 (a few
+ * ms) to 4096. */
+
+/* V (n, n) lower = J (H + lambda I) J; the diagonal adds lambda, the rest
+ * + 0.0 as the CPU (which turns -0.0 into +0.0) */
+__global__ void k_fac_init(const float *H, int64_t n, double lambda, double *V) {
+    const uint64_t nn = (uint64_t)n * (uint64_t)n;
+    for (uint64_t x = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; x < nn; x += (uint64_t)gridDim.x * blockDim.x) {
+        const int64_t i = (int64_t)(x / (uint64_t)n), j = (int64_t)(x % (uint64_t)n);
+        V[x] = j <= i ? (double)H[(n - 1 - i) * n + (n - 1 - j)] + (i == j ? lambda : 0.0) : 0.0;
+    }
+}
+
+/* Cholesky step t, part 1: column t of L from the accumulated V (d = sqrt of
+ * the diagonal; *bad set when it is not > 0, as the CPU gives up there).
+ * L is stored transposed, LT[t][i] = L[i][t], so the steps read it coalesced. */
+__global__ void k_fac_col(const double *V, int64_t n, int64_t t, double *LT, int *bad) {
+    const int64_t i = t + (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    const double dd = V[t * n + t];
+    if (i == t && !(dd > 0.0)) *bad = 1;
+    const double d = sqrt(dd);
+    LT[t * n + i] = i == t ? d : V[i * n + t] / d;
+}
+
+/* part 2: V[i][j] -= L[i][t] L[j][t] for t < j <= i */
+__global__ void k_fac_upd(double *V, const double *LT, int64_t n, int64_t t) {
+    const int64_t j = t + 1 + (int64_t)blockIdx.x * 32 + threadIdx.x;
+    const int64_t i = t + 1 + (int64_t)blockIdx.y * 8 + threadIdx.y;
+    if (i >= n || j > i) return;
+    V[i * n + j] -= LT[t * n + i] * LT[t * n + j];
+}
+
+/* Inverse step t, part 1: row t of X = L^-1, X[t][j] for j <= t */
+__global__ void k_inv_row(const double *A, const double *LT, int64_t n, int64_t t, double *X) {
+    const int64_t j = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (j > t) return;
+    X[t * n + j] = j == t ? 1.0 / LT[t * n + t] : A[t * n + j] / LT[t * n + t];
+}
+
+/* part 2: A[i][j] -= L[i][t] X[t][j] for i > t, j <= t (A starts at 0) */
+__global__ void k_inv_upd(double *A, const double *LT, const double *X, int64_t n, int64_t t) {
+    const int64_t j = (int64_t)blockIdx.x * 32 + threadIdx.x;
+    const int64_t i = t + 1 + (int64_t)blockIdx.y * 8 + threadIdx.y;
+    if (i >= n || j > t) return;
+    A[i * n + j] -= LT[t * n + i] * X[t * n + j];
+}
+
+/* U as the CPU stores it: U[(n-1-i) n + (n-1-j)] = X[i][j] for i >= j, 0 below the diagonal */
+__global__ void k_fac_out(const double *X, int64_t n, double *U) {
+    const uint64_t nn = (uint64_t)n * (uint64_t)n;
+    for (uint64_t x = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; x < nn; x += (uint64_t)gridDim.x * blockDim.x) {
+        const int64_t a = (int64_t)(x / (uint64_t)n), b = (int64_t)(x % (uint64_t)n);
+        const int64_t i = n - 1 - a, j = n - 1 - b; /* U[a][b] = X[i][j] */
+        U[x] = i >= j ? X[i * n + j] : 0.0;
+    }
+}
+
+/* The factor into U_dev (n, n) in device memory; scratch 3 n^2 doubles. */
+static opc_status gptq_factor_dev(const float *H, int64_t n, double damp, double *U_dev) {
+    opc_status st = OPC_OK;
+    const uint64_t nn = (uint64_t)n * (uint64_t)n;
+    double *V = NULL, *L = NULL;
+    float *dH = NULL;
+    int *d_bad = NULL, bad = 0;
+    double mean = 0.0;
+    for (int64_t i = 0; i < n; i++) mean += H[i * n + i];
+    mean = mean > 0.0 ? mean / (double)n : 1.0;
+    double lambda = (damp > 0.0 ? damp : 0.01) * mean;
+    const unsigned ew = (unsigned)((nn + 255) / 256 < 65535 * 8 ? (nn + 255) / 256 : 65535 * 8);
+    CU(cudaMalloc((void **)&V, 8 * nn), "device memory for the GPTQ factor");
+    CU(cudaMalloc((void **)&L, 8 * nn), "device memory for the GPTQ factor");
+    CU(cudaMalloc((void **)&dH, 4 * nn), "device memory for the GPTQ factor");
+    CU(cudaMalloc((void **)&d_bad, sizeof(int)), "device memory for the GPTQ factor");
+    CU(cudaMemcpy(dH, H, 4 * (size_t)nn, cudaMemcpyHostToDevice), "Hessian upload");
+    for (int attempt = 0; attempt < 6; attempt++, lambda *= 10.0) {
+        CU(cudaMemset(d_bad, 0, sizeof(int)), "factor flag");
+        CU(cudaMemset(L, 0, 8 * (size_t)nn), "factor");
+        k_fac_init<<<ew, 256>>>(dH, n, lambda, V);
+        for (int64_t t = 0; t < n; t++) {
+            const int64_t m = n - t; /* rows t .. n-1 */
+            k_fac_col<<<(unsigned)((m + 255) / 256), 256>>>(V, n, t, L, d_bad);
+            if (m > 1) k_fac_upd<<<dim3((unsigned)((m - 1 + 31) / 32), (unsigned)((m - 1 + 7) / 8)), dim3(32, 8)>>>(V, L, n, t);
+        }
+        CU(cudaGetLastError(), "factor (Cholesky)");
+        CU(cudaMemcpy(&bad, d_bad, sizeof bad, cudaMemcpyDeviceToHost), "factor flag");
+        if (bad) continue;
+        /* L^-1 into X (= U_dev as scratch) with V as the accumulators */
+        double *X = U_dev;
+        CU(cudaMemset(V, 0, 8 * (size_t)nn), "factor");
+        for (int64_t t = 0; t < n; t++) {
+            k_inv_row<<<(unsigned)((t + 1 + 255) / 256), 256>>>(V, L, n, t, X);
+            if (t + 1 < n)
+                k_inv_upd<<<dim3((unsigned)((t + 1 + 31) / 32), (unsigned)((n - t - 1 + 7) / 8)), dim3(32, 8)>>>(V, L, X, n, t);
+        }
+        CU(cudaGetLastError(), "factor (inverse)");
+        /* X to U's layout, through V */
+        CU(cudaMemcpy(V, X, 8 * (size_t)nn, cudaMemcpyDeviceToDevice), "factor");
+        k_fac_out<<<ew, 256>>>(V, n, U_dev);
+        CU(cudaGetLastError(), "factor (layout)");
+        CU(cudaDeviceSynchronize(), "factor");
+        goto done;
+    }
+    st = opc_error(OPC_ERR_INVALID_ARG, "gptq: Hessian is not positive definite even with damping");
+done:
+    cudaFree(V);
+    cudaFree(L);
+    cudaFree(dH);
+    cudaFree(d_bad);
+    return st;
+}
+
+opc_status opc_cuda_gptq_factor(const float *H, int64_t n, double damp, double **U) {
+    if (!H || n < 1 || !U) return opc_error(OPC_ERR_INVALID_ARG, "cuda gptq factor: bad arguments (n %lld)", (long long)n);
+    *U = NULL;
+    double *dU = NULL, *hU = (double *)malloc((size_t)(n * n) * sizeof *hU);
+    opc_status st = OPC_OK;
+    if (!hU) return opc_error(OPC_ERR_NOMEM, "cuda gptq factor: cannot allocate %lld x %lld", (long long)n, (long long)n);
+    CU(cudaMalloc((void **)&dU, 8 * (size_t)(n * n)), "device memory for the GPTQ factor");
+    st = gptq_factor_dev(H, n, damp, dU);
+    if (st) goto done;
+    CU(cudaMemcpy(hU, dU, 8 * (size_t)(n * n), cudaMemcpyDeviceToHost), "factor download");
+    *U = hU;
+    hU = NULL;
+done:
+    if (dU) cudaFree(dU);
+    free(hU);
+    return st;
+}
+
+/* Pass 4 (GPTQ) on the device, over the result of passes 1-3 in place:
+ * d_idx (rows, rb), d_cb (rows, k), d_oval (n_out) rewritten; dW (rows, cols)
+ * the (rotated) weights; d_gs, d_rowptr, d_ocol as passes 1-3 left them. H is
+ * uploaded, and U when the caller has it (p->gptq_u), else it is made here
+ * (gptq_factor_dev: the same doubles). Its own device allocation, freed
+ * before it returns. */
+static opc_status gptq_pass(const float *dW, int64_t rows, int64_t cols, const opc_qmatrix_params *p, int32_t ng,
+                            uint64_t rb, uint8_t *d_idx, uint16_t *d_cb, const uint8_t *d_gs, uint64_t n_out,
+                            const uint32_t *d_rowptr, const uint16_t *d_ocol, uint16_t *d_oval, int dev, int n_sm) {
+    const int32_t k = p->k;
+    const float *H = p->hessian;
+    const uint64_t nel = (uint64_t)rows * (uint64_t)cols, n2 = (uint64_t)cols * (uint64_t)cols;
+    const double *U = p->gptq_u; /* NULL: made here, on the device */
+    arena ar = {NULL, 0};
+    opc_status st = OPC_OK;
+    int max_smem = 0, R = 1, sym = 1;
+    /* exactly symmetric H (the calibration's is): the refit sums half of it */
+    for (int64_t a = 0; a < cols && sym; a++)
+        for (int64_t b = 0; b < a; b++)
+            if (H[a * cols + b] != H[b * cols + a]) {
+                sym = 0;
+                break;
+            }
+    CU(cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev), "device attributes");
+    /* rows per error-feedback block: enough blocks for every SM, at most
+     * GQ_ROWS_MAX, and R rows of doubles must fit shared memory */
+    R = (int)((rows + n_sm - 1) / n_sm);
+    if (R > GQ_ROWS_MAX) R = GQ_ROWS_MAX;
+    while (R > 1 && (uint64_t)R * (uint64_t)cols * 8 + 8 * (uint64_t)R > (uint64_t)max_smem) R--;
+    if ((uint64_t)cols * 8 + 8 > (uint64_t)max_smem) {
+        st = opc_error(OPC_ERR_UNSUPPORTED, "cuda quantize: GPTQ on %lld columns needs more shared memory than %d B",
+                       (long long)cols, max_smem);
+        goto done;
+    }
+    {
+        const size_t round_smem = (size_t)R * (size_t)cols * 8 + 8 * (size_t)R;
+        CU(cudaFuncSetAttribute(k_gptq_round, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)round_smem),
+           "gptq smem");
+        uint64_t need = 0;
+        {
+            const uint64_t sz[] = {8 * n2, 4 * n2, 4 * (uint64_t)rows * k, nel, 4 * nel, nel, 8 * nel, 4 * nel, nel, 8 * nel,
+                                   8 * (uint64_t)rows * k * (k + 2)};
+            for (size_t i = 0; i < sizeof sz / sizeof sz[0]; i++) need += align256(sz[i]);
+        }
+        CU(cudaMalloc((void **)&ar.base, need), "device memory for GPTQ");
+        double *d_U = (double *)take(&ar, 8 * n2);     /* (cols, cols) */
+        float *d_H = (float *)take(&ar, 4 * n2);       /* (cols, cols) */
+        float *d_cbf = (float *)take(&ar, 4 * (uint64_t)rows * k); /* (rows, k) */
+        uint8_t *d_mask = (uint8_t *)take(&ar, nel);   /* (rows, cols) */
+        float *d_st = (float *)take(&ar, 4 * nel);     /* (rows, cols) stored values */
+        uint8_t *d_ix = (uint8_t *)take(&ar, nel);     /* (rows, cols) indices, unpacked */
+        double *d_tw = (double *)take(&ar, 8 * nel);   /* (cols, rows) */
+        float *d_tsc = (float *)take(&ar, 4 * nel);    /* (cols, rows) */
+        uint8_t *d_tix = (uint8_t *)take(&ar, nel);    /* (cols, rows) */
+        double *d_rhs = (double *)take(&ar, 8 * nel);  /* (cols, rows) */
+        double *d_A = (double *)take(&ar, 8 * (uint64_t)rows * k * (k + 2)); /* (rows, k, k + 2) */
+        if (U) {
+            CU(cudaMemcpy(d_U, U, 8 * (size_t)n2, cudaMemcpyHostToDevice), "factor upload");
+        } else {
+            st = gptq_factor_dev(H, cols, p->damp, d_U); /* the CPU's doubles (opc_cuda_gptq_factor) */
+            if (st) goto done;
+            prof_mark("gptq factor (GPU)");
+        }
+        CU(cudaMemcpy(d_H, H, 4 * (size_t)n2, cudaMemcpyHostToDevice), "Hessian upload");
+        CU(cudaMemset(d_mask, 0, (size_t)nel), "outlier mask");
+        prof_mark("gptq upload");
+        const unsigned ew = (unsigned)((nel + 1023) / 1024 < 65535 * 16 ? (nel + 1023) / 1024 : 65535 * 16);
+        k_gptq_cbf<<<(unsigned)(((uint64_t)rows * k + 255) / 256), 256>>>(d_cb, d_cbf, (uint64_t)rows * k);
+        CU(cudaGetLastError(), "gptq codebooks");
+        if (n_out) {
+            k_gptq_mask<<<(unsigned)rows, 32>>>(d_rowptr, d_ocol, cols, d_mask);
+            CU(cudaGetLastError(), "gptq mask");
+        }
+        const unsigned nblk = (unsigned)((rows + R - 1) / R);
+        k_gptq_round<<<nblk, NT, round_smem>>>(dW, rows, cols, d_U, d_cbf, k, d_gs, ng, d_mask, R, d_ix, d_st);
+        CU(cudaGetLastError(), "gptq rounding");
+        prof_mark("gptq rounding 1");
+        k_gptq_prep<<<ew, 256>>>(dW, d_st, d_mask, d_ix, d_gs, ng, rows, cols, k, d_tw, d_tsc, d_tix);
+        CU(cudaGetLastError(), "gptq refit inputs");
+        k_gptq_rhs<<<dim3((unsigned)((rows + 31) / 32), (unsigned)((cols + 31) / 32)), 256>>>(d_H, d_tw, rows, cols,
+                                                                                             d_rhs);
+        CU(cudaGetLastError(), "gptq refit rhs");
+        prof_mark("gptq refit inputs + rhs");
+        const unsigned na = (unsigned)((((rows + 31) / 32) * k * 32 + 127) / 128);
+        const unsigned ns = (unsigned)((rows + 63) / 64);
+        if (k <= 4) {
+            k_gptq_acc<4><<<na, 128>>>(d_H, sym, d_rhs, d_tsc, d_tix, d_gs != NULL, rows, cols, k, d_A);
+            k_gptq_solve<4><<<ns, 64>>>(d_A, sym, rows, k, d_cbf);
+        } else if (k <= 8) {
+            k_gptq_acc<8><<<na, 128>>>(d_H, sym, d_rhs, d_tsc, d_tix, d_gs != NULL, rows, cols, k, d_A);
+            k_gptq_solve<8><<<ns, 64>>>(d_A, sym, rows, k, d_cbf);
+        } else {
+            k_gptq_acc<16><<<na, 128>>>(d_H, sym, d_rhs, d_tsc, d_tix, d_gs != NULL, rows, cols, k, d_A);
+            k_gptq_solve<16><<<ns, 64>>>(d_A, sym, rows, k, d_cbf);
+        }
+        CU(cudaGetLastError(), "gptq refit");
+        prof_mark("gptq refit normal eqs + solve");
+        k_gptq_round<<<nblk, NT, round_smem>>>(dW, rows, cols, d_U, d_cbf, k, d_gs, ng, d_mask, R, d_ix, d_st);
+        CU(cudaGetLastError(), "gptq rounding");
+        prof_mark("gptq rounding 2");
+        k_gptq_final<<<(unsigned)rows, 128>>>(d_cbf, d_ix, d_st, d_gs, ng, cols, k, p->index_bits, rb,
+                                              n_out ? d_rowptr : NULL, d_ocol, d_cb, d_idx, d_oval);
+        CU(cudaGetLastError(), "gptq result");
+        CU(cudaDeviceSynchronize(), "gptq (pass 4)");
+        prof_mark("gptq result");
+    }
+done:
+    if (ar.base) cudaFree(ar.base);
+    return st;
 }
 
 /* The quantizer on dW (rows, cols) in device memory. With W_host (of kind
@@ -1400,6 +1975,15 @@ static opc_status quantize_impl(float *dW, const void *W_host, int kind, int64_t
                     st = opc_error(OPC_ERR_INTERRUPTED, "quantization interrupted");
                     goto done;
                 }
+            }
+        }
+
+        if (p->hessian) { /* Pass 4: GPTQ error feedback */
+            st = gptq_pass(dW, rows, cols, p, ng, rb, d_idx, d_cb, d_gs, n_out, d_rowptr, d_ocol, d_oval, dev, n_sm);
+            if (st) goto done;
+            if (p->interrupt && *p->interrupt) {
+                st = opc_error(OPC_ERR_INTERRUPTED, "quantization interrupted");
+                goto done;
             }
         }
 

@@ -27,8 +27,18 @@
  * docs/RESULTS.md. From host memory the rows go up in quarters, each
  * quarter's upload overlapping the first fit of the quarter before it.
  *
- * Not on the GPU (UNSUPPORTED): GPTQ error feedback (p->hessian), the Lloyd
- * ablation (OPC_QUANT_LLOYD), rows longer than OPC_CUDA_QUANT_MAX_COLS.
+ * GPTQ error feedback (p->hessian) is pass 4 on the device, quantize.c's
+ * gptq_rows / gptq_refit_rows / gptq_rows with each row's double operations
+ * in the CPU's order: given the same passes 1-3 its output is the CPU's byte
+ * for byte (tests/test_cuda_quant). The factor U of (H + damp I)^-1:
+ * p->gptq_u when given (opc_quantize_model caches one per Hessian, made by
+ * opc_cuda_gptq_factor with --device cuda), uploaded with H; else made on
+ * the device. Own kernels rather than cuSOLVER: they sum every entry in the
+ * CPU's order, so U is the CPU's double for double (4-5x faster than the CPU
+ * with 16 threads at 576..4096 columns, H200: docs/RESULTS.md).
+ *
+ * Not on the GPU (UNSUPPORTED): the Lloyd ablation (OPC_QUANT_LLOYD), rows
+ * longer than OPC_CUDA_QUANT_MAX_COLS.
  *
  * Compiled only when nvcc is found (OPC_HAVE_CUDA).
  */
@@ -68,6 +78,11 @@ opc_status opc_cuda_quantize_matrix_h16(const uint16_t *W16, int bf16, int64_t r
  * used as scratch: when p->rot_log2 > 0 it holds the rotated rows afterwards. */
 opc_status opc_cuda_quantize_matrix_dev(float *W_dev, int64_t rows, int64_t cols, const opc_qmatrix_params *p,
                                         opc_qmatrix *out);
+
+/* GPTQ's factor (opc_quant_gptq_factor, quantize.h) computed on the device,
+ * each entry summed in the CPU's order: the same doubles, into a malloc'd
+ * *U (n, n) (free()). Errors: INVALID_ARG (not positive definite), NOMEM, CUDA. */
+opc_status opc_cuda_gptq_factor(const float *H, int64_t n, double damp, double **U);
 
 /* Profiling, for bench_cuda_quant: while on, every phase of the quantizer
  * ends with a device synchronisation and its wall time (seconds) is added to

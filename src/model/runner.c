@@ -66,6 +66,15 @@ opc_status opc_runner_greedy(const opc_runner *r, int32_t tok, int32_t pos, int3
     return opc_error(OPC_ERR_UNSUPPORTED, "greedy decoding on the device needs the cuda runner");
 }
 
+opc_status opc_runner_sample(const opc_runner *r, int32_t tok, int32_t pos, int32_t n_steps,
+                             const opc_sampler_params *p, uint64_t *rng, int32_t *out) {
+#ifdef OPC_HAVE_CUDA
+    if (r->cuda) return opc_cuda_forward_sample(r->cuda, tok, pos, n_steps, p, rng, out);
+#endif
+    (void)tok, (void)pos, (void)n_steps, (void)p, (void)rng, (void)out;
+    return opc_error(OPC_ERR_UNSUPPORTED, "sampling on the device needs the cuda runner");
+}
+
 const opc_config *opc_runner_config(const opc_runner *r) {
 #ifdef OPC_HAVE_CUDA
     if (r->cuda) return opc_cuda_forward_config(r->cuda);

@@ -10,6 +10,7 @@
 #define OPC_RUNNER_H
 
 #include "forward.h"
+#include "sampler.h"
 
 struct opc_cuda_forward;
 
@@ -36,6 +37,14 @@ opc_status opc_runner_run(const opc_runner *r, const int32_t *tokens, int32_t n,
  * = the argmax pick after step i (the token for position pos + i + 1).
  * UNSUPPORTED on the CPU runner (callers loop run + opc_argmax there). */
 opc_status opc_runner_greedy(const opc_runner *r, int32_t tok, int32_t pos, int32_t n_steps, int32_t *out);
+
+/* Sampled decoding without a host round trip per token (CUDA only:
+ * opc_cuda_forward_sample): as opc_runner_greedy, each pick being
+ * opc_sampler_sample's choice for parameters p and PRNG state *rng (an
+ * opc_sampler's .rng, advanced in place by one draw per step, so host and
+ * device picks can alternate). UNSUPPORTED on the CPU runner. */
+opc_status opc_runner_sample(const opc_runner *r, int32_t tok, int32_t pos, int32_t n_steps,
+                             const opc_sampler_params *p, uint64_t *rng, int32_t *out);
 
 const opc_config *opc_runner_config(const opc_runner *r);
 int32_t opc_runner_ctx(const opc_runner *r);

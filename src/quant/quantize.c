@@ -13,6 +13,8 @@
 #include "../model/forward.h"
 #include "kmeans.h"
 #ifdef OPC_HAVE_CUDA
+#include "../cuda/calib_cuda.h"
+#include "../cuda/forward_cuda.h"
 #include "../cuda/quant_cuda.h"
 #endif
 
@@ -443,6 +445,11 @@ static opc_status gptq_factor(const float *H, int64_t n, double damp, double **o
     free(M);
     free(U);
     return opc_error(OPC_ERR_INVALID_ARG, "gptq: Hessian is not positive definite even with damping");
+}
+
+opc_status opc_quant_gptq_factor(const float *H, int64_t n, double damp, double **U) {
+    if (!H || n < 1 || !U) return opc_error(OPC_ERR_INVALID_ARG, "gptq: bad factor arguments (n %lld)", (long long)n);
+    return gptq_factor(H, n, damp, U);
 }
 
 /* One GPTQ pass over a block of nr <= GPTQ_ROWS consecutive rows: per row,
@@ -1266,27 +1273,165 @@ static opc_status calib_finish(calib_state *cs, opc_status st) {
     return st;
 }
 
-opc_status opc_calibrate_sampled(const opc_model_desc *d, int32_t n_tokens, int32_t seq_len, uint64_t seed,
-                                 int32_t n_threads, int with_hessian, int32_t rot_max_log2,
-                                 volatile sig_atomic_t *interrupt,
-                                 opc_calib_progress_fn progress, void *progress_user, opc_importance *out) {
+/* The forward pass a calibration runs: the CPU reference with calib_hook,
+ * or the CUDA pass with the same statistics summed on the GPU
+ * (src/cuda/calib_cuda.h). */
+typedef struct calib_pass {
+    opc_forward *cpu;
+#ifdef OPC_HAVE_CUDA
+    opc_cuda_forward *gpu;
+    opc_cuda_act_stats *stats;
+#endif
+    int with_hessian;
+    int32_t rot_max_log2;
+} calib_pass;
+
+#ifdef OPC_HAVE_CUDA
+/* The GPU pass with statistics for contexts of ctx tokens in calls of up to
+ * max_batch; the caller falls back to the CPU on any error. */
+static opc_status calib_gpu_open(calib_pass *cp, const opc_model_desc *d, int32_t ctx, int32_t max_batch) {
+    const opc_config *c = &d->cfg;
+    const int64_t cols[OPC_ACT_SITES] = {c->dim, (int64_t)c->n_heads * c->head_dim, c->dim, c->hidden_dim, c->dim};
+    int32_t rot[OPC_ACT_SITES] = {0};
+    for (int i = 0; i < OPC_ACT_SITES; i++) /* every site but the head's is rotatable (opc_quant_rotatable) */
+        rot[i] = i == OPC_ACT_HEAD_IN ? 0 : opc_quant_rot_log2(cols[i], cp->rot_max_log2);
+    opc_status st = opc_cuda_forward_init(&cp->gpu, d, ctx, max_batch);
+    if (st == OPC_OK) st = opc_cuda_act_stats_init(&cp->stats, c, max_batch, cp->with_hessian, rot);
+    if (st != OPC_OK) {
+        opc_cuda_forward_free(cp->gpu);
+        cp->gpu = NULL;
+        return st;
+    }
+    opc_cuda_forward_set_stats(cp->gpu, cp->stats);
+    return OPC_OK;
+}
+
+/* The GPU's sums as the CPU hook would have left them in imp: the entries
+ * in the order the forward pass meets the weights (blk.0 q, k, v, output,
+ * gate, up, down, blk.1 ..., output.weight when any logits were computed),
+ * one download per site, copied to every weight that reads it (q/k/v and
+ * gate/up share one Hessian, owned by q and gate). */
+static opc_status calib_gpu_collect(calib_pass *cp, const opc_config *c, opc_importance *imp) {
+    static const struct { const char *name; opc_act_site site; } part[] = {
+        {"attn_q", OPC_ACT_ATTN_IN},  {"attn_k", OPC_ACT_ATTN_IN}, {"attn_v", OPC_ACT_ATTN_IN},
+        {"attn_output", OPC_ACT_ATTN_OUT}, {"ffn_gate", OPC_ACT_FFN_IN}, {"ffn_up", OPC_ACT_FFN_IN},
+        {"ffn_down", OPC_ACT_DOWN_IN}};
+    const int32_t np = (int32_t)(sizeof part / sizeof part[0]), cap = c->n_layers * np + 1;
+    imp->names = calloc((size_t)cap, sizeof *imp->names);
+    imp->cols = calloc((size_t)cap, sizeof *imp->cols);
+    imp->count = calloc((size_t)cap, sizeof *imp->count);
+    imp->sumsq = calloc((size_t)cap, sizeof *imp->sumsq);
+    imp->sumsq_rot = calloc((size_t)cap, sizeof *imp->sumsq_rot);
+    imp->hess = calloc((size_t)cap, sizeof *imp->hess);
+    imp->hess_owner = calloc((size_t)cap, sizeof *imp->hess_owner);
+    if (!imp->names || !imp->cols || !imp->count || !imp->sumsq || !imp->sumsq_rot || !imp->hess || !imp->hess_owner)
+        return opc_error(OPC_ERR_NOMEM, "calibration: cannot allocate statistics");
+    int32_t first = -1; /* the entry of the current site's first weight: it downloads, the others copy it */
+    for (int32_t l = 0; l <= c->n_layers; l++) {
+        const int head = l == c->n_layers;
+        for (int32_t p = 0; p < (head ? 1 : np); p++) {
+            const opc_act_site site = head ? OPC_ACT_HEAD_IN : part[p].site;
+            const int64_t cols = opc_cuda_act_stats_cols(cp->stats, site);
+            const int64_t rows = opc_cuda_act_stats_rows(cp->stats, l, site);
+            if (head && rows == 0) break; /* the CPU hook never saw the head */
+            if (head || p == 0 || part[p - 1].site != site) first = imp->n;
+            const int32_t lg = head ? 0 : opc_quant_rot_log2(cols, cp->rot_max_log2);
+            const int32_t i = imp->n++;
+            if (head)
+                snprintf(imp->names[i], OPC_MAX_NAME, "output.weight");
+            else
+                snprintf(imp->names[i], OPC_MAX_NAME, "blk.%d.%s.weight", l, part[p].name);
+            imp->cols[i] = cols;
+            imp->count[i] = rows;
+            imp->hess_owner[i] = cp->with_hessian ? first : -1;
+            imp->sumsq[i] = malloc((size_t)cols * sizeof(double));
+            imp->sumsq_rot[i] = lg > 0 ? malloc((size_t)cols * sizeof(double)) : NULL;
+            if (!imp->sumsq[i] || (lg > 0 && !imp->sumsq_rot[i]))
+                return opc_error(OPC_ERR_NOMEM, "calibration: cannot allocate statistics");
+            if (i != first) { /* same input as entry `first` */
+                memcpy(imp->sumsq[i], imp->sumsq[first], (size_t)cols * sizeof(double));
+                if (lg > 0) memcpy(imp->sumsq_rot[i], imp->sumsq_rot[first], (size_t)cols * sizeof(double));
+                imp->hess[i] = imp->hess[first];
+                continue;
+            }
+            if (cp->with_hessian && !(imp->hess[i] = malloc((size_t)cols * (size_t)cols * sizeof(float))))
+                return opc_error(OPC_ERR_NOMEM, "calibration: cannot allocate a %lld x %lld Hessian", (long long)cols,
+                                 (long long)cols);
+            opc_status st = opc_cuda_act_stats_get(cp->stats, l, site, imp->sumsq[i], imp->sumsq_rot[i], imp->hess[i]);
+            if (st != OPC_OK) return st;
+        }
+    }
+    return OPC_OK;
+}
+#endif
+
+/* Open the pass for contexts of ctx tokens in calls of up to max_batch
+ * (gpu_batch on the GPU). device 1: the GPU unless the build has no CUDA,
+ * OPC_CUDA_CALIB=0 is set, or the model cannot go there (no device, a shape
+ * the CUDA pass does not take, too little device memory): then the CPU, with
+ * a warning that says why. */
+static opc_status calib_pass_open(calib_pass *cp, const opc_model_desc *d, int32_t ctx, int32_t max_batch,
+                                  int32_t gpu_batch, int32_t n_threads, int device, calib_state *cs) {
+    cp->cpu = NULL;
+#ifdef OPC_HAVE_CUDA
+    cp->gpu = NULL, cp->stats = NULL;
+    const char *env = getenv("OPC_CUDA_CALIB");
+    if (device == 1 && !(env && !strcmp(env, "0"))) {
+        if (calib_gpu_open(cp, d, ctx, gpu_batch) == OPC_OK) return OPC_OK;
+        opc_log(OPC_LOG_WARN, "calibration runs on the CPU: %s", opc_last_error());
+    }
+#else
+    (void)gpu_batch, (void)device;
+#endif
+    opc_status st = opc_forward_init(&cp->cpu, d, ctx, max_batch, n_threads);
+    if (st == OPC_OK) opc_forward_set_act_hook(cp->cpu, calib_hook, cs);
+    return st;
+}
+
+static opc_status calib_pass_run(calib_pass *cp, const int32_t *tokens, int32_t n, int32_t pos, float *logits,
+                                 opc_logits_mode mode) {
+#ifdef OPC_HAVE_CUDA
+    if (cp->gpu) return opc_cuda_forward_run(cp->gpu, tokens, n, pos, logits, mode);
+#endif
+    return opc_forward_run(cp->cpu, tokens, n, pos, logits, mode);
+}
+
+/* Close the pass and hand over its statistics in cs->imp (freed on error). */
+static opc_status calib_pass_finish(calib_pass *cp, calib_state *cs, const opc_config *c, opc_status st) {
+#ifdef OPC_HAVE_CUDA
+    if (cp->gpu) {
+        if (st == OPC_OK) st = calib_gpu_collect(cp, c, cs->imp);
+        /* the statistics first: their cuBLAS handle and queue use the pass's stream */
+        opc_cuda_forward_set_stats(cp->gpu, NULL);
+        opc_cuda_act_stats_free(cp->stats);
+        opc_cuda_forward_free(cp->gpu);
+        cs->imp->rot_max_log2 = cs->rot_max_log2;
+        cs->imp->device = 1;
+        if (st != OPC_OK) opc_importance_free(cs->imp);
+        return st;
+    }
+#else
+    (void)c;
+#endif
+    opc_forward_free(cp->cpu);
+    return calib_finish(cs, st);
+}
+
+opc_status opc_calibrate_sampled_dev(const opc_model_desc *d, int32_t n_tokens, int32_t seq_len, uint64_t seed,
+                                     int32_t n_threads, int device, int with_hessian, int32_t rot_max_log2,
+                                     volatile sig_atomic_t *interrupt, opc_calib_progress_fn progress,
+                                     void *progress_user, opc_importance *out) {
     memset(out, 0, sizeof *out);
     if (n_tokens < 1 || seq_len < 2)
         return opc_error(OPC_ERR_INVALID_ARG, "calibration: %d tokens in sequences of %d", n_tokens, seq_len);
-    opc_forward *f = NULL;
-    opc_status st = opc_forward_init(&f, d, seq_len, 1, n_threads);
+    calib_state cs = {.imp = out, .with_hessian = with_hessian, .last_owner = -1, .rot_max_log2 = rot_max_log2};
+    calib_pass cp = {.with_hessian = with_hessian, .rot_max_log2 = rot_max_log2};
+    opc_status st = calib_pass_open(&cp, d, seq_len, 1, 1, n_threads, device, &cs);
     if (st) return opc_error_wrap(st, "calibration: ");
     int32_t vocab = d->cfg.vocab_size;
     float *logits = malloc((size_t)vocab * sizeof *logits);
     double *ex = malloc((size_t)vocab * sizeof *ex); /* exp(logit - max): one exp per entry per step */
-    if (!logits || !ex) {
-        free(logits);
-        free(ex);
-        opc_forward_free(f);
-        return opc_error(OPC_ERR_NOMEM, "calibration: cannot allocate logits");
-    }
-    calib_state cs = {.imp = out, .with_hessian = with_hessian, .last_owner = -1, .rot_max_log2 = rot_max_log2};
-    opc_forward_set_act_hook(f, calib_hook, &cs);
+    if (!logits || !ex) st = opc_error(OPC_ERR_NOMEM, "calibration: cannot allocate logits");
     int32_t start = d->vocab.bos_id >= 0 && d->vocab.bos_id < vocab ? d->vocab.bos_id : 0;
     uint64_t rng = mix64(seed ^ 0xCA11B8A7Eull);
     int32_t tok = start, pos = 0;
@@ -1295,7 +1440,7 @@ opc_status opc_calibrate_sampled(const opc_model_desc *d, int32_t n_tokens, int3
             st = opc_error(OPC_ERR_INTERRUPTED, "calibration interrupted");
             break;
         }
-        st = opc_forward_run(f, &tok, 1, pos, logits, OPC_LOGITS_LAST);
+        st = calib_pass_run(&cp, &tok, 1, pos, logits, OPC_LOGITS_LAST);
         if (st) break;
         pos++;
         if (pos >= seq_len) { /* start a fresh sample */
@@ -1322,41 +1467,57 @@ opc_status opc_calibrate_sampled(const opc_model_desc *d, int32_t n_tokens, int3
     }
     free(ex);
     free(logits);
-    opc_forward_free(f);
-    return calib_finish(&cs, st);
+    return calib_pass_finish(&cp, &cs, &d->cfg, st);
 }
 
-opc_status opc_calibrate_tokens(const opc_model_desc *d, const int32_t *tokens, int64_t n_tokens, int32_t seq_len,
-                                int32_t n_threads, int with_hessian, int32_t rot_max_log2,
-                                volatile sig_atomic_t *interrupt,
-                                opc_calib_progress_fn progress, void *progress_user, opc_importance *out) {
+opc_status opc_calibrate_sampled(const opc_model_desc *d, int32_t n_tokens, int32_t seq_len, uint64_t seed,
+                                 int32_t n_threads, int with_hessian, int32_t rot_max_log2,
+                                 volatile sig_atomic_t *interrupt,
+                                 opc_calib_progress_fn progress, void *progress_user, opc_importance *out) {
+    return opc_calibrate_sampled_dev(d, n_tokens, seq_len, seed, n_threads, 0, with_hessian, rot_max_log2, interrupt,
+                                     progress, progress_user, out);
+}
+
+/* Sequences longer than this go to the GPU pass in slices of it: the
+ * logits and activation scratch grow with the batch (0.5 GB of logits at an
+ * 8B model's 128K vocabulary), the statistics do not need more. */
+#define CALIB_GPU_BATCH 512
+
+opc_status opc_calibrate_tokens_dev(const opc_model_desc *d, const int32_t *tokens, int64_t n_tokens, int32_t seq_len,
+                                    int32_t n_threads, int device, int with_hessian, int32_t rot_max_log2,
+                                    volatile sig_atomic_t *interrupt, opc_calib_progress_fn progress,
+                                    void *progress_user, opc_importance *out) {
     memset(out, 0, sizeof *out);
     if (n_tokens < 1 || seq_len < 1)
         return opc_error(OPC_ERR_INVALID_ARG, "calibration: %lld tokens in sequences of %d", (long long)n_tokens,
                          seq_len);
-    opc_forward *f = NULL;
-    opc_status st = opc_forward_init(&f, d, seq_len, seq_len < 64 ? seq_len : 64, n_threads);
+    calib_state cs = {.imp = out, .with_hessian = with_hessian, .last_owner = -1, .rot_max_log2 = rot_max_log2};
+    calib_pass cp = {.with_hessian = with_hessian, .rot_max_log2 = rot_max_log2};
+    opc_status st = calib_pass_open(&cp, d, seq_len, seq_len < 64 ? seq_len : 64,
+                                    seq_len < CALIB_GPU_BATCH ? seq_len : CALIB_GPU_BATCH, n_threads, device, &cs);
     if (st) return opc_error_wrap(st, "calibration: ");
     float *logits = malloc((size_t)d->cfg.vocab_size * sizeof *logits);
-    if (!logits) {
-        opc_forward_free(f);
-        return opc_error(OPC_ERR_NOMEM, "calibration: cannot allocate logits");
-    }
-    calib_state cs = {.imp = out, .with_hessian = with_hessian, .last_owner = -1, .rot_max_log2 = rot_max_log2};
-    opc_forward_set_act_hook(f, calib_hook, &cs);
+    if (!logits) st = opc_error(OPC_ERR_NOMEM, "calibration: cannot allocate logits");
     for (int64_t at = 0; at < n_tokens && st == OPC_OK; at += seq_len) {
         if (interrupt && *interrupt) {
             st = opc_error(OPC_ERR_INTERRUPTED, "calibration interrupted");
             break;
         }
         int32_t n = (int32_t)(n_tokens - at < seq_len ? n_tokens - at : seq_len);
-        st = opc_forward_run(f, tokens + at, n, 0, logits, OPC_LOGITS_LAST);
+        st = calib_pass_run(&cp, tokens + at, n, 0, logits, OPC_LOGITS_LAST);
         out->n_tokens += n;
         if (progress) progress(progress_user, at + n, n_tokens);
     }
     free(logits);
-    opc_forward_free(f);
-    return calib_finish(&cs, st);
+    return calib_pass_finish(&cp, &cs, &d->cfg, st);
+}
+
+opc_status opc_calibrate_tokens(const opc_model_desc *d, const int32_t *tokens, int64_t n_tokens, int32_t seq_len,
+                                int32_t n_threads, int with_hessian, int32_t rot_max_log2,
+                                volatile sig_atomic_t *interrupt,
+                                opc_calib_progress_fn progress, void *progress_user, opc_importance *out) {
+    return opc_calibrate_tokens_dev(d, tokens, n_tokens, seq_len, n_threads, 0, with_hessian, rot_max_log2, interrupt,
+                                    progress, progress_user, out);
 }
 
 /* ---------------------------------------------------------- plan ------- */
@@ -1805,8 +1966,9 @@ static void gptq_cache_free(gptq_cache *c) {
 }
 
 /* The cached (rotated) Hessian and factor for (H, cols, rot, damp), made
- * and cached on a miss (evicting the least recently used entry). */
-static opc_status gptq_cache_get(gptq_cache *c, const float *H, int64_t cols, int32_t rot, double damp,
+ * and cached on a miss (evicting the least recently used entry); device 1:
+ * the factor is made on the GPU (the same doubles, 4-5x faster: RESULTS.md). */
+static opc_status gptq_cache_get(gptq_cache *c, const float *H, int64_t cols, int32_t rot, double damp, int device,
                                  const float **Hq, const double **U) {
     gptq_entry *victim = &c->e[0];
     c->tick++;
@@ -1823,7 +1985,13 @@ static opc_status gptq_cache_get(gptq_cache *c, const float *H, int64_t cols, in
     gptq_entry_clear(victim);
     opc_status st = OPC_OK;
     if (rot > 0) st = opc_quant_rotate_hessian(H, cols, rot, &victim->hrot);
+#ifdef OPC_HAVE_CUDA
+    if (st == OPC_OK && device == 1)
+        st = opc_cuda_gptq_factor(victim->hrot ? victim->hrot : H, cols, damp, &victim->U);
+    else
+#endif
     if (st == OPC_OK) st = gptq_factor(victim->hrot ? victim->hrot : H, cols, damp, &victim->U);
+    (void)device;
     if (st) {
         gptq_entry_clear(victim);
         return st;
@@ -1956,7 +2124,7 @@ static opc_status quantize_tensor(const opc_tensor *src, int32_t tensor_index, c
         mp.hessian = opc_importance_hessian(p->importance, src->name, cols);
         if (!mp.hessian) opc_log(OPC_LOG_WARN, "tensor %s: no calibration Hessian, no error feedback", src->name);
         if (mp.hessian && cache) {
-            st = gptq_cache_get(cache, mp.hessian, cols, rot, p->gptq_damp, &mp.hessian, &mp.gptq_u);
+            st = gptq_cache_get(cache, mp.hessian, cols, rot, p->gptq_damp, p->device, &mp.hessian, &mp.gptq_u);
             if (st) {
                 free(imp);
                 opc_aligned_free(w);
@@ -1973,15 +2141,16 @@ static opc_status quantize_tensor(const opc_tensor *src, int32_t tensor_index, c
         }
     }
 #ifdef OPC_HAVE_CUDA
-    /* the GPU path (same result) for all but GPTQ, Lloyd and rows wider than it sorts */
-    if (mp.device == 1 && !mp.hessian && mp.method != OPC_QUANT_LLOYD && cols <= OPC_CUDA_QUANT_MAX_COLS)
+    /* the GPU path (same result, GPTQ included: it takes the cached factor
+     * mp.gptq_u) for all but Lloyd and rows wider than it sorts */
+    if (mp.device == 1 && mp.method != OPC_QUANT_LLOYD && cols <= OPC_CUDA_QUANT_MAX_COLS)
         st = w ? opc_cuda_quantize_matrix(w, rows, cols, &mp, qm)
                : opc_cuda_quantize_matrix_h16((const uint16_t *)src->data, src->type == OPC_TYPE_BF16, rows, cols,
                                               &mp, qm);
     else
 #endif
     {
-        if (!w) st = source_f32(src, &w); /* the CPU path after all (GPTQ, Lloyd, wide rows) */
+        if (!w) st = source_f32(src, &w); /* the CPU path after all (Lloyd, wide rows) */
         if (st == OPC_OK) st = opc_quantize_matrix(w, rows, cols, &mp, qm);
     }
     opc_aligned_free(hrot);

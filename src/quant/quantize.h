@@ -102,7 +102,7 @@ typedef struct opc_qmatrix_params {
      * 2^rot_log2 must divide cols). importance and hessian must already be
      * in the rotated basis. The stored view records rot_log2. */
     int32_t rot_log2;
-    int device;             /* 0 = CPU; 1 = CUDA (src/cuda/quant_cuda.h), except with a hessian */
+    int device;             /* 0 = CPU; 1 = CUDA (src/cuda/quant_cuda.h), GPTQ included */
 } opc_qmatrix_params;
 
 /* A quantized matrix that owns its arrays; `m` is the view over them. */
@@ -128,6 +128,13 @@ void opc_quant_column_weights(const float *importance, int64_t cols, float *imp)
 opc_status opc_quantize_matrix(const float *W, int64_t rows, int64_t cols,
                                const opc_qmatrix_params *p, opc_qmatrix *out);
 void opc_qmatrix_free(opc_qmatrix *q); /* NULL-safe; leaves *q zeroed */
+
+/* GPTQ's factor of H (n, n): *U (n, n) doubles, upper triangular, with
+ * (H + lambda I)^-1 = U^T U, lambda = damp * mean(diag H) (damp <= 0: 0.01)
+ * raised tenfold until positive definite; free() it. The one the CPU pass
+ * uses, so the GPU quantizer (quant_cuda.h) can take the same. Errors:
+ * INVALID_ARG (not positive definite), NOMEM. */
+opc_status opc_quant_gptq_factor(const float *H, int64_t n, double damp, double **U);
 
 /* All-in bytes of a codebook matrix as stored: indices + codebooks + group
  * scales + outliers. */
@@ -161,6 +168,7 @@ typedef struct opc_importance {
     int64_t *count;              /* (n) activation rows seen */
     int64_t n_tokens;            /* calibration tokens run */
     int32_t rot_max_log2;        /* rotation cap of sumsq_rot; 0 = none collected */
+    int32_t device;              /* where the forward pass ran: 0 = CPU, 1 = CUDA */
 } opc_importance;
 
 void opc_importance_free(opc_importance *imp); /* members only; NULL-safe */
@@ -205,6 +213,28 @@ opc_status opc_calibrate_tokens(const opc_model_desc *d, const int32_t *tokens, 
                                 int32_t rot_max_log2, volatile sig_atomic_t *interrupt,
                                 opc_calib_progress_fn progress, void *progress_user,
                                 opc_importance *out);
+
+/* The same two calibrations with a choice of forward pass: device 0 = the
+ * CPU reference (as above); 1 = the CUDA pass (src/cuda/forward_cuda.h) with
+ * the statistics summed on the GPU (src/cuda/calib_cuda.h): sums of squares
+ * in fp64 added row by row as on the CPU, the Hessian in fp32 (cuBLAS).
+ * The GPU pass multiplies in fp16 (cuBLAS, fp32 accumulate), so its
+ * activations, and the sums, differ slightly from the CPU's (measured in
+ * docs/RESULTS.md; tests/test_cuda_quant bounds them); sampled calibration
+ * can then also draw other tokens. Falls back to the CPU, with a warning
+ * that says why, when the build has no CUDA, the environment has
+ * OPC_CUDA_CALIB=0, or the model cannot run on the GPU (no device, an
+ * unsupported shape, too little device memory). out->device tells which. */
+opc_status opc_calibrate_sampled_dev(const opc_model_desc *d, int32_t n_tokens, int32_t seq_len,
+                                     uint64_t seed, int32_t n_threads, int device, int with_hessian,
+                                     int32_t rot_max_log2, volatile sig_atomic_t *interrupt,
+                                     opc_calib_progress_fn progress, void *progress_user,
+                                     opc_importance *out);
+opc_status opc_calibrate_tokens_dev(const opc_model_desc *d, const int32_t *tokens, int64_t n_tokens,
+                                    int32_t seq_len, int32_t n_threads, int device, int with_hessian,
+                                    int32_t rot_max_log2, volatile sig_atomic_t *interrupt,
+                                    opc_calib_progress_fn progress, void *progress_user,
+                                    opc_importance *out);
 
 /* ---------------------------------------------------- whole model ------- */
 
