@@ -1255,11 +1255,9 @@ __device__ void d_gptq_solve(double (&A)[KM][KM + 2], int k, float *cbf) {
                 for (int j = col; j <= k; j++) A[r][j] -= f * A[col][j];
         }
     }
-    for (int i = 0; i < k; i++) {
-        double v = A[i][k] / A[i][i];
-        if (!(fabs(v) <= FP16_MAX_F)) return; /* as the CPU: entries before i keep their new value */
-        cbf[i] = (float)v;
-    }
+    for (int i = 0; i < k; i++) /* as the CPU: all or nothing */
+        if (!(fabs(A[i][k] / A[i][i]) <= FP16_MAX_F)) return;
+    for (int i = 0; i < k; i++) cbf[i] = (float)(A[i][k] / A[i][i]);
     for (int i = 0; i < k; i++) cbf[i] = d_h2f(d_f2h(cbf[i]));
     for (int i = 1; i < k; i++) {
         const float v = cbf[i];

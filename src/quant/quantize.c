@@ -544,11 +544,9 @@ static void gptq_solve(double A[OPC_KMEANS_MAX_K][OPC_KMEANS_MAX_K + 2], int32_t
                 for (int32_t j = col; j <= k; j++) A[r][j] -= f * A[col][j];
         }
     }
-    for (int32_t i = 0; i < k; i++) {
-        double v = A[i][k] / A[i][i];
-        if (!(fabs(v) <= FP16_MAX)) return; /* not finite / out of range: keep the old codebook */
-        cbf[i] = (float)v;
-    }
+    for (int32_t i = 0; i < k; i++) /* all or nothing: a partial update would leave it unsorted */
+        if (!(fabs(A[i][k] / A[i][i]) <= FP16_MAX)) return; /* not finite / out of range: keep the old codebook */
+    for (int32_t i = 0; i < k; i++) cbf[i] = (float)(A[i][k] / A[i][i]);
     for (int32_t i = 0; i < k; i++) cbf[i] = opc_fp16_to_fp32(opc_fp32_to_fp16(cbf[i]));
     qsort(cbf, (size_t)k, sizeof *cbf, cmp_float);
 }
