@@ -191,9 +191,19 @@ static void test_gemv_batch_and_outliers(void) {
  * k = 1..4, batch 1..4, outliers, many tiles per block, x scales with
  * mixed magnitudes (one block in ten scaled by 1e-3, one column in fifty
  * by 8). Skipped when OPC_CUDA_GEMV forces another kernel. */
+static void run_tight(const host_cb *hp, int outlier_pct, int nb);
 static void run_case_tight(int64_t rows, int64_t cols, int32_t k, int outlier_pct, int nb) {
     host_cb h;
     host_make(&h, rows, cols, k, outlier_pct, 0);
+    run_tight(&h, outlier_pct, nb);
+    host_free(&h);
+}
+
+/* run_case_tight on a made matrix (outlier_pct: for the messages only) */
+static void run_tight(const host_cb *hp, int outlier_pct, int nb) {
+    host_cb h = *hp;
+    const int64_t rows = h.m.rows, cols = h.m.cols;
+    const int32_t k = h.m.k;
     float *x = malloc(sizeof(float) * (size_t)(nb * cols)), *y = malloc(sizeof(float) * (size_t)(nb * rows));
     float *ref = malloc(sizeof(float) * (size_t)rows), *wrow = malloc(sizeof(float) * (size_t)cols);
     for (int64_t i = 0; i < nb * cols; i++) {
@@ -239,7 +249,6 @@ static void run_case_tight(int64_t rows, int64_t cols, int32_t k, int outlier_pc
     opc_cuda_free(dy);
     opc_cuda_cb_free(&d);
     free(x), free(y), free(ref), free(wrow);
-    host_free(&h);
 }
 
 static void test_gemv_int8_precision(void) {
@@ -254,6 +263,44 @@ static void test_gemv_int8_precision(void) {
     };
     for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++)
         run_case_tight(cs[i].rows, cs[i].cols, cs[i].k, cs[i].ol, cs[i].nb);
+}
+
+/* Uneven outliers: the int8 kernel copies each block's CSR entries into
+ * shared memory up to a cap sized from the mean per block (CbkV8::ol_cap);
+ * a block holding a few rows with half their columns as outliers exceeds it
+ * and must read the rest from global memory. Rows with 0..4 outliers between
+ * them, one row in 37 with every other column; first entries at odd
+ * offsets (the copy starts at a multiple of 8). With one 16-row tile per
+ * block (these shapes on a 132-SM card) the 300 x 3000 and 77 x 4096 cases
+ * exceed the cap (1500 / 2048 entries in a heavy row's block against ~1270 /
+ * ~1590); OPC_CUDA_V8_OLCAP=8 forces the overflow path on every case. */
+static void test_gemv_int8_outlier_skew(void) {
+    if (opc_cuda_device_count() == 0) SKIP("no CUDA device");
+    if (getenv("OPC_CUDA_GEMV")) SKIP("OPC_CUDA_GEMV forces another kernel");
+    static const struct { int64_t rows, cols; int nb; } cs[] = {{300, 3000, 1}, {2000, 1030, 3}, {77, 4096, 4}};
+    for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) {
+        host_cb h;
+        host_make(&h, cs[i].rows, cs[i].cols, 4, 0, 0);
+        const int64_t rows = cs[i].rows, cols = cs[i].cols;
+        h.rowptr = calloc((size_t)rows + 1, 4);
+        h.ocol = malloc((size_t)(rows * cols) * 2);
+        h.oval = malloc((size_t)(rows * cols) * 2);
+        uint32_t n = 0;
+        for (int64_t r = 0; r < rows; r++) {
+            const int heavy = r % 37 == 5;
+            const int64_t cnt = heavy ? cols / 2 : (int64_t)(rnd() % 5);
+            for (int64_t j = 0; j < cnt; j++) {
+                h.ocol[n] = (uint16_t)(heavy ? 2 * j + 1 : (j * cols) / (cnt + 1) + 1); /* sorted */
+                h.oval[n] = opc_fp32_to_fp16(0.5f * rnd_sym());
+                n++;
+            }
+            h.rowptr[r + 1] = n;
+        }
+        h.m.n_outliers = n;
+        h.m.ol_rowptr = h.rowptr, h.m.ol_col = h.ocol, h.m.ol_val = h.oval;
+        run_tight(&h, 50, cs[i].nb);
+        host_free(&h);
+    }
 }
 
 /* The GEMV with an input transform (opc_cuda_cb_gemv_xf) against the host:
@@ -536,6 +583,7 @@ int main(void) {
     RUN(test_upload_rejects_corrupt);
     RUN(test_gemv_matches_reference);
     RUN(test_gemv_batch_and_outliers);
+    RUN(test_gemv_int8_outlier_skew);
     RUN(test_gemv_group_scales);
     RUN(test_gemv_int8_precision);
     RUN(test_gemv_xf_matches_host);

@@ -186,12 +186,14 @@ struct DevCb {
     uint8_t *gs = nullptr;
     CbView view() const;
     int rows, cols, groups, k, gs_stride = 0;
+    uint32_t nol = 0; /* outlier entries */
 };
 CbView DevCb::view() const {
     CbView v;
     v.idx = idx, v.codebook = cb, v.ol_rowptr = rowptr, v.ol_col = ocol, v.ol_val = oval;
     v.rows = rows, v.cols = cols, v.groups = groups, v.k = k;
     v.gs = gs, v.gs_stride = gs_stride;
+    v.ol_n = nol;
     return v;
 }
 
@@ -210,6 +212,7 @@ static DevCb upload(const HostCb &m) {
     d.rowptr = dupload(m.rowptr);
     d.ocol = dupload(m.ocol);
     d.oval = dupload(m.oval);
+    d.nol = (uint32_t)m.oval.size();
     if (!m.gs.empty()) { /* the library's upload repack: rows padded to 16 bytes */
         d.gs_stride = gs_stride_of(m.groups);
         std::vector<uint8_t> pad((size_t)m.rows * d.gs_stride, 0);
@@ -415,7 +418,18 @@ template <int NW, int P, int MINB> static Version v8_version(void) {
         }
         const int maxg = std::max(1, per_sm * sms);
         const int tpb = (tiles + maxg - 1) / maxg, grid = (tiles + tpb - 1) / tpb;
-        cbk_gemv_v8<NW, P, MINB><<<grid, NW * 32, CbkV8::smem(m.groups, nb, tpb, NW), s>>>(m, x, CbXf(), nb, y, vec, tpb);
+        /* outlier entries staged in shared memory, as the library (cb_gemv.cu v8_olcap):
+         * OPC_CUDA_V8_OLCAP=0 off, =N a fixed cap (the overflow path) */
+        static int env = -2, mode = -1;
+        if (env == -2) env = getenv("OPC_CUDA_V8_OLCAP") && *getenv("OPC_CUDA_V8_OLCAP") ? atoi(getenv("OPC_CUDA_V8_OLCAP")) : -1;
+        /* OPC_CUDA_V8_MODE: the kernel's mode (CBK_V8_*; default the octet epilogue, as the library) */
+        if (mode < 0) mode = getenv("OPC_CUDA_V8_MODE") && *getenv("OPC_CUDA_V8_MODE") ? atoi(getenv("OPC_CUDA_V8_MODE")) : CBK_V8_OL_OCTET;
+        int ocap = CbkV8::ol_cap(m, tpb);
+        if (ocap > 0 && env >= 0) ocap = env / 8 * 8;
+        const int room = (int)((227 * 1024 - CbkV8::smem(m.groups, nb, tpb, NW)) / 32 * 8);
+        ocap = std::min(ocap, room);
+        cbk_gemv_v8<NW, P, MINB><<<grid, NW * 32, CbkV8::smem(m.groups, nb, tpb, NW, ocap), s>>>(m, x, CbXf(), nb, y, vec,
+                                                                                               tpb, ocap, mode);
     };
     return v;
 }
@@ -850,6 +864,7 @@ static int bench(void) {
                 auto fn = [&](int i) {
                     CbView w = copies[i % ncopy].view();
                     w.ol_rowptr = d_rowptr, w.ol_col = d_ocol, w.ol_val = d_oval;
+                    w.ol_n = (uint32_t)ol_host.oval.size();
                     v.launch(w, dx, nb, dy, s);
                 };
                 double bytes = (double)per + ol_bytes + nb * (sh.cols + sh.rows) * 4.0;

@@ -254,6 +254,34 @@ static opc_status launch_v7(const opc_cuda::CbView &v, const float *x, int nb, f
     return e == cudaSuccess ? OPC_OK : cuda_fail(e, "opc_cuda_cb_gemv");
 }
 
+/* Outlier entries v8 stages per block of tpb tiles (CbkV8::ol_cap), at most
+ * `room` (rounded down to 8). OPC_CUDA_V8_OLCAP=0 turns the staging off (the
+ * epilogue reads global memory, as before), =N fixes the cap at N (tests of
+ * the overflow path); read once (benign race: every writer stores the same). */
+static int v8_olcap(const opc_cuda::CbView &v, int tpb, int room) {
+    static int env = -2;
+    if (env == -2) {
+        const char *e = getenv("OPC_CUDA_V8_OLCAP");
+        env = e && *e ? atoi(e) : -1;
+    }
+    int cap = opc_cuda::CbkV8::ol_cap(v, tpb);
+    if (cap > 0 && env >= 0) cap = env / 8 * 8;
+    room = room / 8 * 8;
+    return cap < room ? cap : room;
+}
+
+/* v8's mode (CBK_V8_*): the outlier epilogue's form. OPC_CUDA_V8_OLEPI=warp
+ * selects the previous one, for comparisons on a device (read once; benign
+ * race: every writer stores the same value). */
+static int v8_mode(void) {
+    static int mode = -1;
+    if (mode < 0) {
+        const char *e = getenv("OPC_CUDA_V8_OLEPI");
+        mode = e && !strcmp(e, "warp") ? opc_cuda::CBK_V8_OL_WARP : opc_cuda::CBK_V8_OL_OCTET;
+    }
+    return mode;
+}
+
 /* The int8 kernel (lab v8) in one compiled configuration: NW warps split
  * the K steps of every 16-row tile, P weight items in flight per warp,
  * persistent blocks that each own a run of consecutive tiles and quantize x
@@ -284,10 +312,13 @@ static opc_status launch_v8_t(const opc_cuda::CbView &v, const float *x, const o
     /* blocks per SM from the occupancy at the largest tiles-per-block (one
      * block per SM): a lower bound for any larger grid, whose blocks need less */
     const int tiles = (v.rows + 15) / 16, tpb0 = (tiles + sms - 1) / sms;
-    const size_t smem0 = P::smem(v.groups, nb, tpb0, V8_NW);
-    if (smem0 > (size_t)smem_max)
+    const size_t smem_x = P::smem(v.groups, nb, tpb0, V8_NW);
+    if (smem_x > (size_t)smem_max)
         return opc_error(OPC_ERR_UNSUPPORTED, "opc_cuda_cb_gemv: quantized x (%d x %d) does not fit in shared memory",
                          nb, v.cols);
+    /* the outlier entries staged in shared memory: what fits (OPC_CUDA_V8_OLCAP) */
+    const int ocap0 = v8_olcap(v, tpb0, (int)(((size_t)smem_max - smem_x) / 4));
+    const size_t smem0 = P::smem(v.groups, nb, tpb0, V8_NW, ocap0);
     int per_sm = -1;
     for (int i = 0; i < c_n; i++)
         if (c_smem[i] == smem0) per_sm = c_per[i];
@@ -300,8 +331,9 @@ static opc_status launch_v8_t(const opc_cuda::CbView &v, const float *x, const o
         if (c_n < 8) c_smem[c_n] = smem0, c_per[c_n] = per_sm, c_n++;
     }
     const int maxg = per_sm * sms, tpb = (tiles + maxg - 1) / maxg, grid = (tiles + tpb - 1) / tpb;
+    const int ocap = min(ocap0, v8_olcap(v, tpb, ocap0)); /* fewer tiles per block: fewer entries */
     cudaError_t e = launch_pdl(opc_cuda::cbk_gemv_v8<V8_NW, V8_P, V8_MINB, XF>, dim3((unsigned)grid), dim3(V8_NW * 32),
-                               P::smem(v.groups, nb, tpb, V8_NW), s, v, x, xf, nb, y, vec, tpb);
+                               P::smem(v.groups, nb, tpb, V8_NW, ocap), s, v, x, xf, nb, y, vec, tpb, ocap, v8_mode());
     return e == cudaSuccess ? OPC_OK : cuda_fail(e, "opc_cuda_cb_gemv");
 }
 
@@ -416,6 +448,7 @@ static opc_cuda::CbView view_of(const opc_cuda_cb_matrix *m) {
     v.rows = (int)m->rows, v.cols = (int)m->cols, v.k = m->k;
     v.groups = (int)(m->row_bytes / 16);
     v.gs = m->gscale, v.gs_stride = m->gscale ? (int)m->gs_stride : 0;
+    v.ol_n = m->n_outliers > 0xFFFFFFFFull ? 0xFFFFFFFFu : (uint32_t)m->n_outliers; /* a sizing hint (CbkV8::ol_cap) */
     return v;
 }
 

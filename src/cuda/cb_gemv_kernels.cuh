@@ -55,6 +55,7 @@ struct CbView {
     const uint8_t *gs;         /* (rows, gs_stride) group scale bytes q (s = 2^(-q/16)), or NULL */
     int rows, cols, groups, k;
     int gs_stride;             /* bytes per row of gs, a multiple of 16 >= groups */
+    uint32_t ol_n = 0;         /* n_outliers (sizes v8's shared-memory copy of the CSR entries; 0: none staged) */
 };
 
 /* ------------------------------------------------------------ helpers --- */
@@ -1269,7 +1270,11 @@ __global__ void __launch_bounds__(NW * 32)
  *        loop: scratch of the RMSNORM transform's sums, see CbXf)
  *   rs   (OPC_CBK_V8_MAX_BATCH) float: the RMSNORM transform's scales
  *   olp  (tpb * 16 + 1) uint32: the block rows' CSR outlier row pointers
- *        (copied before the grid wait: they are weights) */
+ *        (copied before the grid wait: they are weights)
+ *   olc, olv (olcap) uint16 each: the block's CSR entries (columns, fp16
+ *        deltas) from its first entry rounded down to a multiple of 8, at most
+ *        olcap of them (a multiple of 8), copied by cp.async before the grid
+ *        wait; entries past olcap are read from global memory */
 struct CbkV8 {
     static __host__ __device__ int steps(int groups) { return (groups + 3) / 4; }
     static __host__ __device__ int xstride(int groups) { return steps(groups) * 256 + 64; }
@@ -1286,8 +1291,24 @@ struct CbkV8 {
     static __host__ __device__ size_t off_olp(int groups, int nb, int tpb, int nw) {
         return off_rs(groups, nb, tpb, nw) + (size_t)4 * OPC_CBK_V8_MAX_BATCH;
     }
-    static __host__ __device__ size_t smem(int groups, int nb, int tpb, int nw) {
-        return off_olp(groups, nb, tpb, nw) + (size_t)4 * (16 * tpb + 1);
+    static __host__ __device__ size_t off_olc(int groups, int nb, int tpb, int nw) {
+        return (off_olp(groups, nb, tpb, nw) + (size_t)4 * (16 * tpb + 1) + 15) / 16 * 16;
+    }
+    static __host__ __device__ size_t smem(int groups, int nb, int tpb, int nw, int olcap = 0) {
+        return off_olc(groups, nb, tpb, nw) + (size_t)4 * olcap;
+    }
+    /* Entries of a block's CSR range to stage (olc/olv above): 1.5x the mean
+     * per block of tpb tiles + 264 (the rounding down of the first entry, and
+     * slack for uneven rows), a multiple of 8; 0 without outliers or when the
+     * arrays are not 16-byte aligned (cp.async of 8 entries). Rows with more
+     * are correct, only slower (their tail comes from global memory). The
+     * caller lowers it to what fits in shared memory. */
+    static __host__ int ol_cap(const CbView &m, int tpb) {
+        if (!m.ol_rowptr || m.ol_n == 0 || (((uintptr_t)m.ol_col | (uintptr_t)m.ol_val) & 15u)) return 0;
+        const double per = (double)m.ol_n * 16.0 * tpb / (double)m.rows;
+        const double c = 1.5 * per + 264.0;
+        const double lim = (double)m.ol_n + 8.0 < 1048576.0 ? (double)m.ol_n + 8.0 : 1048576.0;
+        return ((int)(c < lim ? c : lim) + 7) / 8 * 8;
     }
 };
 
@@ -1370,6 +1391,14 @@ __device__ __forceinline__ void cbk_xf_rms(const CbXf &xf, int cols, int nb, boo
         rs[threadIdx.x] = rsqrtf(t / (float)cols + xf.eps);
     }
     __syncthreads();
+}
+
+/* cp.async of one 16-byte chunk of which only the first `bytes` (0..16) are
+ * read, the rest of the 16 zero-filled: staging a range whose end is not a
+ * chunk boundary without reading past it. */
+__device__ __forceinline__ void cbk_cp16_n(void *sdst, const void *gsrc, uint32_t bytes) {
+    const uint32_t d = (uint32_t)__cvta_generic_to_shared(sdst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(gsrc), "r"(bytes));
 }
 
 /* D (16x8 s32) += A (16x32 s8, row) * B (32x8 s8, col); UA: A unsigned (u8). */
@@ -1586,13 +1615,21 @@ __device__ __forceinline__ void cbk_v8_afrag(uint32_t p0, uint32_t p1, uint32_t 
 /*
  * v8 kernel. Grid: ceil(tiles / tpb) blocks, tiles = ceil(rows / 16); block
  * b owns tiles [b tpb, min(tiles, (b+1) tpb)). nb <= 4. Dynamic shared
- * memory: CbkV8::smem(groups, nb, tpb, NW). P: weight items in flight per
- * warp (register ring). MINB: blocks per SM the register budget must allow.
- * XF: compiled with the input transforms (xf.mode, CbXf above).
+ * memory: CbkV8::smem(groups, nb, tpb, NW, olcap). P: weight items in flight
+ * per warp (register ring). MINB: blocks per SM the register budget must
+ * allow. XF: compiled with the input transforms (xf.mode, CbXf above).
+ * olcap: CSR entries staged in shared memory (a multiple of 8; 0: none, the
+ * epilogue reads them from global memory; CbkV8::ol_cap). mode: CBK_V8_*.
  */
+enum {
+    CBK_V8_OL_WARP = 0,   /* outlier epilogue: a warp per R <= 4 rows, lanes stride the entries */
+    CBK_V8_OL_OCTET = 1,  /* outlier epilogue: 8 lanes per row (the default; see there) */
+    CBK_V8_LAB_NO_OL = 8, /* lab timing only: skip the outlier terms (wrong results; the lower bound) */
+};
 template <int NW, int P, int MINB, bool XF = false>
 __global__ void __launch_bounds__(NW * 32, MINB)
-    cbk_gemv_v8(CbView m, const float *__restrict__ x, CbXf xf, int nb, float *__restrict__ y, int vec, int tpb) {
+    cbk_gemv_v8(CbView m, const float *__restrict__ x, CbXf xf, int nb, float *__restrict__ y, int vec, int tpb,
+                int olcap, int mode) {
     /* XF = false: xf ignored, and the transforms compiled out (the plain
      * GEMV keeps its registers: the one-pass RMSNORM holds x in registers
      * across a barrier: 98 -> 116 registers per thread for NW 16, ptxas) */
@@ -1623,8 +1660,11 @@ __global__ void __launch_bounds__(NW * 32, MINB)
      * the epilogue then starts from shared memory, not a dependent DRAM load */
     const int nrows = min(my_tiles * 16, m.rows - tile0 * 16);
     uint32_t *olp = reinterpret_cast<uint32_t *>(cbk_smem8 + CbkV8::off_olp(m.groups, nb, tpb, NW)); /* (nrows + 1) */
-    uint32_t orp = 0u;
+    uint32_t orp = 0u, oe0 = 0u, oe1 = 0u;
     if (m.ol_rowptr && (int)threadIdx.x <= nrows) orp = __ldg(m.ol_rowptr + tile0 * 16 + threadIdx.x);
+    if (m.ol_rowptr && olcap > 0) { /* the block's entry range, for the cp.async staging below */
+        oe0 = __ldg(m.ol_rowptr + tile0 * 16), oe1 = __ldg(m.ol_rowptr + tile0 * 16 + nrows);
+    }
 
     /* Load side of the register ring: items in (tile, step) order, 32-bit
      * row offsets per tile (the host checks rows * groups < 2^32) and a
@@ -1670,6 +1710,24 @@ __global__ void __launch_bounds__(NW * 32, MINB)
         if ((int)threadIdx.x <= nrows) olp[threadIdx.x] = orp;
         for (int i = threadIdx.x + NW * 32; i <= nrows; i += NW * 32) olp[i] = __ldg(m.ol_rowptr + tile0 * 16 + i);
     }
+    if (olcap > 0 && oe1 > oe0) {
+        /* The block's outlier entries (columns, deltas) to shared memory, in
+         * 16-byte chunks of 8 from oe0 rounded down: issued now, waited for
+         * only before the epilogue, so their DRAM latency hides under the
+         * main loop and the epilogue makes no global round trips. Measured
+         * (H200, with the warp-per-rows epilogue): 8B decode with 0.85 %
+         * outliers +2-4 %, lab 14336 x 4096 +1 % 16.6 -> 16.0 us; the larger
+         * cost was the epilogue's reduction chains (CBK_V8_OL_OCTET). */
+        uint8_t *olc = cbk_smem8 + CbkV8::off_olc(m.groups, nb, tpb, NW);
+        uint8_t *olv = olc + 2 * (size_t)olcap;
+        const uint32_t sb0 = oe0 & ~7u, nch = min((oe1 - sb0 + 7u) / 8u, (uint32_t)olcap / 8u);
+        for (uint32_t i = threadIdx.x; i < nch; i += NW * 32) {
+            const uint32_t c = sb0 + 8u * i, bytes = 2u * min(8u, oe1 - c);
+            cbk_cp16_n(olc + 16 * i, m.ol_col + c, bytes);
+            cbk_cp16_n(olv + 16 * i, m.ol_val + c, bytes);
+        }
+        cbk_cp_commit();
+    }
     cbk_grid_wait(); /* weights in flight; x is the previous kernel's output */
 
     /* x: each warp quantizes the steps it will consume, for every vector.
@@ -1688,8 +1746,9 @@ __global__ void __launch_bounds__(NW * 32, MINB)
                              cbk_smem8 + (size_t)(2 * b + 1) * XST, xsc + b * nsteps + S);
     }
     __syncthreads();
-    if (m.ol_rowptr) { /* the block's outlier entries to L2 while the weights stream (olp: past the barrier) */
-        const uint32_t e0 = olp[0], e1 = olp[nrows];
+    if (m.ol_rowptr) { /* the unstaged outlier entries to L2 while the weights stream (olp: past the barrier) */
+        const uint32_t e1 = olp[nrows], sb0 = olp[0] & ~7u;
+        const uint32_t e0 = max(olp[0], olcap > 0 ? min(e1, sb0 + (uint32_t)olcap) : 0u);
         if (e1 > e0) {
             cbk_prefetch_l2(m.ol_col + e0, m.ol_col + e1, threadIdx.x, NW * 32);
             cbk_prefetch_l2(m.ol_val + e0, m.ol_val + e1, threadIdx.x, NW * 32);
@@ -1754,16 +1813,74 @@ __global__ void __launch_bounds__(NW * 32, MINB)
                 load(q[p]);
             }
     }
+    if (olcap > 0) cbk_cp_wait<0>(); /* this thread's outlier chunks (none issued: no-op) */
     __syncthreads();
 
     /* epilogue: sum the warps that had steps, times s_r, plus outliers */
     const int nwu = min(NW, nsteps);
-    if (!m.ol_rowptr) {
+    if (!m.ol_rowptr || (mode & CBK_V8_LAB_NO_OL)) {
         for (int i = threadIdx.x; i < nrows * nb; i += NW * 32) {
             const int rl = i % nrows, b = i / nrows, tl = rl >> 4;
             float tot = 0.0f;
             for (int w = 0; w < nwu; w++) tot += red[((tl * NW + w) * 16 + (rl & 15)) * nb + b];
             y[(size_t)b * m.rows + tile0 * 16 + rl] = tot * __uint_as_float(pl[rl].z);
+        }
+        return;
+    }
+    const uint16_t *olc = reinterpret_cast<const uint16_t *>(cbk_smem8 + CbkV8::off_olc(m.groups, nb, tpb, NW));
+    const uint16_t *olv = olc + olcap;
+    const uint32_t sb0 = olp[0] & ~7u, sn = olcap > 0 ? min((olp[nrows] - sb0 + 7u) & ~7u, (uint32_t)olcap) : 0u;
+    if (mode & CBK_V8_OL_OCTET) {
+        /* 8 lanes (an octet) per row, 4 rows per warp at a time: lane o sums
+         * the split-K partials of warps o, o + 8 (times s_r) and the row's
+         * outlier entries o, o + 8, ... (entry e staged at e - sb0 when that
+         * is below sn), then 3 shuffle levels within the octet. Shorter
+         * dependent chains than the warp-per-rows form below (one 5-level
+         * reduction per row, then the warps' partials summed one by one by a
+         * single lane). H200, 1 % outliers, batch 1: 14336 x 4096 15.9 ->
+         * 12.8 us, 4096 x 14336 16.5 -> 14.4, 4096^2 8.7 -> 7.1 (without
+         * outliers 10.5, 11.9, 6.0); 8B decode with 0.85 % outliers 338 -> 407
+         * tok/s against the previous epilogue without staging, same run
+         * (bench/cuda/results/h200_2026-11-26_s4_h1_final2*.txt). Tried and dropped
+         * (h200_2026-11-26_s4_h1_ab3*): the outlier sums between main-loop items (slower:
+         * 12.8 -> 14.6 us, the loop is latency-bound on its own chain, extra
+         * work delays it) and this form without outliers (slower than a
+         * thread per row: 10.9 -> 11.5 us). */
+        const int oct = lane >> 3, ol = lane & 7;
+        for (int base = warp * 4; base < nrows; base += NW * 4) { /* warp-uniform */
+            const int rl = base + oct;
+            float sb[OPC_CBK_V8_MAX_BATCH] = {0.0f, 0.0f, 0.0f, 0.0f};
+            if (rl < nrows) {
+                const int tl = rl >> 4;
+                const float sr = __uint_as_float(pl[rl].z);
+                for (int w = ol; w < nwu; w += 8)
+#pragma unroll
+                    for (int b = 0; b < OPC_CBK_V8_MAX_BATCH; b++)
+                        if (b < nb) sb[b] = fmaf(red[((tl * NW + w) * 16 + (rl & 15)) * nb + b], sr, sb[b]);
+                const uint32_t e1 = olp[rl + 1];
+#pragma unroll 2
+                for (uint32_t e = olp[rl] + ol; e < e1; e += 8) {
+                    const uint32_t so = e - sb0;
+                    uint16_t c16, v16;
+                    if (so < sn) c16 = olc[so], v16 = olv[so];
+                    else c16 = __ldg(m.ol_col + e), v16 = __ldg(m.ol_val + e);
+                    const float vv = __half2float(__ushort_as_half(v16));
+#pragma unroll
+                    for (int b = 0; b < OPC_CBK_V8_MAX_BATCH; b++)
+                        if (b < nb) sb[b] = fmaf(vv, cbk_v8_xval(cbk_smem8, xsc, XST, nsteps, b, (int)c16), sb[b]);
+                }
+            }
+            float mine = 0.0f; /* lane o < nb of the octet ends with vector o's sum */
+#pragma unroll
+            for (int b = 0; b < OPC_CBK_V8_MAX_BATCH; b++)
+                if (b < nb) { /* warp-uniform */
+                    float v = sb[b];
+                    v += __shfl_xor_sync(0xffffffffu, v, 4);
+                    v += __shfl_xor_sync(0xffffffffu, v, 2);
+                    v += __shfl_xor_sync(0xffffffffu, v, 1);
+                    if (ol == b) mine = v;
+                }
+            if (rl < nrows && ol < nb) y[(size_t)ol * m.rows + tile0 * 16 + rl] = mine;
         }
         return;
     }
@@ -1777,9 +1894,10 @@ __global__ void __launch_bounds__(NW * 32, MINB)
      * 14336 x 4096 20.3 -> 15.6 us (10.4 without outliers), 4096 x 4096 8.7
      * -> 8.7, but 4096 x 14336 14.9 -> 16.9 (not profiled; likely the
      * rounds: there a warp's 2 rows of 143 entries take 5 dependent L2 round
-     * trips while the other blocks saturate memory). Next step: stride the R rows' one contiguous entry
-     * range with several independent loads per lane (one round per 32 U
-     * entries), or stage the entries in shared memory before the main loop. */
+     * trips while the other blocks saturate memory). Kept for comparisons
+     * (CBK_V8_OL_WARP, OPC_CUDA_V8_OLEPI=warp): staging the entries in shared
+     * memory barely moved it (14336 x 4096 16.6 -> 16.0 us), the octet form
+     * above did (-> 12.8): the cost was the reduction chains, not the loads. */
     constexpr int OR = 4;
     const int R = min(OR, (nrows + NW - 1) / NW);
     for (int rl0 = warp * R; rl0 < nrows; rl0 += NW * R) {
@@ -1803,8 +1921,14 @@ __global__ void __launch_bounds__(NW * 32, MINB)
 #pragma unroll
             for (int j = 0; j < OR; j++) { /* a missing entry: column 0, value 0 */
                 const bool ok = k < ne[j];
-                cc[j] = ok ? (int)__ldg(m.ol_col + eb[j] + k) : 0;
-                vv[j] = ok ? __half2float(__ushort_as_half(__ldg(m.ol_val + eb[j] + k))) : 0.0f;
+                const uint32_t e = eb[j] + k, so = e - sb0;
+                uint16_t c16 = 0, v16 = 0;
+                if (ok) {
+                    if (so < sn) c16 = olc[so], v16 = olv[so];
+                    else c16 = __ldg(m.ol_col + e), v16 = __ldg(m.ol_val + e);
+                }
+                cc[j] = (int)c16;
+                vv[j] = __half2float(__ushort_as_half(v16));
             }
 #pragma unroll
             for (int j = 0; j < OR; j++)
