@@ -581,20 +581,23 @@ static void test_calib_stories(void) {
     if (!have_gpu()) SKIP("no CUDA device");
     opc_model_desc *d = open_stories();
     if (!d) SKIP("stories260K not present");
-    calib_case("stories260K tokens", d, 3 * 200 + 17, 200, 1, 2e-2, 1e-2); /* a short last sequence too */
+    /* quick (sanitizers instrument every access: ~30 s for the full case under racecheck): fewer tokens */
+    const int quick = getenv("OPC_TEST_QUICK") != NULL;
+    const int32_t seq = quick ? 40 : 200, ns = quick ? 64 : 192, sseq = quick ? 32 : 64;
+    calib_case("stories260K tokens", d, 3 * seq + 17, seq, 1, 2e-2, 1e-2); /* a short last sequence too */
     /* sampled: the same loop, but fp16 logits may draw other tokens once the
      * CPU and GPU part ways, so only the structure is held (and the
      * difference printed) */
     opc_importance c, g;
-    opc_status sc = opc_calibrate_sampled(d, 192, 64, 3, 0, 1, OPC_CB_ROT_MAX_LOG2, NULL, NULL, NULL, &c);
-    opc_status sg = opc_calibrate_sampled_dev(d, 192, 64, 3, 0, 1, 1, OPC_CB_ROT_MAX_LOG2, NULL, NULL, NULL, &g);
+    opc_status sc = opc_calibrate_sampled(d, ns, sseq, 3, 0, 1, OPC_CB_ROT_MAX_LOG2, NULL, NULL, NULL, &c);
+    opc_status sg = opc_calibrate_sampled_dev(d, ns, sseq, 3, 0, 1, 1, OPC_CB_ROT_MAX_LOG2, NULL, NULL, NULL, &g);
     CHECK_MSG(sc == OPC_OK && sg == OPC_OK, "%s", opc_last_error());
     if (sc == OPC_OK && sg == OPC_OK) {
         calib_diff df;
         calib_compare(&c, &g, &df);
         CHECK_EQ_INT(g.device, 1);
-        fprintf(stderr, "    calib stories260K sampled   192 tokens x64: sumsq max rel %.3e mean %.3e, hessian max %.3e\n",
-                df.sumsq_max, df.sumsq_mean, df.hess_max);
+        fprintf(stderr, "    calib stories260K sampled   %d tokens x%d: sumsq max rel %.3e mean %.3e, hessian max %.3e\n",
+                ns, sseq, df.sumsq_max, df.sumsq_mean, df.hess_max);
         CHECK(df.sumsq_max < INFINITY && df.hess_max < INFINITY);
     }
     opc_importance_free(&c);
@@ -754,7 +757,8 @@ static void run_gcase(const gcase *gc) {
 static void test_gptq(void) {
     if (!have_gpu()) SKIP("no CUDA device");
     const char *quick = getenv("OPC_TEST_QUICK");
-    const int64_t limit = !quick ? INT64_MAX : !strcmp(quick, "2") ? 12000 : 40000;
+    /* quick 2 (racecheck: every shared-memory access is instrumented) keeps the 2 smallest */
+    const int64_t limit = !quick ? INT64_MAX : !strcmp(quick, "2") ? 1200 : 40000;
     for (size_t i = 0; i < sizeof gcases / sizeof gcases[0]; i++)
         if (gcases[i].rows * gcases[i].cols <= limit) run_gcase(&gcases[i]);
 }
@@ -764,7 +768,8 @@ static void test_gptq(void) {
 static void test_gptq_factor(void) {
     if (!have_gpu()) SKIP("no CUDA device");
     const int64_t sizes[] = {1, 64, 192, 577};
-    for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++)
+    const size_t nsz = getenv("OPC_TEST_QUICK") ? 2 : sizeof sizes / sizeof sizes[0];
+    for (size_t s = 0; s < nsz; s++)
         for (int indef = 0; indef <= 1; indef++) {
             const int64_t n = sizes[s];
             float *H = make_hessian(n, 0);

@@ -1393,9 +1393,9 @@ __device__ __forceinline__ void cbk_xf_rms(const CbXf &xf, int cols, int nb, boo
     __syncthreads();
 }
 
-/* cp.async of one 16-byte chunk of which only the first `bytes` (0..16) are
- * read, the rest of the 16 zero-filled: staging a range whose end is not a
- * chunk boundary without reading past it. */
+/* cp.async of one 16-byte chunk of which the first `bytes` (0..16) are
+ * copied and the rest zero-filled. compute-sanitizer still counts a 16-byte
+ * read: do not use it for a chunk that ends past an allocation. */
 __device__ __forceinline__ void cbk_cp16_n(void *sdst, const void *gsrc, uint32_t bytes) {
     const uint32_t d = (uint32_t)__cvta_generic_to_shared(sdst);
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(gsrc), "r"(bytes));
@@ -1722,9 +1722,18 @@ __global__ void __launch_bounds__(NW * 32, MINB)
         uint8_t *olv = olc + 2 * (size_t)olcap;
         const uint32_t sb0 = oe0 & ~7u, nch = min((oe1 - sb0 + 7u) / 8u, (uint32_t)olcap / 8u);
         for (uint32_t i = threadIdx.x; i < nch; i += NW * 32) {
-            const uint32_t c = sb0 + 8u * i, bytes = 2u * min(8u, oe1 - c);
-            cbk_cp16_n(olc + 16 * i, m.ol_col + c, bytes);
-            cbk_cp16_n(olv + 16 * i, m.ol_val + c, bytes);
+            const uint32_t c = sb0 + 8u * i, n = min(8u, oe1 - c);
+            if (n == 8u) {
+                cbk_cp16_n(olc + 16 * i, m.ol_col + c, 16u);
+                cbk_cp16_n(olv + 16 * i, m.ol_val + c, 16u);
+            } else { /* the last, partial chunk: element loads, never past the arrays' end (cp.async
+                      * with a short source size still reads 16 bytes, says compute-sanitizer) */
+                uint16_t *dc = reinterpret_cast<uint16_t *>(olc + 16 * i), *dv = reinterpret_cast<uint16_t *>(olv + 16 * i);
+                for (uint32_t j = 0; j < 8u; j++) {
+                    dc[j] = j < n ? __ldg(m.ol_col + c + j) : (uint16_t)0;
+                    dv[j] = j < n ? __ldg(m.ol_val + c + j) : (uint16_t)0;
+                }
+            }
         }
         cbk_cp_commit();
     }
