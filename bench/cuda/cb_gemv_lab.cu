@@ -416,6 +416,13 @@ template <int NW, int P, int MINB> static Version v8_version(void) {
             CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, cbk_gemv_v8<NW, P, MINB>, NW * 32, smem0));
             if (c_n < 8) c_key[c_n] = smem0, c_per[c_n] = per_sm, c_n++;
         }
+        /* OPC_CUDA_V8_RES=N: at most N blocks per SM, as the library (cb_gemv.cu v8_res) */
+        static int res = -1;
+        if (res < 0) {
+            const char *e = getenv("OPC_CUDA_V8_RES");
+            res = e && *e ? std::max(0, atoi(e)) : 0;
+        }
+        if (res > 0) per_sm = std::min(per_sm, res);
         const int maxg = std::max(1, per_sm * sms);
         const int tpb = (tiles + maxg - 1) / maxg, grid = (tiles + tpb - 1) / tpb;
         /* outlier entries staged in shared memory, as the library (cb_gemv.cu v8_olcap):
@@ -480,6 +487,7 @@ static std::vector<Version> all_versions(void) {
     vs.push_back(v8_version<16, 3, 1>());
     vs.push_back(v8_version<8, 2, 3>());
     vs.push_back(v8_version<8, 3, 2>());
+    vs.push_back(v8_version<8, 2, 2>());
     vs.push_back(v8_version<24, 2, 1>());
     vs.push_back(v8_version<32, 2, 1>());
     return vs;

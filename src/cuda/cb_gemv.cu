@@ -282,6 +282,31 @@ static int v8_mode(void) {
     return mode;
 }
 
+/* Blocks per SM v8 may fill (OPC_CUDA_V8_RES=N; 0 or unset: as many as the
+ * occupancy allows). Why a cap: a grid that fills every SM to its register
+ * limit leaves no room for the next kernel's blocks, so the next GEMV's
+ * prologue (codebooks, outlier rows, its first weight loads, all issued
+ * before cbk_grid_wait() to overlap this kernel under PDL) cannot start until
+ * this kernel's blocks exit. With fewer blocks than the occupancy limit (e.g.
+ * w8b2 at one block per SM) a block of the next kernel fits beside them.
+ * Measured, not the default: 8B-shape decode on an H200, no outliers, graph
+ * on: w16 (default) 466 tok/s, w8b2 at 2/SM (no room) 435, w8b2 RES=1 342,
+ * w8 RES=2 358, w8 RES=1 263; with PDL off w16 429, w8b2 RES=1 388 (the lab's
+ * cost of 8 warps per SM). So the early-resident blocks of the next kernel
+ * make the step slower, not faster (bench/cuda/results/h200_2026-11-26_s4_h6_*;
+ * without a timeline the cause is unconfirmed: likely uneven block placement,
+ * two blocks of a grid on one SM, when free slots are taken in SM order).
+ * Read once (benign race: every writer stores the same value). */
+static int v8_res(void) {
+    static int res = -1;
+    if (res < 0) {
+        const char *e = getenv("OPC_CUDA_V8_RES");
+        res = e && *e ? atoi(e) : 0;
+        if (res < 0) res = 0;
+    }
+    return res;
+}
+
 /* The int8 kernel (lab v8) in one compiled configuration: NW warps split
  * the K steps of every 16-row tile, P weight items in flight per warp,
  * persistent blocks that each own a run of consecutive tiles and quantize x
@@ -330,7 +355,8 @@ static opc_status launch_v8_t(const opc_cuda::CbView &v, const float *x, const o
             return opc_error(OPC_ERR_UNSUPPORTED, "opc_cuda_cb_gemv: int8 kernel does not fit an SM");
         if (c_n < 8) c_smem[c_n] = smem0, c_per[c_n] = per_sm, c_n++;
     }
-    const int maxg = per_sm * sms, tpb = (tiles + maxg - 1) / maxg, grid = (tiles + tpb - 1) / tpb;
+    const int res = v8_res(), bps = res > 0 && res < per_sm ? res : per_sm; /* blocks per SM (OPC_CUDA_V8_RES) */
+    const int maxg = bps * sms, tpb = (tiles + maxg - 1) / maxg, grid = (tiles + tpb - 1) / tpb;
     const int ocap = min(ocap0, v8_olcap(v, tpb, ocap0)); /* fewer tiles per block: fewer entries */
     cudaError_t e = launch_pdl(opc_cuda::cbk_gemv_v8<V8_NW, V8_P, V8_MINB, XF>, dim3((unsigned)grid), dim3(V8_NW * 32),
                                P::smem(v.groups, nb, tpb, V8_NW, ocap), s, v, x, xf, nb, y, vec, tpb, ocap, v8_mode());
@@ -338,13 +364,16 @@ static opc_status launch_v8_t(const opc_cuda::CbView &v, const float *x, const o
 }
 
 /* The configuration AUTO uses (lab: bench/cuda/results/h200_2026-11-26_s3_h1_*.txt);
- * OPC_CUDA_V8=w8|w24 selects another compiled one, for comparisons on a device. */
+ * OPC_CUDA_V8=w8|w24|w8b2 selects another compiled one, for comparisons on a
+ * device (w8b2: 8 warps with the register budget of 2 blocks per SM, i.e. the
+ * w16 kernel's registers per thread, so that with OPC_CUDA_V8_RES=1 a block of
+ * the next kernel fits beside each one; see v8_res). */
 static opc_status launch_v8(const opc_cuda::CbView &v, const float *x, const opc_cuda::CbXf &xf, int nb, float *y,
                             int vec, cudaStream_t s) {
     static int cfg = -1; /* benign race: every writer stores the same value */
     if (cfg < 0) {
         const char *e = getenv("OPC_CUDA_V8");
-        cfg = e && !strcmp(e, "w8") ? 1 : e && !strcmp(e, "w24") ? 2 : 0;
+        cfg = e && !strcmp(e, "w8") ? 1 : e && !strcmp(e, "w24") ? 2 : e && !strcmp(e, "w8b2") ? 3 : 0;
     }
     /* the transforms in their own instances (XF): the plain GEMV's code is unchanged */
     const bool t = xf.mode != opc_cuda::CBK_XF_NONE;
@@ -352,6 +381,8 @@ static opc_status launch_v8(const opc_cuda::CbView &v, const float *x, const opc
                            : launch_v8_t<8, 2, 3, false>(v, x, xf, nb, y, vec, s);
     if (cfg == 2) return t ? launch_v8_t<24, 2, 1, true>(v, x, xf, nb, y, vec, s)
                            : launch_v8_t<24, 2, 1, false>(v, x, xf, nb, y, vec, s);
+    if (cfg == 3) return t ? launch_v8_t<8, 2, 2, true>(v, x, xf, nb, y, vec, s)
+                           : launch_v8_t<8, 2, 2, false>(v, x, xf, nb, y, vec, s);
     return t ? launch_v8_t<16, 2, 1, true>(v, x, xf, nb, y, vec, s) : launch_v8_t<16, 2, 1, false>(v, x, xf, nb, y, vec, s);
 }
 
