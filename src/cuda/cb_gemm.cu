@@ -31,6 +31,7 @@
  * kernels near 640: past ~128-256 tokens the dequant pass is worth paying.
  * 1 % outliers add ~50 % at n = 8..16 (the CSR walk is latency-bound).
  */
+#include "cb_device.cuh"
 #include "cuda_api.h"
 
 #include <cuda_fp16.h>
@@ -42,10 +43,17 @@
 
 namespace {
 
-/* The kernel's view of a checked matrix (device pointers, no ownership). The
- * GEMV's header (cb_gemv_kernels.cuh) defines non-template kernels, so it
- * cannot be included by a second translation unit: the few helpers this file
- * needs are restated here. */
+using opc_cuda::cbk_cp16;
+using opc_cuda::cbk_cp_commit;
+using opc_cuda::cbk_cp_wait;
+using opc_cuda::cbk_mma16816;
+using opc_cuda::cbk_prmt;
+using opc_cuda::cbk_row_pairs;
+
+/* The kernel's view of a checked matrix (device pointers, no ownership).
+ * The GEMV's header (cb_gemv_kernels.cuh) defines non-template kernels and
+ * cannot be included by a second translation unit; the helpers both need
+ * live in cb_device.cuh. */
 struct GemmView {
     const uint4 *idx;          /* (rows, groups) 16-byte index groups */
     const uint16_t *codebook;  /* (rows, k) fp16 */
@@ -60,54 +68,11 @@ struct GemmView {
 
 __device__ __forceinline__ uint32_t smem_u32(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
 
-/* 16 bytes global -> shared, asynchronous (LDGSTS, L2 only); valid == false
- * writes zeros and reads nothing. */
-__device__ __forceinline__ void cp16(void *sdst, const void *gsrc, bool valid) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(sdst)), "l"(gsrc),
-                 "r"(valid ? 16 : 0));
-}
-__device__ __forceinline__ void cp_commit(void) { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N> __device__ __forceinline__ void cp_wait(void) { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
-
 /* Four 8x8 b16 matrices; lane l gives the row address of matrix l / 8. */
 __device__ __forceinline__ void ldsm_x4(uint32_t addr, uint32_t &r0, uint32_t &r1, uint32_t &r2, uint32_t &r3) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                  : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
                  : "r"(addr));
-}
-
-/* D (16x8 fp32) += A (16x16 fp16, row) * B (16x8 fp16, col). Host code never
- * launches it on pre-sm_80 builds (gemm_compiled). */
-__device__ __forceinline__ void mma16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
-    __trap();
-#else
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
-                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-#endif
-}
-
-/* Byte gather: result byte i = byte (sel nibble i) of the pair {b:a}. Inline
- * PTX because __byte_perm masks every selector nibble (an extra LOP3). */
-__device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t sel) {
-    uint32_t d;
-    asm("prmt.b32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(sel));
-    return d;
-}
-
-/* Row r's codebook as two fp16 pairs c01 = (cb0, cb1), c23 = (cb2, cb3); entries >= k are 0. */
-__device__ __forceinline__ void row_pairs(const GemmView &m, int r, uint32_t &c01, uint32_t &c23) {
-    if (m.k == 4) { /* one 8-byte load: rows of 4 fp16 are 8-byte aligned (checked by the host) */
-        const uint2 c = __ldg(reinterpret_cast<const uint2 *>(m.codebook) + r);
-        c01 = c.x, c23 = c.y;
-        return;
-    }
-    uint32_t c[4];
-#pragma unroll
-    for (int i = 0; i < 4; i++) c[i] = i < m.k ? (uint32_t)__ldg(m.codebook + (size_t)r * m.k + i) : 0u;
-    c01 = c[0] | (c[1] << 16), c23 = c[2] | (c[3] << 16);
 }
 
 /* The PRMT tables of a codebook: lo = the low bytes of cb0..cb3, hi = the
@@ -184,14 +149,14 @@ __global__ void __launch_bounds__(WM *WN *WK * 32)
         for (int i = tid; i < KG * BM; i += NTH) {
             const int kg = i / BM, r = i - kg * BM, G = G0 + kg, gr = row0 + r;
             const bool ok = G < m.groups && gr < m.rows;
-            cp16(id + i, m.idx + (ok ? (size_t)gr * m.groups + G : 0), ok);
+            cbk_cp16(id + i, m.idx + (ok ? (size_t)gr * m.groups + G : 0), ok);
         }
         __half *xb = xs + (size_t)buf * BN * XR;
         const int c0 = G0 * 64;
         for (int i = tid; i < BN * KG * 8; i += NTH) {
             const int tk = i / (KG * 8), ch = i - tk * (KG * 8), col = c0 + ch * 8, b = n0 + tk;
             const bool ok = b < n && col < m.cols;
-            cp16(xb + tk * XR + ch * 8, x16 + (ok ? (size_t)b * m.cols + col : 0), ok);
+            cbk_cp16(xb + tk * XR + ch * 8, x16 + (ok ? (size_t)b * m.cols + col : 0), ok);
         }
     };
 
@@ -201,7 +166,7 @@ __global__ void __launch_bounds__(WM *WN *WK * 32)
     const int dr = tid % BM, dgr = row0 + dr;
     const bool drow_ok = dgr < m.rows;
     uint32_t lo = 0u, hi = 0u, c01 = 0u, c23 = 0u;
-    if (drow_ok) row_pairs(m, dgr, c01, c23);
+    if (drow_ok) cbk_row_pairs(m, dgr, c01, c23);
     if (!GS) planes(c01, c23, lo, hi);
     /* Outliers: every thread walks its row's CSR entries in column order (a
      * cursor over the stages) and adds the ones in its own items' columns
@@ -265,10 +230,10 @@ __global__ void __launch_bounds__(WM *WN *WK * 32)
             for (int j = 0; j < 4; j++) {
                 const uint32_t u0 = sel2(w.x >> (2 * j)), u1 = sel2(w.y >> (2 * j));
                 uint4 v;
-                v.x = prmt(lo, hi, u0);       /* columns 16j + 8h + 0, 1 */
-                v.y = prmt(lo, hi, u0 >> 16); /* + 2, 3 */
-                v.z = prmt(lo, hi, u1);       /* + 4, 5 */
-                v.w = prmt(lo, hi, u1 >> 16); /* + 6, 7 */
+                v.x = cbk_prmt(lo, hi, u0);       /* columns 16j + 8h + 0, 1 */
+                v.y = cbk_prmt(lo, hi, u0 >> 16); /* + 2, 3 */
+                v.z = cbk_prmt(lo, hi, u1);       /* + 4, 5 */
+                v.w = cbk_prmt(lo, hi, u1 >> 16); /* + 6, 7 */
                 *reinterpret_cast<uint4 *>(dst + 16 * j) = v;
             }
         }
@@ -286,9 +251,9 @@ __global__ void __launch_bounds__(WM *WN *WK * 32)
 #pragma unroll
     for (int s = 0; s < ST - 1; s++) {
         if (s < nstages) load_stage(s);
-        cp_commit(); /* empty groups keep the wait count uniform */
+        cbk_cp_commit(); /* empty groups keep the wait count uniform */
     }
-    cp_wait<ST - 2>();
+    cbk_cp_wait<ST - 2>();
     __syncthreads();
     dequant(0, ws);
     if (OL) {
@@ -297,10 +262,10 @@ __global__ void __launch_bounds__(WM *WN *WK * 32)
     }
 
     for (int s = 0; s < nstages; s++) {
-        cp_wait<ST - 3>(); /* this thread's copies of stage s+1 have landed */
+        cbk_cp_wait<ST - 3>(); /* this thread's copies of stage s+1 have landed */
         __syncthreads();   /* ws[s&1] complete; stage s+1 visible; stage s-1's buffers and ws[(s+1)&1] free */
         if (s + ST - 1 < nstages) load_stage(s + ST - 1);
-        cp_commit();
+        cbk_cp_commit();
         __half *wnext = ws + (size_t)((s + 1) & 1) * BM * XR;
         if (s + 1 < nstages) {
             dequant(s + 1, wnext);
@@ -330,8 +295,8 @@ __global__ void __launch_bounds__(WM *WN *WK * 32)
                             b0, b1, b2, b3);
 #pragma unroll
                     for (int mt = 0; mt < MT; mt++) {
-                        mma16816(acc[mt][2 * np], a[mt], b0, b1);
-                        mma16816(acc[mt][2 * np + 1], a[mt], b2, b3);
+                        cbk_mma16816(acc[mt][2 * np], a[mt][0], a[mt][1], a[mt][2], a[mt][3], b0, b1);
+                        cbk_mma16816(acc[mt][2 * np + 1], a[mt][0], a[mt][1], a[mt][2], a[mt][3], b2, b3);
                     }
                 }
             }
@@ -341,7 +306,7 @@ __global__ void __launch_bounds__(WM *WN *WK * 32)
 
     /* Epilogue: the WK partial tiles through shared memory, then one thread
      * per (token, row) with rows fastest: coalesced stores of Y (n, rows). */
-    cp_wait<0>();
+    cbk_cp_wait<0>();
     __syncthreads();
     float *red = reinterpret_cast<float *>(smem); /* (WK, BN, BM + 1) */
     const int g = lane >> 2, t = lane & 3;
@@ -475,27 +440,8 @@ extern "C" opc_status opc_cuda_cb_gemm_with(const opc_cuda_cb_matrix *m, const u
                                            opc_cuda_stream stream, opc_cuda_gemm_cfg cfg) {
     const char *fn = "opc_cuda_cb_gemm";
     if (!m || !x16 || !y) return opc_error(OPC_ERR_INVALID_ARG, "%s: NULL argument", fn);
-    if (m->bits != 2)
-        return opc_error(OPC_ERR_UNSUPPORTED, "%s: %d-bit indices (the fused GEMM is 2-bit only)", fn, m->bits);
-    if (m->k < 1 || m->k > 4)
-        return opc_error(OPC_ERR_INVALID_ARG, "%s: codebook size k = %d (2-bit needs 1..4)", fn, m->k);
-    if (m->rows <= 0 || m->cols <= 0 || m->rows > INT_MAX || m->cols > INT_MAX)
-        return opc_error(OPC_ERR_INVALID_ARG, "%s: shape (%lld, %lld) out of range", fn, (long long)m->rows,
-                         (long long)m->cols);
-    if (m->row_bytes != opc_cb_row_bytes(2, m->cols))
-        return opc_error(OPC_ERR_INVALID_ARG, "%s: row_bytes %llu, expected %llu for %lld columns", fn,
-                         (unsigned long long)m->row_bytes, (unsigned long long)opc_cb_row_bytes(2, m->cols),
-                         (long long)m->cols);
-    if (!m->idx || !m->codebook || ((uintptr_t)m->idx & 15u))
-        return opc_error(OPC_ERR_INVALID_ARG, "%s: index array missing or not 16-byte aligned", fn);
-    if (m->k == 4 && ((uintptr_t)m->codebook & 7u)) /* read as one 8-byte load per row */
-        return opc_error(OPC_ERR_INVALID_ARG, "%s: codebook array not 8-byte aligned", fn);
-    if (m->n_outliers && (!m->ol_rowptr || !m->ol_col || !m->ol_val))
-        return opc_error(OPC_ERR_INVALID_ARG, "%s: %llu outliers but missing CSR arrays", fn,
-                         (unsigned long long)m->n_outliers);
-    if (m->gscale && m->gs_stride < (m->cols + 1023) / 1024 * 16)
-        return opc_error(OPC_ERR_INVALID_ARG, "%s: group scale stride %lld too small for %lld columns", fn,
-                         (long long)m->gs_stride, (long long)m->cols);
+    opc_status st = opc_cuda_cb_check(m, fn);
+    if (st != OPC_OK) return st;
     if (m->cols % 8 != 0 || ((uintptr_t)x16 & 15u))
         return opc_error(OPC_ERR_UNSUPPORTED,
                          "%s: X is staged in 16-byte pieces: needs cols %% 8 == 0 (got %lld) and a 16-byte aligned x16",

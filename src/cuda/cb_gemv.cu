@@ -435,10 +435,11 @@ static void auto_init(void) {
     g_auto_init = 1;
 }
 
-/* The checks every GEMV entry point makes on the matrix and the batch. */
-static opc_status check_matrix(const opc_cuda_cb_matrix *m, int64_t nb, const char *fn) {
+/* The layout checks of a 2-bit matrix every kernel entry point makes (the
+ * GEMVs here, the fused GEMM in cb_gemm.cu); fn names the caller. */
+extern "C" opc_status opc_cuda_cb_check(const opc_cuda_cb_matrix *m, const char *fn) {
     if (m->bits != 2)
-        return opc_error(OPC_ERR_UNSUPPORTED, "%s: %d-bit indices have no CUDA kernel (2-bit only)",
+        return opc_error(OPC_ERR_UNSUPPORTED, "%s: %d-bit indices have no CUDA kernel here (2-bit only)",
                          fn, m->bits);
     if (m->k < 1 || m->k > 4)
         return opc_error(OPC_ERR_INVALID_ARG, "%s: codebook size k = %d (2-bit needs 1..4)", fn, m->k);
@@ -459,6 +460,13 @@ static opc_status check_matrix(const opc_cuda_cb_matrix *m, int64_t nb, const ch
     if (m->gscale && m->gs_stride < (m->cols + 1023) / 1024 * 16)
         return opc_error(OPC_ERR_INVALID_ARG, "%s: group scale stride %lld too small for %lld columns", fn,
                          (long long)m->gs_stride, (long long)m->cols);
+    return OPC_OK;
+}
+
+/* The checks every GEMV entry point makes on the matrix and the batch. */
+static opc_status check_matrix(const opc_cuda_cb_matrix *m, int64_t nb, const char *fn) {
+    opc_status st = opc_cuda_cb_check(m, fn);
+    if (st != OPC_OK) return st;
     if (m->n_outliers && m->cols > 65535)
         return opc_error(OPC_ERR_UNSUPPORTED, "%s: outliers need cols <= 65535 (got %lld)", fn,
                          (long long)m->cols);

@@ -38,6 +38,8 @@
 #ifndef OPC_CB_GEMV_KERNELS_CUH
 #define OPC_CB_GEMV_KERNELS_CUH
 
+#include "cb_device.cuh"
+
 #include <cuda_fp16.h>
 #include <stdint.h>
 
@@ -60,37 +62,7 @@ struct CbView {
 
 /* ------------------------------------------------------------ helpers --- */
 
-/* 16 bytes global -> shared without passing through registers (LDGSTS), so a
- * warp can have many chunks in flight and still run math on an earlier one.
- * .cg: L2 only (streamed weights are never re-read). valid == false writes
- * 16 zero bytes and reads nothing (src-size 0). */
-__device__ __forceinline__ void cbk_cp16(void *sdst, const void *gsrc, bool valid) {
-    const uint32_t d = (uint32_t)__cvta_generic_to_shared(sdst);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(gsrc), "r"(valid ? 16 : 0));
-}
-__device__ __forceinline__ void cbk_cp_commit(void) { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N> __device__ __forceinline__ void cbk_cp_wait(void) {
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
-}
 
-/* Programmatic dependent launch (sm_90). The library launches the GEMV with
- * the PDL attribute: its blocks may start while the previous kernel in the
- * stream is still running, so everything that reads only the weights
- * (codebooks, the first weight loads) goes before cbk_grid_wait(), which
- * returns once the previous grid has completed and its writes are visible;
- * x is read and y written only after it. Without the attribute (the lab's
- * <<<>>> launches, older GPUs) both are no-ops. cbk_grid_trigger() lets the
- * next PDL-launched kernel be scheduled early. */
-__device__ __forceinline__ void cbk_grid_wait(void) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void cbk_grid_trigger(void) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
-}
 
 /* Codebook of row r as byte planes for the PRMT lookup: lo holds the low
  * bytes of cb[0..3], hi the high bytes. Entries >= k are 0 (never indexed by
@@ -111,19 +83,6 @@ __device__ __forceinline__ void cbk_row_planes(const CbView &m, int r, uint32_t 
     hi = __byte_perm(p01, p23, 0x7531);
 }
 
-/* Row r's codebook as two half2 words: c01 = (cb[0], cb[1]), c23 = (cb[2], cb[3]);
- * entries >= k are 0. */
-__device__ __forceinline__ void cbk_row_pairs(const CbView &m, int r, uint32_t &c01, uint32_t &c23) {
-    if (m.k == 4) {
-        const uint2 c = __ldg(reinterpret_cast<const uint2 *>(m.codebook) + r);
-        c01 = c.x, c23 = c.y;
-        return;
-    }
-    uint32_t c[4];
-#pragma unroll
-    for (int i = 0; i < 4; i++) c[i] = i < m.k ? (uint32_t)__ldg(m.codebook + (size_t)r * m.k + i) : 0u;
-    c01 = c[0] | (c[1] << 16), c23 = c[2] | (c[3] << 16);
-}
 
 /* The PRMT byte planes (see cbk_row_planes) of a codebook given as pairs,
  * each value multiplied by the fp16 pair s2 = (s, s): a group's scaled
@@ -260,20 +219,6 @@ __global__ void cbk_gemv_v2(CbView m, const float *__restrict__ x, float *__rest
 
 /* ---------------------------------- v3: PRMT lookup + mma.sync (fp32) --- */
 
-/* D (16x8 fp32) += A (16x16 fp16, row) * B (16x8 fp16, col). */
-__device__ __forceinline__ void cbk_mma16816(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2,
-                                             uint32_t a3, uint32_t b0, uint32_t b1) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
-    /* m16n8k16 needs sm_80+. Hosts check the compiled PTX version
-     * (cudaFuncGetAttributes) and never launch this kernel then. */
-    __trap();
-#else
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
-                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-#endif
-}
 
 /*
  * Block = WK warps over MT*16 rows; the warps split the row's groups (split-K)
@@ -392,14 +337,6 @@ __global__ void __launch_bounds__(WK * 32)
 
 /* ----------------------- v4: v3 + x staged in shared memory, loads first --- */
 
-/* PRMT through inline PTX: the __byte_perm intrinsic masks every selector
- * nibble to 3 bits (one extra LOP3 per lookup, seen in the v4 SASS); our
- * selectors never set a nibble's bit 3, so the mask is wasted ALU work. */
-__device__ __forceinline__ uint32_t cbk_prmt(uint32_t a, uint32_t b, uint32_t sel) {
-    uint32_t d;
-    asm("prmt.b32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(sel));
-    return d;
-}
 
 /* w >> n as a multiply-high, so the shift runs on the FMA pipe instead of the
  * ALU pipe (LOP3/PRMT/SHF share the ALU pipe, the bottleneck here). Inline

@@ -149,6 +149,12 @@ int opc_cuda_cb_gemv_xf_ok(const opc_cuda_cb_matrix *m, int64_t nb);
 opc_status opc_cuda_cb_gemv_xf(const opc_cuda_cb_matrix *m, const opc_cuda_xform *xf, int64_t nb, float *y,
                                opc_cuda_stream stream);
 
+/* The layout checks every 2-bit kernel entry point makes (bits, k, shape,
+ * row_bytes, array presence and alignment, outlier arrays, group-scale
+ * stride); fn names the caller in the message. INVALID_ARG or
+ * UNSUPPORTED (bits != 2). */
+opc_status opc_cuda_cb_check(const opc_cuda_cb_matrix *m, const char *fn);
+
 /* Fused 2-bit codebook GEMM on tensor cores (src/cuda/cb_gemm.cu), for
  * batches past the GEMVs: Y (n, rows) fp32 = X W^T, X given as x16, device
  * (n, cols) fp16, 16-byte aligned. W is never written out: each block turns

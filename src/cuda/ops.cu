@@ -9,6 +9,7 @@
  * operations, fp32 arithmetic. Differences are the fp16 KV cache and the
  * fp16 rounding of GEMM inputs, which the tests bound.
  */
+#include "cb_device.cuh"
 #include "ops.cuh"
 
 #include <limits.h>
@@ -57,20 +58,12 @@ __device__ __forceinline__ float cb_gscale(const CbDev &m, int64_t r, int64_t c)
  * their blocks become resident while this kernel runs and fetch their
  * weights (which no kernel writes) before they wait (griddepcontrol.wait)
  * for this grid to complete. Kernels launched normally ignore it. */
-__device__ __forceinline__ void pdl_trigger(void) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
-}
+__device__ __forceinline__ void pdl_trigger(void) { opc_cuda::cbk_grid_trigger(); }
 
 /* ... and wait, before touching any memory another kernel writes, until the
  * previous grid in the stream has completed (a no-op when this kernel was
  * launched without the PDL attribute). */
-__device__ __forceinline__ void pdl_wait(void) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
-}
+__device__ __forceinline__ void pdl_wait(void) { opc_cuda::cbk_grid_wait(); }
 
 /* Launch, with the programmatic-stream-serialization attribute when this
  * thread's set_pdl_ops() said so: then the kernel's blocks may be scheduled
