@@ -37,7 +37,7 @@ if [ "$WHAT" = test ]; then
   (cd $B && OPC_TEST_QUICK=1 timeout 110 compute-sanitizer --tool memcheck --leak-check full ./test_cuda_forward) > "$OUT/memcheck.txt" 2>&1; echo "rc=$?" | tee -a "$L"
   grep -E "ERROR SUMMARY|LEAK SUMMARY|passed|Invalid|Program hit" "$OUT/memcheck.txt" | head -8 | tee -a "$L"
   log memcheck test_cuda quick
-  (cd $B && OPC_TEST_QUICK=1 timeout 150 compute-sanitizer --tool memcheck --leak-check full ./test_cuda) > "$OUT/memcheck_gemv.txt" 2>&1; echo "rc=$?" | tee -a "$L"
+  (cd $B && OPC_TEST_QUICK=1 timeout 120 compute-sanitizer --tool memcheck --leak-check full ./test_cuda) > "$OUT/memcheck_gemv.txt" 2>&1; echo "rc=$?" | tee -a "$L"
   grep -E "ERROR SUMMARY|LEAK SUMMARY|passed|Invalid" "$OUT/memcheck_gemv.txt" | head -6 | tee -a "$L"
   log memcheck test_cuda_gemm + test_cuda_sample quick
   (cd $B && OPC_TEST_QUICK=1 timeout 100 compute-sanitizer --tool memcheck --leak-check full ./test_cuda_gemm) > "$OUT/memcheck_gemm.txt" 2>&1; echo "rc=$?" | tee -a "$L"
@@ -45,7 +45,7 @@ if [ "$WHAT" = test ]; then
   (cd $B && OPC_TEST_QUICK=1 timeout 60 compute-sanitizer --tool racecheck ./test_cuda_sample) > "$OUT/racecheck_sample.txt" 2>&1; echo "rc=$?" | tee -a "$L"
   grep -E "RACECHECK SUMMARY|passed" "$OUT/racecheck_sample.txt" | head -4 | tee -a "$L"
   log racecheck test_cuda_quant quick
-  (cd $B && OPC_TEST_QUICK=2 timeout 150 compute-sanitizer --tool racecheck ./test_cuda_quant) > "$OUT/racecheck.txt" 2>&1; echo "rc=$?" | tee -a "$L"
+  (cd $B && OPC_TEST_QUICK=2 timeout 120 compute-sanitizer --tool racecheck ./test_cuda_quant) > "$OUT/racecheck.txt" 2>&1; echo "rc=$?" | tee -a "$L"
   grep -E "ERROR SUMMARY|RACECHECK SUMMARY|passed|hazard" "$OUT/racecheck.txt" | head -8 | tee -a "$L"
   exit 0
 fi
