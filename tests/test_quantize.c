@@ -502,6 +502,27 @@ static void test_gptq_blocks(void) {
 
 /* ------------------------------------------------- whole-model tests ---- */
 
+/* A llama-shaped config for the synthetic descriptions below: tied
+ * embeddings, no special tokens, the usual eps and theta. */
+static void synth_config(opc_model_desc *d, const char *path, int dim, int hidden, int layers, int head_dim,
+                         int vocab, int seq) {
+    snprintf(d->path, sizeof d->path, "%s", path);
+    snprintf(d->name, sizeof d->name, "synthetic");
+    opc_config *c = &d->cfg;
+    c->dim = dim;
+    c->hidden_dim = hidden;
+    c->n_layers = layers;
+    c->n_heads = 4;
+    c->n_kv_heads = 2;
+    c->head_dim = head_dim;
+    c->vocab_size = vocab;
+    c->max_seq_len = seq;
+    c->rms_eps = 1e-5f;
+    c->rope_theta = 10000.0f;
+    c->tied_embeddings = 1;
+    d->vocab.bos_id = d->vocab.eos_id = d->vocab.unk_id = d->vocab.pad_id = -1;
+}
+
 typedef struct synth {
     opc_model_desc *d;
     float *bufs[8];
@@ -512,21 +533,7 @@ static void synth_init(synth *s) {
     memset(s, 0, sizeof *s);
     opc_model_desc *d = calloc(1, sizeof *d);
     s->d = d;
-    snprintf(d->path, sizeof d->path, "synthetic");
-    snprintf(d->name, sizeof d->name, "synthetic");
-    opc_config *c = &d->cfg;
-    c->dim = 96;
-    c->hidden_dim = 130;
-    c->n_layers = 1;
-    c->n_heads = 4;
-    c->n_kv_heads = 2;
-    c->head_dim = 24;
-    c->vocab_size = 50;
-    c->max_seq_len = 64;
-    c->rms_eps = 1e-5f;
-    c->rope_theta = 10000.0f;
-    c->tied_embeddings = 1;
-    d->vocab.bos_id = d->vocab.eos_id = d->vocab.unk_id = d->vocab.pad_id = -1;
+    synth_config(d, "synthetic", 96, 130, 1, 24, 50, 64);
     struct { const char *name; int64_t r, c; } t[] = {
         {"token_embd.weight", 50, 96}, {"blk.0.attn_norm.weight", 96, 0}, {"blk.0.attn_q.weight", 96, 96},
         {"blk.0.attn_v.weight", 48, 96}, {"blk.0.ffn_up.weight", 130, 96}, {"blk.0.ffn_down.weight", 96, 130},
@@ -845,21 +852,9 @@ static void test_cb_bytes_prediction(void) {
  * the seven linear classes, for the allocation tests. */
 static opc_model_desc *synth_layers(int n_layers) {
     opc_model_desc *d = calloc(1, sizeof *d);
-    snprintf(d->path, sizeof d->path, "synthetic-%d", n_layers);
-    snprintf(d->name, sizeof d->name, "synthetic");
-    opc_config *c = &d->cfg;
-    c->dim = 256;
-    c->hidden_dim = 384;
-    c->n_layers = n_layers;
-    c->n_heads = 4;
-    c->n_kv_heads = 2;
-    c->head_dim = 16;
-    c->vocab_size = 40;
-    c->max_seq_len = 32;
-    c->rms_eps = 1e-5f;
-    c->rope_theta = 10000.0f;
-    c->tied_embeddings = 1;
-    d->vocab.bos_id = d->vocab.eos_id = d->vocab.unk_id = d->vocab.pad_id = -1;
+    char path[32];
+    snprintf(path, sizeof path, "synthetic-%d", n_layers);
+    synth_config(d, path, 256, 384, n_layers, 16, 40, 32);
     const struct { const char *cls; int64_t r, c; } cls[] = {
         {"attn_q", 256, 256}, {"attn_k", 32, 256}, {"attn_v", 32, 256}, {"attn_output", 256, 256},
         {"ffn_gate", 384, 256}, {"ffn_up", 384, 256}, {"ffn_down", 256, 384},

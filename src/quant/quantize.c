@@ -1557,44 +1557,13 @@ static int list_match(const char *list, const char *name) {
     return 0;
 }
 
-/* First override PATTERN=BITS matching name: 1 and *bits set; 0 none;
- * -1 malformed (error set). */
-static int override_bits(const char *list, const char *name, float *bits) {
-    while (list && *list) {
-        const char *e = strchr(list, ',');
-        size_t len = e ? (size_t)(e - list) : strlen(list);
-        const char *eq = memchr(list, '=', len);
-        if (!eq || eq == list) {
-            opc_error(OPC_ERR_INVALID_ARG, "override '%.*s' is not PATTERN=BITS", (int)len, list);
-            return -1;
-        }
-        char num[32];
-        size_t nl = len - (size_t)(eq + 1 - list);
-        if (nl == 0 || nl >= sizeof num) {
-            opc_error(OPC_ERR_INVALID_ARG, "override '%.*s': bad BITS", (int)len, list);
-            return -1;
-        }
-        memcpy(num, eq + 1, nl);
-        num[nl] = '\0';
-        char *end;
-        float b = strtof(num, &end);
-        int32_t ib, k;
-        if (*end || !(b == 16.0f || b == 32.0f || opc_quant_bits_layout(b, &ib, &k))) {
-            opc_error(OPC_ERR_INVALID_ARG, "override '%.*s': BITS must be 1.58, 2, 3, 4, 16 or 32", (int)len, list);
-            return -1;
-        }
-        if (pattern_match(list, (size_t)(eq - list), name)) {
-            *bits = b;
-            return 1;
-        }
-        list = e ? e + 1 : NULL;
-    }
-    return 0;
-}
-
-/* First outlier rule PATTERN=FRACTION of list matching name: 1 and *frac
- * set; 0 none; -1 malformed (error set). */
-static int outlier_rule(const char *list, const char *name, double *frac) {
+/* A rule list "PATTERN=VALUE,...": the first rule whose PATTERN matches name.
+ * parse reads one VALUE (a NUL-terminated copy) into *v and returns 0, or -1
+ * when it is malformed or out of range. Every rule up to the match is checked; errors
+ * name the rule: "<kind> 'RULE' is not PATTERN=<value>" or "<kind> 'RULE':
+ * <range>". Returns 1 (and *out set), 0 no match, -1 malformed (error set). */
+static int first_rule(const char *list, const char *name, const char *kind, const char *value, const char *range,
+                      int (*parse)(const char *num, double *v), double *out) {
     while (list && *list) {
         const char *e = strchr(list, ',');
         size_t len = e ? (size_t)(e - list) : strlen(list);
@@ -1602,24 +1571,55 @@ static int outlier_rule(const char *list, const char *name, double *frac) {
         char num[32];
         size_t nl = eq ? len - (size_t)(eq + 1 - list) : 0;
         if (!eq || eq == list || nl == 0 || nl >= sizeof num) {
-            opc_error(OPC_ERR_INVALID_ARG, "outlier override '%.*s' is not PATTERN=FRACTION", (int)len, list);
+            opc_error(OPC_ERR_INVALID_ARG, "%s '%.*s' is not PATTERN=%s", kind, (int)len, list, value);
             return -1;
         }
         memcpy(num, eq + 1, nl);
         num[nl] = '\0';
-        char *end;
-        double f = strtod(num, &end);
-        if (*end || !(f >= 0.0 && f <= 0.5)) {
-            opc_error(OPC_ERR_INVALID_ARG, "outlier override '%.*s': FRACTION must be in [0, 0.5]", (int)len, list);
+        double v;
+        if (parse(num, &v) < 0) {
+            opc_error(OPC_ERR_INVALID_ARG, "%s '%.*s': %s", kind, (int)len, list, range);
             return -1;
         }
         if (pattern_match(list, (size_t)(eq - list), name)) {
-            *frac = f;
+            *out = v;
             return 1;
         }
         list = e ? e + 1 : NULL;
     }
     return 0;
+}
+
+static int parse_bits(const char *num, double *v) {
+    char *end;
+    const float b = strtof(num, &end);
+    int32_t ib, k;
+    if (*end || !(b == 16.0f || b == 32.0f || opc_quant_bits_layout(b, &ib, &k))) return -1;
+    *v = b;
+    return 0;
+}
+
+static int parse_frac(const char *num, double *v) {
+    char *end;
+    const double f = strtod(num, &end);
+    if (*end || !(f >= 0.0 && f <= 0.5)) return -1;
+    *v = f;
+    return 0;
+}
+
+/* First override PATTERN=BITS matching name: 1 and *bits set; 0 none;
+ * -1 malformed (error set). */
+static int override_bits(const char *list, const char *name, float *bits) {
+    double v;
+    const int r = first_rule(list, name, "override", "BITS", "BITS must be 1.58, 2, 3, 4, 16 or 32", parse_bits, &v);
+    if (r == 1) *bits = (float)v; /* a float to begin with: exact */
+    return r;
+}
+
+/* First outlier rule PATTERN=FRACTION of list matching name: 1 and *frac
+ * set; 0 none; -1 malformed (error set). */
+static int outlier_rule(const char *list, const char *name, double *frac) {
+    return first_rule(list, name, "outlier override", "FRACTION", "FRACTION must be in [0, 0.5]", parse_frac, frac);
 }
 
 double opc_quant_outlier_frac(const char *name, const opc_quant_params *p) {
