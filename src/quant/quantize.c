@@ -11,6 +11,7 @@
 #include "../core/half.h"
 #include "../format/bf2.h"
 #include "../model/forward.h"
+#include "../model/runner.h"
 #include "kmeans.h"
 #ifdef OPC_HAVE_CUDA
 #include "../cuda/calib_cuda.h"
@@ -1271,13 +1272,12 @@ static opc_status calib_finish(calib_state *cs, opc_status st) {
     return st;
 }
 
-/* The forward pass a calibration runs: the CPU reference with calib_hook,
- * or the CUDA pass with the same statistics summed on the GPU
- * (src/cuda/calib_cuda.h). */
+/* The forward pass a calibration runs (r: exactly one of r.cpu, r.cuda):
+ * the CPU reference with calib_hook, or the CUDA pass with the same
+ * statistics summed on the GPU (src/cuda/calib_cuda.h). */
 typedef struct calib_pass {
-    opc_forward *cpu;
+    opc_runner r;
 #ifdef OPC_HAVE_CUDA
-    opc_cuda_forward *gpu;
     opc_cuda_act_stats *stats;
 #endif
     int with_hessian;
@@ -1293,14 +1293,13 @@ static opc_status calib_gpu_open(calib_pass *cp, const opc_model_desc *d, int32_
     int32_t rot[OPC_ACT_SITES] = {0};
     for (int i = 0; i < OPC_ACT_SITES; i++) /* every site but the head's is rotatable (opc_quant_rotatable) */
         rot[i] = i == OPC_ACT_HEAD_IN ? 0 : opc_quant_rot_log2(cols[i], cp->rot_max_log2);
-    opc_status st = opc_cuda_forward_init(&cp->gpu, d, ctx, max_batch);
+    opc_status st = opc_runner_init(&cp->r, d, "cuda", ctx, max_batch, 0);
     if (st == OPC_OK) st = opc_cuda_act_stats_init(&cp->stats, c, max_batch, cp->with_hessian, rot);
     if (st != OPC_OK) {
-        opc_cuda_forward_free(cp->gpu);
-        cp->gpu = NULL;
+        opc_runner_free(&cp->r);
         return st;
     }
-    opc_cuda_forward_set_stats(cp->gpu, cp->stats);
+    opc_cuda_forward_set_stats(cp->r.cuda, cp->stats);
     return OPC_OK;
 }
 
@@ -1370,9 +1369,9 @@ static opc_status calib_gpu_collect(calib_pass *cp, const opc_config *c, opc_imp
  * a warning that says why. */
 static opc_status calib_pass_open(calib_pass *cp, const opc_model_desc *d, int32_t ctx, int32_t max_batch,
                                   int32_t gpu_batch, int32_t n_threads, int device, calib_state *cs) {
-    cp->cpu = NULL;
+    memset(&cp->r, 0, sizeof cp->r);
 #ifdef OPC_HAVE_CUDA
-    cp->gpu = NULL, cp->stats = NULL;
+    cp->stats = NULL;
     const char *env = getenv("OPC_CUDA_CALIB");
     if (device == 1 && !(env && !strcmp(env, "0"))) {
         if (calib_gpu_open(cp, d, ctx, gpu_batch) == OPC_OK) return OPC_OK;
@@ -1381,28 +1380,20 @@ static opc_status calib_pass_open(calib_pass *cp, const opc_model_desc *d, int32
 #else
     (void)gpu_batch, (void)device;
 #endif
-    opc_status st = opc_forward_init(&cp->cpu, d, ctx, max_batch, n_threads);
-    if (st == OPC_OK) opc_forward_set_act_hook(cp->cpu, calib_hook, cs);
+    opc_status st = opc_runner_init(&cp->r, d, "cpu", ctx, max_batch, n_threads);
+    if (st == OPC_OK) opc_forward_set_act_hook(cp->r.cpu, calib_hook, cs);
     return st;
-}
-
-static opc_status calib_pass_run(calib_pass *cp, const int32_t *tokens, int32_t n, int32_t pos, float *logits,
-                                 opc_logits_mode mode) {
-#ifdef OPC_HAVE_CUDA
-    if (cp->gpu) return opc_cuda_forward_run(cp->gpu, tokens, n, pos, logits, mode);
-#endif
-    return opc_forward_run(cp->cpu, tokens, n, pos, logits, mode);
 }
 
 /* Close the pass and hand over its statistics in cs->imp (freed on error). */
 static opc_status calib_pass_finish(calib_pass *cp, calib_state *cs, const opc_config *c, opc_status st) {
 #ifdef OPC_HAVE_CUDA
-    if (cp->gpu) {
+    if (cp->r.cuda) {
         if (st == OPC_OK) st = calib_gpu_collect(cp, c, cs->imp);
         /* the statistics first: their cuBLAS handle and queue use the pass's stream */
-        opc_cuda_forward_set_stats(cp->gpu, NULL);
+        opc_cuda_forward_set_stats(cp->r.cuda, NULL);
         opc_cuda_act_stats_free(cp->stats);
-        opc_cuda_forward_free(cp->gpu);
+        opc_runner_free(&cp->r);
         cs->imp->rot_max_log2 = cs->rot_max_log2;
         cs->imp->device = 1;
         if (st != OPC_OK) opc_importance_free(cs->imp);
@@ -1411,7 +1402,7 @@ static opc_status calib_pass_finish(calib_pass *cp, calib_state *cs, const opc_c
 #else
     (void)c;
 #endif
-    opc_forward_free(cp->cpu);
+    opc_runner_free(&cp->r);
     return calib_finish(cs, st);
 }
 
@@ -1438,7 +1429,7 @@ opc_status opc_calibrate_sampled_dev(const opc_model_desc *d, int32_t n_tokens, 
             st = opc_error(OPC_ERR_INTERRUPTED, "calibration interrupted");
             break;
         }
-        st = calib_pass_run(&cp, &tok, 1, pos, logits, OPC_LOGITS_LAST);
+        st = opc_runner_run(&cp.r, &tok, 1, pos, logits, OPC_LOGITS_LAST);
         if (st) break;
         pos++;
         if (pos >= seq_len) { /* start a fresh sample */
@@ -1502,7 +1493,7 @@ opc_status opc_calibrate_tokens_dev(const opc_model_desc *d, const int32_t *toke
             break;
         }
         int32_t n = (int32_t)(n_tokens - at < seq_len ? n_tokens - at : seq_len);
-        st = calib_pass_run(&cp, tokens + at, n, 0, logits, OPC_LOGITS_LAST);
+        st = opc_runner_run(&cp.r, tokens + at, n, 0, logits, OPC_LOGITS_LAST);
         out->n_tokens += n;
         if (progress) progress(progress_user, at + n, n_tokens);
     }
