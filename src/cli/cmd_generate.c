@@ -314,8 +314,8 @@ int opc_cmd_generate(int argc, char **argv) {
                 long c = max_tokens - n_gen;
                 if (c > 16) c = 16;
                 if (c > ctx - 1 - pos) c = ctx - 1 - pos;
-                st = temp <= 0.0 ? opc_runner_greedy(&run, next, pos, (int32_t)c, gbuf)
-                                 : opc_runner_sample(&run, next, pos, (int32_t)c, &sp, &smp.rng, gbuf);
+                /* (temp 0: the device's greedy pick, the PRNG untouched) */
+                st = opc_runner_sample(&run, next, pos, (int32_t)c, &sp, &smp.rng, gbuf);
                 if (st != OPC_OK) {
                     rc = opc_cli_fail(st, "decode");
                     goto done;
